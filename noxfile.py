@@ -1,0 +1,33 @@
+"""Sessions: ``tests``, ``lint``, ``demo`` (README's two commands use these)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite against the installed package (its console scripts too)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff and mypy --strict over the package, the tests and this file."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run txsetup on an embedded default: a temporary node root, a real run."""
+    session.install("-e", ".")
+    session.run("python", "-m", "txsetup.demo", *session.posargs)
