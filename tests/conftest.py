@@ -1,0 +1,199 @@
+"""Shared fixtures: run the installed CLI for real, check every log line it writes.
+
+Every stderr line any test sees goes through :func:`check_log_lines`: it must be
+JSON, valid against ``docs/log-events.schema.json``, and free of key material.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from txsetup.demo.certs import generate_node_certificate
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO / "docs" / "log-events.schema.json"
+CLUSTER = "cluster.example.com"
+SECRET_MARKERS = ("-----BEGIN", "PRIVATE KEY", "hmac-secret-")
+SYSTEM_TESTS = os.environ.get("TXSETUP_SYSTEM_TESTS") == "1"
+
+
+def txsetup_exe() -> str:
+    """The installed console script next to this interpreter (what a master runs)."""
+    exe = Path(sys.executable).with_name("txsetup")
+    if not exe.exists():
+        found = shutil.which("txsetup")
+        assert found, "txsetup console script is not installed"
+        return found
+    return str(exe)
+
+
+def require_tool(name: str) -> str:
+    """The path of a system tool; skip without it, but fail under TXSETUP_SYSTEM_TESTS=1."""
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists()
+                                  else None)
+    if path is None:
+        if SYSTEM_TESTS:
+            pytest.fail(f"{name} is required when TXSETUP_SYSTEM_TESTS=1")
+        pytest.skip(f"{name} not installed")
+    return path
+
+
+@cache
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)  # type: ignore[no-any-return]
+
+
+def check_log_lines(stderr: str) -> list[dict[str, Any]]:
+    """Parse stderr as JSON lines, validate each against the schema, refuse secrets."""
+    events = []
+    for line in stderr.splitlines():
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        _validator().validate(event)
+        events.append(event)
+    return events
+
+
+def assert_no_secrets(*texts: str) -> None:
+    """No key material or test secret anywhere in the given output."""
+    for text in texts:
+        for marker in SECRET_MARKERS:
+            assert marker not in text, f"secret marker {marker!r} leaked"
+
+
+@dataclass
+class Run:
+    """A finished CLI run: exit code, the result object, the parsed log events."""
+
+    returncode: int
+    result: dict[str, Any]
+    events: list[dict[str, Any]]
+    stdout: str
+    stderr: str
+
+    def event_names(self) -> list[str]:
+        """The ``event`` of every log line, in order."""
+        return [e["event"] for e in self.events]
+
+
+def run_txsetup(args: list[str], *, stdin: bytes | None = b"", timeout: float = 120,
+                env: Mapping[str, str] | None = None) -> Run:
+    """Run the installed ``txsetup`` with ``args``; check its output contract."""
+    proc = subprocess.run(
+        [txsetup_exe(), *args], input=stdin, capture_output=True, timeout=timeout,
+        env={**os.environ, **(env or {})}, check=False,
+    )
+    stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
+    assert "Traceback" not in stderr, stderr
+    assert_no_secrets(stdout, stderr)
+    events = check_log_lines(stderr)
+    lines = stdout.splitlines()
+    assert len(lines) == 1, f"expected one result line, got {stdout!r}"
+    result = json.loads(lines[0])
+    assert result["exit_code"] == proc.returncode
+    return Run(proc.returncode, result, events, stdout, stderr)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What one path under the root is: enough to prove "exactly as before"."""
+
+    kind: str
+    mode: int
+    uid: int
+    gid: int
+    content: bytes | None = None
+    target: str | None = None
+    ino: int = field(default=0, compare=False)
+
+
+def snapshot(root: Path, *, skip: tuple[str, ...] = ("var/lock", "var/lib/txsetup")
+             ) -> dict[str, Entry]:
+    """Every path under ``root`` (bytes, mode, owner, symlink target), except ``skip``."""
+    entries: dict[str, Entry] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if any(rel == s or rel.startswith(s + "/") for s in skip):
+                continue
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                entries[rel] = Entry("symlink", 0, st.st_uid, st.st_gid,
+                                     target=os.readlink(path), ino=st.st_ino)
+            elif stat.S_ISDIR(st.st_mode):
+                entries[rel] = Entry("dir", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+            else:
+                entries[rel] = Entry("file", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                                     content=path.read_bytes(), ino=st.st_ino)
+    return entries
+
+
+def state_dir_leftovers(root: Path) -> list[str]:
+    """Files in the state directory other than the journal (staged or hold copies)."""
+    state = root / "var/lib/txsetup"
+    return sorted(n for n in os.listdir(state) if n != "journal") if state.exists() else []
+
+
+@pytest.fixture(scope="session")
+def node_pem() -> str:
+    """The cluster's node daemon certificate and key (EC, generated once)."""
+    return generate_node_certificate(CLUSTER, key_type="ec")
+
+
+@pytest.fixture(scope="session")
+def other_pem() -> str:
+    """A second certificate with a different key (a renewed cluster)."""
+    return generate_node_certificate(CLUSTER, key_type="ec")
+
+
+def make_document(pem: str, *, cluster: str = CLUSTER, ssconf: Mapping[str, str] | None = None,
+                  **extra: Any) -> dict[str, Any]:
+    """A valid node-daemon-setup document, as a Ganeti master builds it."""
+    values = {"cluster_name": cluster, "master_ip": "192.0.2.1", "master_netdev": "br0",
+              "node_list": "node1.example.com\nnode2.example.com\n",
+              "release_version": "3.0.2"}
+    values.update(ssconf or {})
+    return {"cluster_name": cluster, "node_daemon_certificate": pem,
+            "ssconf": values, "start_node_daemon": False, **extra}
+
+
+def encode(document: Mapping[str, Any]) -> bytes:
+    """The document as stdin bytes."""
+    return json.dumps(document).encode()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """An empty node root."""
+    path = tmp_path / "root"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def setup_run(root: Path) -> Iterator[Callable[..., Run]]:
+    """``setup_run(document, *extra_args)``: node-daemon-setup against ``root``."""
+
+    def go(document: Mapping[str, Any] | bytes | None, *extra: str, **kw: Any) -> Run:
+        data = document if isinstance(document, bytes | None) else encode(document)
+        return run_txsetup(["node-daemon-setup", "--root", str(root), *extra], stdin=data, **kw)
+
+    yield go

@@ -1,0 +1,105 @@
+"""Durable file replacement, one small function per step of the protocol.
+
+The protocol (as in python-atomicwrites, on :func:`os.replace`):
+new file beside the target → created with its final mode → written → fsynced
+→ renamed over the target → directory fsynced. The engine splits it across
+steps (stage writes and fsyncs, commit renames, one directory fsync covers
+many renames); :func:`replace_file` is the whole protocol for one file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+__all__ = ["fsync_dir", "hold", "read_regular", "replace_file", "write_new"]
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def write_new(path: Path, data: bytes, *, mode: int, uid: int = -1, gid: int = -1) -> int:
+    """Create ``path`` (which must not exist) holding ``data``, durably, with ``mode``.
+
+    The file is created with ``mode`` so it is never wider, even for an instant
+    (the umask can only narrow it; ``fchmod`` then sets it exactly), and owned
+    as asked before any byte is written. Returns its inode number, which is how
+    recovery recognises the file after it has been renamed into place.
+    """
+    fd = os.open(path, _CREATE_FLAGS, mode)
+    try:
+        os.fchmod(fd, mode)
+        if uid != -1 or gid != -1:
+            os.fchown(fd, uid, gid)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        return os.fstat(fd).st_ino
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the directory entries of ``path`` (creations, renames, unlinks) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def hold(target: Path, hold_path: Path) -> bool:
+    """Keep the current ``target`` under ``hold_path`` by a hard link, not a copy.
+
+    The link is to the inode itself, so bytes, mode, owner and mtime are kept
+    exactly, and a symlink at the target is held as the link (never followed).
+    Returns False when there is no target.
+    """
+    try:
+        os.link(target, hold_path, follow_symlinks=False)
+    except FileNotFoundError:
+        if os.path.lexists(target):
+            raise
+        return False
+    return True
+
+
+def read_regular(path: Path, limit: int) -> bytes | None:
+    """The content of ``path`` if it is a regular file of at most ``limit`` bytes.
+
+    A symlink, a directory or anything else is never read (``O_NOFOLLOW``), and
+    yields None, as does an absent or larger file: for planning, "not the
+    bytes we want" is all that matters.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            data = stream.read(limit + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) <= limit else None
+
+
+def replace_file(path: Path, data: bytes, *, mode: int) -> None:
+    """The whole protocol for one file: temp beside it, fsync, rename, fsync dir."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)
+    write_new(temp, data, mode=mode)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    fsync_dir(path.parent)

@@ -1,0 +1,210 @@
+"""The journaled change set: stage, commit, undo and clean up a set of files.
+
+Lifecycle (each function is idempotent and safe after a crash at any point):
+
+* :func:`stage_changes` writes every new file's bytes to a staged copy on the
+  target's own filesystem (the state directory when it shares it, so commit
+  is a rename), with its final mode and owner, fsynced; hard-links every file
+  it will replace to a hold name; fsyncs the staging directories once; then
+  journals the whole change set durably (``prepared``): the commit point.
+* :func:`commit_changes` renames staged copies over their targets and fsyncs
+  each target directory once. Re-run after a crash, it skips what is in
+  place (recognised by inode number).
+* :func:`undo_changes` puts each held file back (a rename restores the very
+  inode: bytes, mode, owner, mtime), removes files that did not exist, and
+  removes directories it created. It works whether commit ran fully, halfway
+  or not at all.
+* :func:`discard_copies` removes staged and hold copies once the outcome is
+  decided.
+
+The journal records paths and inode numbers only, never content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from txsetup.atomic import fsync_dir, hold, write_new
+from txsetup.errors import RecoveryFailed
+from txsetup.files import Action, FileMeta, Layout, PlannedFile
+
+__all__ = [
+    "Change",
+    "commit_changes",
+    "discard_copies",
+    "missing_dirs",
+    "stage_changes",
+    "undo_changes",
+]
+
+_STAGE_PREFIX = ".txsetup-"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One file the transaction replaces or creates, as journaled."""
+
+    path: str
+    staged: str
+    hold: str | None
+    new_ino: int
+    old: FileMeta | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The journal form."""
+        return {"path": self.path, "staged": self.staged, "hold": self.hold,
+                "new_ino": self.new_ino, "old": self.old.to_json() if self.old else None}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Change:
+        """Inverse of :meth:`to_json`."""
+        old = obj["old"]
+        return cls(obj["path"], obj["staged"], obj["hold"], obj["new_ino"],
+                   FileMeta.from_json(old) if old else None)
+
+
+def _staging_dir(layout: Layout, target: Path) -> Path:
+    """The state directory when it shares the target's filesystem, else the target's."""
+    if os.stat(layout.state_dir).st_dev == os.stat(target.parent).st_dev:
+        return layout.state_dir
+    return target.parent
+
+
+def _copy_names(layout: Layout, txid: str, index: int, target: Path) -> tuple[Path, Path]:
+    where = _staging_dir(layout, target)
+    stem = f"{txid}-{index}" if where == layout.state_dir else f"{_STAGE_PREFIX}{txid}-{index}"
+    return where / f"{stem}.new", where / f"{stem}.old"
+
+
+def missing_dirs(layout: Layout, planned: Iterable[PlannedFile]) -> list[str]:
+    """Target directories that do not exist yet, parents first (root-relative)."""
+    missing: list[str] = []
+    for item in planned:
+        parent = layout.path(item.desired.relpath).parent
+        chain = []
+        while not parent.exists() and parent != layout.root:
+            chain.append(layout.relative(parent))
+            parent = parent.parent
+        missing.extend(d for d in reversed(chain) if d not in missing)
+    return missing
+
+
+def make_dirs(layout: Layout, dirs: Sequence[str]) -> None:
+    """Create ``dirs`` (parents first), each durably."""
+    for rel in dirs:
+        path = layout.path(rel)
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o755)
+        fsync_dir(path.parent)
+
+
+def stage_changes(layout: Layout, txid: str, planned: Sequence[PlannedFile]) -> list[Change]:
+    """Write staged copies and hold links for every file that changes; fsync them.
+
+    Does not journal: the caller journals the returned changes (``prepared``)
+    once this returns, which is what makes them the commit point.
+    """
+    changes: list[Change] = []
+    staging_dirs: set[Path] = set()
+    for index, item in enumerate(p for p in planned if p.action is not Action.UNCHANGED):
+        want = item.desired
+        target = layout.path(want.relpath)
+        staged, hold_path = _copy_names(layout, txid, index, target)
+        uid, gid = want.uid, want.gid
+        if item.old is not None and item.old.kind == "file":
+            # An existing file keeps its owner unless configured otherwise (SPEC §4).
+            uid = item.old.uid if uid == -1 else uid
+            gid = item.old.gid if gid == -1 else gid
+        if uid == os.geteuid():
+            uid = -1
+        if gid == os.getegid():
+            gid = -1
+        new_ino = write_new(staged, want.content, mode=want.mode, uid=uid, gid=gid)
+        held = hold(target, hold_path)
+        changes.append(Change(want.relpath, layout.relative(staged),
+                              layout.relative(hold_path) if held else None, new_ino, item.old))
+        staging_dirs.add(staged.parent)
+    for directory in sorted(staging_dirs):
+        fsync_dir(directory)
+    return changes
+
+
+def _ino(path: Path) -> int | None:
+    try:
+        return os.lstat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def commit_changes(layout: Layout, changes: Sequence[Change]) -> None:
+    """Rename every staged copy over its target; skip those already in place."""
+    for change in changes:
+        target = layout.path(change.path)
+        staged = layout.path(change.staged)
+        if os.path.lexists(staged):
+            os.replace(staged, target)
+        elif _ino(target) != change.new_ino:
+            raise RecoveryFailed(
+                f"commit: staged copy {change.staged} is gone and {change.path} "
+                "is not the new file"
+            )
+    for directory in sorted({layout.path(c.path).parent for c in changes}):
+        fsync_dir(directory)
+
+
+def undo_changes(layout: Layout, changes: Sequence[Change], created_dirs: Sequence[str]) -> None:
+    """Put every old file back and remove new ones, in reverse order; idempotent."""
+    for change in reversed(changes):
+        target = layout.path(change.path)
+        if change.hold is not None:
+            held = layout.path(change.hold)
+            if os.path.lexists(held):
+                # Renaming a link over its own inode is a no-op, so an
+                # uncommitted target stays and the hold is removed below.
+                os.replace(held, target)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(held)
+            elif change.old is not None and _ino(target) != change.old.ino:
+                raise RecoveryFailed(
+                    f"undo: hold copy {change.hold} is gone and {change.path} "
+                    "is not the old file"
+                )
+        elif _ino(target) == change.new_ino:
+            os.unlink(target)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(layout.path(change.staged))
+    for directory in sorted({layout.path(c.path).parent for c in changes}):
+        if directory.exists():
+            fsync_dir(directory)
+    for rel in reversed(created_dirs):
+        path = layout.path(rel)
+        with contextlib.suppress(FileNotFoundError, OSError):
+            path.rmdir()
+            fsync_dir(path.parent)
+
+
+def discard_copies(layout: Layout, txid: str | None, target_dirs: Iterable[str] = ()) -> int:
+    """Remove staged and hold copies of ``txid`` (of any transaction when None).
+
+    No fsync: a copy that reappears after a crash is found and removed by the
+    next run. Returns how many were removed.
+    """
+    removed = 0
+    places = [(layout.state_dir, "")] + [(layout.path(d), _STAGE_PREFIX) for d in target_dirs]
+    for directory, prefix in places:
+        want = f"{prefix}{txid}-" if txid else prefix
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name.startswith(want) and name.endswith((".new", ".old")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(directory / name)
+                    removed += 1
+    return removed

@@ -1,0 +1,251 @@
+"""Command line: arguments, the run, and the only place exit codes are chosen.
+
+``txsetup node-daemon-setup`` (alias ``node-daemon-setup``) reads a document
+on stdin and runs the step table; ``txsetup status`` describes the last
+transaction. stderr carries JSON log lines, stdout one JSON result object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import structlog
+
+from txsetup import __version__
+from txsetup.errors import ExitCode, RecoveryFailed, RolledBack, TxsetupError, UsageError
+from txsetup.files import Layout
+from txsetup.log import LogFormat, configure_logging, get_logger
+
+__all__ = ["main", "node_daemon_setup_main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a typed error (exit 2) with a JSON result."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", type=Path, default=Path(os.environ.get("TXSETUP_ROOT", "/")),
+                        help="prefix for every path (default: $TXSETUP_ROOT or /)")
+    parser.add_argument("--log-format", choices=("json", "console"), default=None,
+                        help="stderr log format (default: console on a terminal, else json)")
+    parser.add_argument("--debug", action="store_true", help="log at debug level (Ganeti)")
+    parser.add_argument("--verbose", action="store_true", help="log at debug level (Ganeti)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``txsetup`` parser with its subcommands."""
+    parser = _Parser(prog="txsetup", description="Add a cluster node safely, as a transaction.")
+    parser.add_argument("--version", action="version", version=f"txsetup {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    nds = sub.add_parser(
+        "node-daemon-setup",
+        help="install ssconf files and the node daemon certificate from stdin",
+        description="Read a JSON document on stdin; verify it; install the ssconf files and "
+        "the node daemon certificate as one transaction; restart the node daemon if asked.",
+    )
+    _common(nds)
+    nds.add_argument("--dry-run", action="store_true",
+                     help="decode, verify and print the plan; touch nothing")
+    nds.add_argument("--resume", action="store_true",
+                     help="read no stdin; finish or undo the unfinished transaction")
+    nds.add_argument("--abort", action="store_true",
+                     help="with --resume: undo the unfinished transaction instead")
+    nds.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+                     help="how long to wait for the lock (default 60)")
+    status = sub.add_parser("status", help="describe the last or unfinished transaction")
+    _common(status)
+    return parser
+
+
+@dataclass
+class Result:
+    """The one JSON object printed on stdout."""
+
+    txid: str | None
+    outcome: str
+    exit_code: ExitCode = ExitCode.OK
+    changed: list[str] = field(default_factory=list)
+    steps: list[dict[str, object]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The result object (SPEC §7)."""
+        return {"txid": self.txid, "outcome": self.outcome, "exit_code": int(self.exit_code),
+                "changed": self.changed, "steps": self.steps, **self.extra}
+
+
+def new_txid() -> str:
+    """A sortable, unique transaction id."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def _failure(error: TxsetupError, layout: Layout) -> dict[str, Any]:
+    message = str(error)
+    if isinstance(error, RecoveryFailed):
+        message += f" (journal and backups kept in {layout.state_dir})"
+    return {"error": message, "error_code": error.error_code}
+
+
+def run_node_daemon_setup(args: argparse.Namespace) -> Result:
+    """Run (or dry-run) the transaction; failures become a result, never a traceback."""
+    from txsetup.engine import StepState, run_steps, signals_raise
+    from txsetup.steps import DRY_RUN_STEPS, NODE_DAEMON_SETUP_STEPS, Setup, release_lock
+
+    layout = Layout(args.root)
+    txid = new_txid()
+    structlog.contextvars.bind_contextvars(txid=txid)
+    log = get_logger()
+    log.info("txn.begin", command="node-daemon-setup", root=str(args.root),
+             dry_run=args.dry_run)
+    ctx = Setup(layout, txid, sys.stdin.buffer, log, lock_timeout=args.lock_timeout)
+    table = DRY_RUN_STEPS if args.dry_run else NODE_DAEMON_SETUP_STEPS
+    names = [s.name for s in NODE_DAEMON_SETUP_STEPS]
+    result = Result(txid, "dry_run" if args.dry_run else "committed")
+    with signals_raise() as hush:
+        try:
+            reports = run_steps(table, ctx, log=log, hush=hush)
+            hush()
+            if not args.dry_run:
+                _finish(ctx)
+        except TxsetupError as error:
+            hush()
+            result.outcome = "rolled_back" if isinstance(error, RolledBack) else "failed"
+            result.exit_code = error.exit_code
+            result.extra.update(_failure(error, layout))
+            if isinstance(error, RolledBack):
+                log.warning("txn.rolled_back", reason=str(error))
+            reports = []
+        finally:
+            release_lock(ctx)
+    done = {r.name: r for r in reports}
+    result.steps = [
+        done[n].to_json() if n in done else {"name": n, "state": str(StepState.SKIPPED),
+                                             "duration_ms": 0}
+        for n in names
+    ]
+    if ctx.recovered:
+        result.extra["recovered"] = ctx.recovered
+    if args.dry_run and result.exit_code == ExitCode.OK:
+        result.extra["plan"] = [p.describe() for p in ctx.plan]
+    elif result.exit_code == ExitCode.OK:
+        result.changed = ctx.changed_paths
+        if not result.changed:
+            result.outcome = "converged"
+            log.info("txn.converged")
+        else:
+            log.info("txn.committed", changed=result.changed)
+    return result
+
+
+def _finish(ctx: Any) -> None:
+    """Past every step: drop the copies and record the end (no fsync is needed)."""
+    from txsetup.changeset import discard_copies
+    from txsetup.journal import TxnState
+    from txsetup.recovery import utc_now
+
+    if ctx.txn is None:
+        return
+    discard_copies(ctx.layout, ctx.txid, ctx.txn.target_dirs)
+    ctx.journal.append(TxnState.DONE, {"ended_at": utc_now(), "outcome": "committed"},
+                       durable=False)
+
+
+def run_resume(args: argparse.Namespace) -> Result:
+    """``--resume [--abort]``: finish or undo the unfinished transaction."""
+    from filelock import FileLock, Timeout
+
+    from txsetup.steps import ensure_state_dir, recover_pending
+
+    layout = Layout(args.root)
+    structlog.contextvars.bind_contextvars(txid=None)
+    log = get_logger()
+    log.info("txn.begin", command="node-daemon-setup", resume=True, abort=args.abort)
+    ensure_state_dir(layout)
+    lock = FileLock(layout.lock_file, timeout=args.lock_timeout)
+    try:
+        with lock:
+            found = recover_pending(layout, log, abort=args.abort,
+                                    lock_timeout=args.lock_timeout)
+    except Timeout:
+        return Result(None, "failed", ExitCode.BUSY, extra={
+            "error": f"lock: {layout.relative(layout.lock_file)} is held by another run",
+            "error_code": "busy"})
+    except TxsetupError as error:
+        return Result(None, "failed", error.exit_code, extra=_failure(error, layout))
+    if found is None:
+        return Result(None, "nothing_to_resume")
+    structlog.contextvars.bind_contextvars(txid=found["txid"])
+    outcome = "resumed" if found["action"] == "rolled_forward" else "rolled_back"
+    return Result(found["txid"], outcome, extra={"recovered": [found]})
+
+
+def _log_format(args: argparse.Namespace) -> LogFormat:
+    if args.log_format is not None:
+        return args.log_format  # type: ignore[no-any-return]
+    return "console" if sys.stderr.isatty() else "json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``txsetup``; returns the process exit code."""
+    started = time.monotonic()
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        configure_logging(fmt="console" if sys.stderr.isatty() else "json", stream=sys.stderr)
+        get_logger().error("usage.error", error=str(error))
+        _emit(Result(None, "failed", ExitCode.USAGE, extra={"error": str(error),
+                                                           "error_code": error.error_code}))
+        return ExitCode.USAGE
+    level = logging.DEBUG if args.debug or args.verbose else logging.INFO
+    configure_logging(fmt=_log_format(args), level=level, stream=sys.stderr)
+    if args.command == "status":
+        from txsetup.status import describe_last_transaction
+
+        print(json.dumps(describe_last_transaction(Layout(args.root))))
+        return ExitCode.OK
+    try:
+        if args.abort and not args.resume:
+            raise UsageError("--abort goes with --resume")
+        if args.resume and args.dry_run:
+            raise UsageError("--resume and --dry-run exclude each other")
+        result = run_resume(args) if args.resume else run_node_daemon_setup(args)
+    except UsageError as error:
+        result = Result(None, "failed", ExitCode.USAGE,
+                        extra={"error": str(error), "error_code": error.error_code})
+    except Exception as error:  # noqa: BLE001 - the last line of defence: no traceback
+        result = Result(None, "failed", ExitCode.INTERNAL,
+                        extra={"error": f"internal error: {type(error).__name__}: {error}",
+                               "error_code": "internal"})
+    get_logger().info("txn.end", outcome=result.outcome, exit_code=int(result.exit_code),
+                      duration_ms=int((time.monotonic() - started) * 1000))
+    _emit(result)
+    return result.exit_code
+
+
+def _emit(result: Result) -> None:
+    sys.stdout.write(json.dumps(result.to_json()) + "\n")
+    sys.stdout.flush()
+
+
+def node_daemon_setup_main() -> NoReturn:
+    """Entry point of the ``node-daemon-setup`` alias (Ganeti's master runs it)."""
+    sys.exit(main(["node-daemon-setup", *sys.argv[1:]]))
+
+
+def console_main() -> NoReturn:
+    """Entry point of ``txsetup``."""
+    sys.exit(main())

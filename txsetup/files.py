@@ -1,0 +1,181 @@
+"""Where files live under ``--root``, what a payload wants in them, and the plan.
+
+Planning only reads: it compares each wanted file with what is on disk
+(bytes, mode, owner; a symlink or anything but a regular file is never read
+and always counts as different) and says create, replace or unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from txsetup.atomic import read_regular
+
+__all__ = [
+    "Action",
+    "DesiredFile",
+    "FileMeta",
+    "Layout",
+    "PlannedFile",
+    "plan_files",
+    "ssconf_content",
+]
+
+GANETI_DIR = "var/lib/ganeti"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every path txsetup uses, derived from one root (SPEC §4)."""
+
+    root: Path
+
+    @property
+    def state_dir(self) -> Path:
+        """Journal, staged and hold copies (0700)."""
+        return self.root / "var/lib/txsetup"
+
+    @property
+    def journal(self) -> Path:
+        """The transaction journal."""
+        return self.state_dir / "journal"
+
+    @property
+    def lock_file(self) -> Path:
+        """The transaction lock."""
+        return self.root / "var/lock/txsetup.lock"
+
+    @property
+    def ssconf_lock(self) -> Path:
+        """Ganeti's own lock over ssconf files, held while they change."""
+        return self.root / "var/lock/ganeti-ssconf.lock"
+
+    def path(self, relpath: str) -> Path:
+        """The absolute path of a root-relative path."""
+        return self.root / relpath
+
+    def relative(self, path: Path) -> str:
+        """The root-relative form of ``path`` (as results and the journal show it)."""
+        return path.relative_to(self.root).as_posix()
+
+
+@dataclass(frozen=True, repr=False)
+class DesiredFile:
+    """A file the payload wants: its place, bytes, mode and (optional) owner."""
+
+    relpath: str
+    content: bytes
+    mode: int
+    uid: int = -1
+    gid: int = -1
+
+    def __repr__(self) -> str:
+        return f"DesiredFile({self.relpath!r}, {len(self.content)} bytes, {self.mode:#o})"
+
+
+def ssconf_content(value: str) -> bytes:
+    """An ssconf file's bytes: the value plus a newline unless empty or already there."""
+    if value and not value.endswith("\n"):
+        value += "\n"
+    return value.encode()
+
+
+class Action(StrEnum):
+    """What applying the plan does to one file."""
+
+    CREATE = "create"
+    REPLACE = "replace"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """What a file on disk was: enough to describe it and to recognise it again."""
+
+    kind: str
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    ino: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileMeta | None:
+        """The metadata of ``path`` itself (a symlink is not followed), or None."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        kind = (
+            "file"
+            if stat.S_ISREG(st.st_mode)
+            else "symlink"
+            if stat.S_ISLNK(st.st_mode)
+            else "directory"
+            if stat.S_ISDIR(st.st_mode)
+            else "other"
+        )
+        return cls(kind, st.st_size, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                   st.st_mtime_ns, st.st_ino)
+
+    def to_json(self) -> dict[str, Any]:
+        """A journal- and result-friendly form (mode as an octal string)."""
+        return {"kind": self.kind, "size": self.size, "mode": f"{self.mode:04o}",
+                "uid": self.uid, "gid": self.gid, "mtime_ns": self.mtime_ns, "ino": self.ino}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> FileMeta:
+        """Inverse of :meth:`to_json`."""
+        return cls(obj["kind"], obj["size"], int(obj["mode"], 8), obj["uid"], obj["gid"],
+                   obj["mtime_ns"], obj["ino"])
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One wanted file compared with what is there now."""
+
+    desired: DesiredFile
+    action: Action
+    old: FileMeta | None
+
+    def describe(self) -> dict[str, Any]:
+        """The plan line for results and logs: never the content."""
+        return {
+            "path": self.desired.relpath,
+            "action": str(self.action),
+            "old_size": self.old.size if self.old else None,
+            "old_mode": f"{self.old.mode:04o}" if self.old else None,
+            "new_size": len(self.desired.content),
+            "new_mode": f"{self.desired.mode:04o}",
+        }
+
+
+def _is_unchanged(desired: DesiredFile, old: FileMeta, path: Path) -> bool:
+    if old.kind != "file" or old.mode != desired.mode or old.size != len(desired.content):
+        return False
+    if desired.uid not in (-1, old.uid) or desired.gid not in (-1, old.gid):
+        return False
+    return read_regular(path, len(desired.content)) == desired.content
+
+
+def plan_files(layout: Layout, desired: Iterable[DesiredFile]) -> list[PlannedFile]:
+    """Compare every wanted file with the disk; reads, never writes."""
+    plan = []
+    for want in desired:
+        path = layout.path(want.relpath)
+        old = FileMeta.of(path)
+        if old is None:
+            action = Action.CREATE
+        elif _is_unchanged(want, old, path):
+            action = Action.UNCHANGED
+        else:
+            action = Action.REPLACE
+        plan.append(PlannedFile(want, action, old))
+    return plan

@@ -1,0 +1,156 @@
+"""The journal: a durable, append-only record of one transaction.
+
+One file, ``<root>/var/lib/txsetup/journal``, holds the records of the
+current (or last) transaction, one per line::
+
+    <crc32 of the JSON, 8 hex digits> <JSON object>\\n
+
+A record whose checksum does not match, or a last line without its newline
+(a torn write), is treated as never written, and so is everything after it.
+Records carry paths, modes, sizes, owners and inode numbers, never file
+content, so no key material can reach the journal.
+
+A record is made durable (``fsync``) before the action it announces when,
+and only when, recovery depends on it: see ``docs/journal.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FINISHED_STATES", "Journal", "Record", "TxnState", "read_journal", "repair_journal"]
+
+
+class TxnState(StrEnum):
+    """The states a transaction moves through, in journal order."""
+
+    BEGUN = "begun"
+    PREPARED = "prepared"
+    COMMITTED = "committed"
+    RESTARTING_DAEMON = "restarting_daemon"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    DONE = "done"
+
+
+FINISHED_STATES = frozenset({TxnState.ROLLED_BACK, TxnState.DONE})
+
+
+@dataclass(frozen=True)
+class Record:
+    """One journal record: the state entered and what undo or redo needs."""
+
+    txid: str
+    state: TxnState
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        """The record as one checksummed line."""
+        body = json.dumps(
+            {"txid": self.txid, "state": str(self.state), **self.data},
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode()
+        return b"%08x %s\n" % (zlib.crc32(body), body)
+
+    @classmethod
+    def decode(cls, line: bytes) -> Record | None:
+        """The record of a complete line, or None when it is torn or corrupt."""
+        if not line.endswith(b"\n") or len(line) < 11 or line[8:9] != b" ":
+            return None
+        body = line[9:-1]
+        try:
+            if int(line[:8], 16) != zlib.crc32(body):
+                return None
+            obj = json.loads(body)
+            state = TxnState(obj.pop("state"))
+            txid = obj.pop("txid")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not isinstance(txid, str):
+            return None
+        return cls(txid=txid, state=state, data=obj)
+
+
+def _valid_prefix(path: Path) -> tuple[list[Record], int, int]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0, 0
+    records: list[Record] = []
+    valid = 0
+    for line in raw.splitlines(keepends=True):
+        record = Record.decode(line)
+        if record is None:
+            break
+        records.append(record)
+        valid += len(line)
+    return records, valid, len(raw)
+
+
+def read_journal(path: Path) -> list[Record]:
+    """Every valid record of the journal at ``path``, up to the first bad one."""
+    return _valid_prefix(path)[0]
+
+
+def repair_journal(path: Path) -> list[Record]:
+    """Like :func:`read_journal`, and cut a torn or corrupt tail off, durably.
+
+    Recovery appends to the journal; a record appended after a torn one would
+    be invisible to the next reader, so the tail goes first.
+    """
+    records, valid, size = _valid_prefix(path)
+    if valid < size:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, valid)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return records
+
+
+class Journal:
+    """Appends records for one transaction; each append says whether it must be durable."""
+
+    def __init__(self, path: Path, txid: str) -> None:
+        self.path = path
+        self.txid = txid
+
+    def begin(self, data: Mapping[str, Any], *, durable: bool) -> None:
+        """Start this transaction's records, replacing the last transaction's.
+
+        Truncating in place keeps the file's directory entry (made durable
+        when the state directory was created), so a durable record never
+        needs a directory fsync.
+        """
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            self._write(fd, TxnState.BEGUN, data, durable=durable)
+        finally:
+            os.close(fd)
+
+    def append(self, state: TxnState, data: Mapping[str, Any] | None = None, *,
+               durable: bool) -> None:
+        """Append one record; with ``durable`` it is on disk when this returns."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            self._write(fd, state, data or {}, durable=durable)
+        finally:
+            os.close(fd)
+
+    def _write(self, fd: int, state: TxnState, data: Mapping[str, Any], *,
+               durable: bool) -> None:
+        line = Record(self.txid, state, data).encode()
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view) :]
+        if durable:
+            os.fdatasync(fd)

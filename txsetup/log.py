@@ -1,0 +1,90 @@
+"""Logging set-up: structlog configured once, JSON lines or console on stderr.
+
+Every line carries ``ts`` (RFC 3339, UTC), ``level``, ``event``, ``program``,
+``version`` and, once a transaction has one, ``txid`` (bound with
+:func:`structlog.contextvars.bind_contextvars`). A processor strips anything
+that looks like key material before a renderer can see it, so a careless call
+site cannot leak a private key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from typing import Any, Literal, TextIO, cast
+
+import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+from txsetup import PROGRAM, __version__
+
+__all__ = ["REDACTED", "LogFormat", "configure_logging", "get_logger", "refuse_key_material"]
+
+LogFormat = Literal["json", "console"]
+REDACTED = "[redacted: key material]"
+
+# Field names whose values are secret whatever they hold.
+_SECRET_FIELDS = frozenset({"node_daemon_certificate", "hmac_key", "private", "payload"})
+# Text that only key material (or a whole PEM document) contains.
+_KEY_MARKERS = ("-----BEGIN", "PRIVATE KEY", "OPENSSH PRIVATE")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return REDACTED if any(marker in value for marker in _KEY_MARKERS) else value
+    if isinstance(value, bytes):
+        return _scrub(value.decode("utf-8", "replace"))
+    if isinstance(value, MutableMapping | dict):
+        return {
+            k: (REDACTED if k in _SECRET_FIELDS else _scrub(v)) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def refuse_key_material(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Replace secret fields and any PEM or private-key text with a marker."""
+    for key in list(event_dict):
+        event_dict[key] = REDACTED if key in _SECRET_FIELDS else _scrub(event_dict[key])
+    return event_dict
+
+
+_LEADING = ("ts", "level", "event", "program", "version", "txid")
+
+
+def _add_program(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Add ``program`` and ``version``; put the common keys first for people reading."""
+    event_dict.setdefault("program", PROGRAM)
+    event_dict.setdefault("version", __version__)
+    ordered = {k: event_dict.pop(k) for k in _LEADING if k in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
+def configure_logging(*, fmt: LogFormat, level: int = logging.INFO, stream: TextIO) -> None:
+    """Configure structlog for this process; the only place logging is set up."""
+    renderer: Processor = (
+        structlog.processors.JSONRenderer(sort_keys=False)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+            structlog.processors.add_log_level,
+            _add_program,
+            refuse_key_material,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger() -> FilteringBoundLogger:
+    """The process logger, as configured by :func:`configure_logging`."""
+    return cast(FilteringBoundLogger, structlog.get_logger())

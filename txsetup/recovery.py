@@ -1,0 +1,146 @@
+"""Finishing or undoing a transaction from its journal alone.
+
+The same functions serve a live run (its commit and its compensation) and
+recovery after a crash (``--resume``, or the next run): state is rebuilt
+from the journal, never from memory. Rules (``docs/journal.md``):
+
+* no ``prepared`` record → undo (remove copies and created directories);
+* ``prepared`` and not ``rolling_back`` → roll forward (unless ``--abort``);
+* ``rolling_back`` → finish the undo;
+* last record ``done`` or ``rolled_back`` → nothing to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from txsetup.changeset import Change, commit_changes, discard_copies, undo_changes
+from txsetup.errors import Busy, RecoveryFailed
+from txsetup.files import Layout
+from txsetup.journal import FINISHED_STATES, Journal, Record, TxnState, repair_journal
+
+__all__ = [
+    "PendingTxn",
+    "RecoveryAction",
+    "finish_forward",
+    "finish_undo",
+    "load_pending",
+    "ssconf_locked",
+    "utc_now",
+]
+
+
+def utc_now() -> str:
+    """RFC 3339 UTC timestamp for journal records."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class RecoveryAction(StrEnum):
+    """What recovery did (``txn.recovered``'s ``action``)."""
+
+    ROLLED_FORWARD = "rolled_forward"
+    ROLLED_BACK = "rolled_back"
+
+
+@dataclass
+class PendingTxn:
+    """An unfinished transaction as its journal describes it."""
+
+    txid: str
+    records: list[Record]
+    changes: list[Change] = field(default_factory=list)
+    created_dirs: list[str] = field(default_factory=list)
+    target_dirs: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def states(self) -> set[TxnState]:
+        """Every state the journal reached."""
+        return {r.state for r in self.records}
+
+    @property
+    def prepared(self) -> bool:
+        """Whether the commit point was reached."""
+        return TxnState.PREPARED in self.states
+
+    @property
+    def rolling_back(self) -> bool:
+        """Whether an undo had begun (it must then be finished, never reversed)."""
+        return TxnState.ROLLING_BACK in self.states
+
+    @classmethod
+    def from_records(cls, records: list[Record]) -> PendingTxn:
+        """Rebuild the transaction from its (repaired) records."""
+        txn = cls(records[0].txid, records)
+        for record in records:
+            data = dict(record.data)
+            txn.created_dirs = data.pop("created_dirs", txn.created_dirs)
+            txn.target_dirs = data.pop("target_dirs", txn.target_dirs)
+            if record.state is TxnState.PREPARED:
+                txn.changes = [Change.from_json(c) for c in data.pop("changes")]
+            txn.details.update(data)
+        return txn
+
+
+def load_pending(layout: Layout) -> PendingTxn | None:
+    """The unfinished transaction in the state directory, if any."""
+    records = repair_journal(layout.journal)
+    if not records or records[-1].state in FINISHED_STATES:
+        return None
+    txid = records[0].txid
+    if records[0].state is not TxnState.BEGUN or any(r.txid != txid for r in records):
+        raise RecoveryFailed(f"journal {layout.journal} is inconsistent; inspect it by hand")
+    return PendingTxn.from_records(records)
+
+
+@contextlib.contextmanager
+def ssconf_locked(layout: Layout, needed: bool, timeout: float) -> Iterator[None]:
+    """Hold Ganeti's ssconf lock while ssconf files change (when ``needed``)."""
+    if not needed:
+        yield
+        return
+    try:
+        with FileLock(layout.ssconf_lock, timeout=timeout):
+            yield
+    except Timeout as exc:
+        raise Busy(f"could not take {layout.relative(layout.ssconf_lock)} "
+                   f"within {timeout:g}s") from exc
+
+
+def _touches_ssconf(changes: Sequence[Change]) -> bool:
+    return any(Path(c.path).name.startswith("ssconf_") for c in changes)
+
+
+def finish_forward(layout: Layout, txn: PendingTxn, journal: Journal, *, lock_timeout: float,
+                   after_commit: Callable[[PendingTxn], None] = lambda _: None) -> None:
+    """Roll a prepared transaction forward: commit what is left, then ``after_commit``."""
+    with ssconf_locked(layout, _touches_ssconf(txn.changes), lock_timeout):
+        commit_changes(layout, txn.changes)
+    after_commit(txn)
+    discard_copies(layout, txn.txid, txn.target_dirs)
+    journal.append(TxnState.DONE, {"ended_at": utc_now(), "outcome": "resumed"}, durable=False)
+
+
+def finish_undo(layout: Layout, txn: PendingTxn, journal: Journal, *, lock_timeout: float,
+                reason: str) -> None:
+    """Undo a transaction at any point: old files back, copies and new dirs gone.
+
+    Once prepared, ``rolling_back`` is journaled durably first, so a crash
+    during the undo can never be mistaken for a transaction to roll forward.
+    """
+    if txn.prepared and not txn.rolling_back:
+        journal.append(TxnState.ROLLING_BACK, {"reason": reason}, durable=True)
+        txn.records.append(Record(txn.txid, TxnState.ROLLING_BACK, {"reason": reason}))
+    with ssconf_locked(layout, _touches_ssconf(txn.changes), lock_timeout):
+        undo_changes(layout, txn.changes, txn.created_dirs)
+    discard_copies(layout, txn.txid, txn.target_dirs)
+    journal.append(TxnState.ROLLED_BACK, {"ended_at": utc_now(), "reason": reason},
+                   durable=False)

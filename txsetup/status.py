@@ -1,0 +1,53 @@
+"""``txsetup status``: the last or unfinished transaction, from the journal alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from txsetup.files import Layout
+from txsetup.journal import FINISHED_STATES, TxnState, read_journal
+
+__all__ = ["describe_last_transaction"]
+
+# The step a transaction is in (or stopped in) once it has reached a state.
+_STEP_OF_STATE = {
+    TxnState.BEGUN: "stage",
+    TxnState.PREPARED: "commit",
+    TxnState.COMMITTED: "restart_daemon",
+    TxnState.RESTARTING_DAEMON: "restart_daemon",
+    TxnState.ROLLING_BACK: "compensate",
+}
+
+
+def describe_last_transaction(layout: Layout) -> dict[str, Any]:
+    """A JSON-ready description: txid, state, step, files, times. No secrets.
+
+    The journal holds paths, modes, sizes and inode numbers only, so nothing
+    read from it can carry key material.
+    """
+    records = read_journal(layout.journal)
+    if not records:
+        return {"txid": None, "state": "none", "finished": True, "files": []}
+    last = records[-1]
+    merged: dict[str, Any] = {}
+    for record in records:
+        merged.update(record.data)
+    files = [
+        {"path": c["path"], "action": "replace" if c["old"] else "create",
+         "old_mode": c["old"]["mode"] if c["old"] else None}
+        for c in merged.get("changes", [])
+    ]
+    finished = last.state in FINISHED_STATES
+    return {
+        "txid": last.txid,
+        "state": str(last.state),
+        "finished": finished,
+        "step": None if finished else _STEP_OF_STATE.get(last.state),
+        "command": merged.get("command"),
+        "started_at": merged.get("started_at"),
+        "ended_at": merged.get("ended_at") if finished else None,
+        "outcome": merged.get("outcome") if finished else None,
+        "reason": merged.get("reason"),
+        "files": files,
+        "states": [str(r.state) for r in records],
+    }

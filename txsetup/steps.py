@@ -1,0 +1,282 @@
+"""The step tables: ``node-daemon-setup`` as data (SPEC §5, STYLE §2).
+
+Each step is a name, a one-line description, a ``do`` and an idempotent
+``undo``; the engine runs the table. Steps share one typed context,
+:class:`Setup`, filled in as they go.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from filelock import FileLock, Timeout
+from structlog.typing import FilteringBoundLogger
+
+from txsetup import recovery
+from txsetup.atomic import fsync_dir, read_regular
+from txsetup.changeset import (
+    commit_changes,
+    discard_copies,
+    make_dirs,
+    missing_dirs,
+    stage_changes,
+)
+from txsetup.engine import Step
+from txsetup.errors import Busy
+from txsetup.files import (
+    GANETI_DIR,
+    Action,
+    DesiredFile,
+    Layout,
+    PlannedFile,
+    plan_files,
+    ssconf_content,
+)
+from txsetup.journal import Journal, Record, TxnState
+from txsetup.payload import NodeDaemonSetup, decode_node_daemon_setup, read_document
+
+if TYPE_CHECKING:
+    from txsetup.checks import CertificateFacts
+
+__all__ = ["DRY_RUN_STEPS", "NODE_DAEMON_SETUP_STEPS", "Setup", "ensure_state_dir"]
+
+_PEM_LIMIT = 1024 * 1024
+
+
+@dataclass
+class Setup:
+    """The context the ``node-daemon-setup`` steps share."""
+
+    layout: Layout
+    txid: str
+    stdin: BinaryIO
+    log: FilteringBoundLogger
+    lock_timeout: float = 60.0
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    lock: FileLock | None = None
+    recovered: list[dict[str, str]] = field(default_factory=list)
+    payload: NodeDaemonSetup | None = None
+    cert: CertificateFacts | None = None
+    client_pem: bytes | None = None
+    plan: list[PlannedFile] = field(default_factory=list)
+    txn: recovery.PendingTxn | None = None
+
+    @property
+    def journal(self) -> Journal:
+        """This transaction's journal writer."""
+        return Journal(self.layout.journal, self.txid)
+
+    @property
+    def changed_paths(self) -> list[str]:
+        """Root-relative paths this transaction changes."""
+        return [p.desired.relpath for p in self.plan if p.action is not Action.UNCHANGED]
+
+    def need_payload(self) -> NodeDaemonSetup:
+        """The decoded payload (the ``decode`` step has run)."""
+        assert self.payload is not None, "decode must run first"
+        return self.payload
+
+
+def ensure_state_dir(layout: Layout) -> None:
+    """Create the lock and state directories (state 0700), durably, once."""
+    layout.lock_file.parent.mkdir(parents=True, exist_ok=True)
+    if not layout.state_dir.is_dir():
+        layout.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fsync_dir(layout.state_dir.parent)
+    os.chmod(layout.state_dir, 0o700)
+
+
+def recover_pending(layout: Layout, log: FilteringBoundLogger, *, abort: bool,
+                    lock_timeout: float) -> dict[str, str] | None:
+    """Finish (prepared) or undo (not prepared, or ``abort``) an unfinished transaction."""
+    txn = recovery.load_pending(layout)
+    if txn is None:
+        recovery_discard_strays(layout)
+        return None
+    journal = Journal(layout.journal, txn.txid)
+    if abort or not txn.prepared or txn.rolling_back:
+        reason = "aborted" if abort else "recovered after interruption"
+        recovery.finish_undo(layout, txn, journal, lock_timeout=lock_timeout, reason=reason)
+        action = recovery.RecoveryAction.ROLLED_BACK
+    else:
+        recovery.finish_forward(layout, txn, journal, lock_timeout=lock_timeout)
+        action = recovery.RecoveryAction.ROLLED_FORWARD
+    log.warning("txn.recovered", recovered_txid=txn.txid, action=str(action))
+    return {"txid": txn.txid, "action": str(action)}
+
+
+def recovery_discard_strays(layout: Layout) -> None:
+    """Remove copies a crash left before any journal record named them."""
+    discard_copies(layout, None, (GANETI_DIR,))
+
+
+# --- lock -------------------------------------------------------------------------------
+
+
+def take_lock(ctx: Setup) -> bool:
+    """Take the transaction lock, then recover whatever a crash left behind."""
+    ensure_state_dir(ctx.layout)
+    lock = FileLock(ctx.layout.lock_file, timeout=ctx.lock_timeout)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise Busy(f"lock: {ctx.layout.relative(ctx.layout.lock_file)} is held by another "
+                   f"run (waited {ctx.lock_timeout:g}s)") from exc
+    ctx.lock = lock
+    found = recover_pending(ctx.layout, ctx.log, abort=False, lock_timeout=ctx.lock_timeout)
+    if found:
+        ctx.recovered.append(found)
+    return found is not None
+
+
+def release_lock(ctx: Setup) -> None:
+    """Release the transaction lock (idempotent)."""
+    if ctx.lock is not None:
+        ctx.lock.release(force=True)
+        ctx.lock = None
+
+
+# --- decode and verify ------------------------------------------------------------------
+
+
+def decode(ctx: Setup) -> bool:
+    """Read and validate the document on stdin."""
+    ctx.payload = decode_node_daemon_setup(read_document(ctx.stdin))
+    return False
+
+
+def verify_cluster(ctx: Setup) -> bool:
+    """Cluster name: equal to ssconf's and to the local one when there is one."""
+    from txsetup.checks import verify_cluster_name
+
+    payload = ctx.need_payload()
+    local = read_regular(ctx.layout.path(f"{GANETI_DIR}/ssconf_cluster_name"), _PEM_LIMIT)
+    verify_cluster_name(
+        given=payload.cluster_name,
+        in_ssconf=payload.ssconf.get("cluster_name"),
+        local=local.decode("utf-8", "replace").strip() if local is not None else None,
+    )
+    return False
+
+
+def verify_cert(ctx: Setup) -> bool:
+    """Certificate and key: parse, match, valid now, match the local key."""
+    from txsetup.checks import (
+        client_certificate_is_current,
+        make_client_certificate,
+        verify_node_certificate,
+    )
+
+    payload = ctx.need_payload()
+    local_pem = read_regular(ctx.layout.path(f"{GANETI_DIR}/server.pem"), _PEM_LIMIT)
+    now = ctx.now()
+    ctx.cert = verify_node_certificate(payload.node_daemon_certificate, local_pem=local_pem,
+                                       now=now)
+    if ctx.cert.expires_soon:
+        ctx.log.warning("cert.expires_soon", not_after=ctx.cert.not_after.isoformat(),
+                        fingerprint=ctx.cert.fingerprint_sha256)
+    if payload.node_name:
+        existing = read_regular(ctx.layout.path(f"{GANETI_DIR}/client.pem"), _PEM_LIMIT)
+        current = existing is not None and client_certificate_is_current(
+            existing, payload.node_daemon_certificate, payload.node_name, now=now)
+        ctx.client_pem = existing if current and existing is not None else (
+            make_client_certificate(payload.node_daemon_certificate, payload.node_name, now=now))
+    return False
+
+
+# --- stage and commit -------------------------------------------------------------------
+
+
+def desired_files(ctx: Setup) -> list[DesiredFile]:
+    """Every file the payload wants, with SPEC §4's modes."""
+    payload = ctx.need_payload()
+    files = [
+        DesiredFile(f"{GANETI_DIR}/ssconf_{key}", ssconf_content(value), 0o444)
+        for key, value in sorted(payload.ssconf.items())
+    ]
+    files.append(DesiredFile(f"{GANETI_DIR}/server.pem",
+                             payload.node_daemon_certificate.encode(), 0o440))
+    if payload.hmac_key is not None:
+        files.append(DesiredFile(f"{GANETI_DIR}/hmac.key", payload.hmac_key.encode(), 0o440))
+    if ctx.client_pem is not None:
+        files.append(DesiredFile(f"{GANETI_DIR}/client.pem", ctx.client_pem, 0o440))
+    return files
+
+
+def plan(ctx: Setup) -> bool:
+    """Compare wanted files with the disk (the dry run's stage)."""
+    ctx.plan = plan_files(ctx.layout, desired_files(ctx))
+    return False
+
+
+def stage(ctx: Setup) -> bool:
+    """Stage every changing file durably, then journal the plan: the commit point."""
+    plan(ctx)
+    if not ctx.changed_paths:
+        return False
+    layout = ctx.layout
+    dirs = missing_dirs(layout, ctx.plan)
+    target_dirs = sorted({Path(p.desired.relpath).parent.as_posix() for p in ctx.plan})
+    # The begin record must be durable only when it announces directories to create.
+    ctx.journal.begin({"command": "node-daemon-setup", "started_at": recovery.utc_now(),
+                       "created_dirs": dirs, "target_dirs": target_dirs}, durable=bool(dirs))
+    ctx.txn = recovery.PendingTxn(ctx.txid, [], created_dirs=dirs, target_dirs=target_dirs)
+    make_dirs(layout, dirs)
+    ctx.txn.changes = stage_changes(layout, ctx.txid, ctx.plan)
+    payload = ctx.need_payload()
+    ctx.journal.append(TxnState.PREPARED, {
+        "changes": [c.to_json() for c in ctx.txn.changes],
+        "start_node_daemon": payload.start_node_daemon,
+        "fingerprint": ctx.cert.fingerprint_sha256 if ctx.cert else None,
+    }, durable=True)
+    ctx.txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
+    return True
+
+
+def unstage(ctx: Setup) -> None:
+    """Undo stage (and anything commit did): old files back, copies removed."""
+    if ctx.txn is not None:
+        recovery.finish_undo(ctx.layout, ctx.txn, ctx.journal, lock_timeout=ctx.lock_timeout,
+                             reason="step failed")
+        ctx.txn = None
+
+
+def commit(ctx: Setup) -> bool:
+    """Rename the staged files into place (under Ganeti's ssconf lock)."""
+    if ctx.txn is None:
+        return False
+    with recovery.ssconf_locked(ctx.layout, any("/ssconf_" in p for p in ctx.changed_paths),
+                                ctx.lock_timeout):
+        commit_changes(ctx.layout, ctx.txn.changes)
+    ctx.journal.append(TxnState.COMMITTED, durable=False)
+    return True
+
+
+def restart_daemon(ctx: Setup) -> bool:
+    """Restart the node daemon and wait until healthy (when asked)."""
+    return False
+
+
+NODE_DAEMON_SETUP_STEPS: tuple[Step[Setup], ...] = (
+    Step("lock", "take the transaction lock; recover an unfinished transaction",
+         take_lock, release_lock),
+    Step("decode", "read and validate the document on stdin", decode),
+    Step("verify_cluster", "check the cluster name", verify_cluster),
+    Step("verify_cert", "check the node daemon certificate and key", verify_cert),
+    Step("stage", "write staged copies durably; journal the plan", stage, unstage, writes=True),
+    Step("commit", "put the staged files in place", commit, unstage, writes=True),
+    Step("restart_daemon", "restart the node daemon; wait until healthy", restart_daemon,
+         writes=True),
+)
+
+DRY_RUN_STEPS: tuple[Step[Setup], ...] = (
+    NODE_DAEMON_SETUP_STEPS[1],
+    NODE_DAEMON_SETUP_STEPS[2],
+    NODE_DAEMON_SETUP_STEPS[3],
+    Step("stage", "plan the changes; write nothing", plan),
+)
