@@ -107,7 +107,7 @@ def run_txsetup(args: list[str], *, stdin: bytes | None = b"", timeout: float = 
     lines = stdout.splitlines()
     assert len(lines) == 1, f"expected one result line, got {stdout!r}"
     result = json.loads(lines[0])
-    assert result["exit_code"] == proc.returncode
+    assert result.get("exit_code", 0) == proc.returncode
     return Run(proc.returncode, result, events, stdout, stderr)
 
 
@@ -182,9 +182,10 @@ def encode(document: Mapping[str, Any]) -> bytes:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """An empty node root."""
+    """A node root as a fresh node has it: ``var/lib`` and ``var/lock``, nothing of ours."""
     path = tmp_path / "root"
-    path.mkdir()
+    (path / "var/lib").mkdir(parents=True)
+    (path / "var/lock").mkdir()
     return path
 
 

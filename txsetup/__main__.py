@@ -1,0 +1,5 @@
+"""``python -m txsetup`` runs the ``txsetup`` command."""
+
+from txsetup.cli import console_main
+
+console_main()
