@@ -1,0 +1,359 @@
+"""Cluster-name and certificate verification: pure functions, no I/O.
+
+The ``verify_*`` functions run before the first write (SPEC §3) and report
+every problem of a document at once as :class:`RefusedByVerification`. Any
+input, however broken, ends in that error and nothing else, and no message
+ever quotes key material or PEM text: the messages are logged and shown to
+the operator. This is the only node-path module that imports
+``cryptography``; the CLI imports it lazily.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    PrivateKeyTypes,
+)
+from cryptography.x509.oid import NameOID
+
+from txsetup.errors import RefusedByVerification
+
+__all__ = [
+    "EXPIRY_WARNING",
+    "CertificateFacts",
+    "client_certificate_is_current",
+    "make_client_certificate",
+    "verify_cluster_name",
+    "verify_node_certificate",
+    "verify_public_certificate",
+]
+
+EXPIRY_WARNING: Final = timedelta(days=30)
+_CLIENT_BACKDATE: Final = timedelta(hours=1)
+
+_BEGIN: Final = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----")
+_HARMLESS_LABELS: Final = frozenset({"EC PARAMETERS"})  # OpenSSL may emit these beside a key
+_PARSE_ERRORS: Final = (ValueError, TypeError, UnsupportedAlgorithm)
+_ISSUER_KEYS: Final = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+    dsa.DSAPrivateKey,
+)
+_LOCAL_UNREADABLE: Final = (
+    "the local server.pem is unreadable (no parseable private key or certificate); fix or remove it"
+)
+
+
+@dataclass(frozen=True)
+class CertificateFacts:
+    """What the log and the report may say about a certificate: no key material."""
+
+    fingerprint_sha256: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    expires_soon: bool
+
+
+@dataclass
+class _Pem:
+    """The parsed blocks of one PEM text, with what went wrong while parsing."""
+
+    certificate_blocks: int = 0
+    key_blocks: int = 0
+    certificates: list[x509.Certificate] = field(default_factory=list)
+    keys: list[PrivateKeyTypes] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def verify_cluster_name(*, given: str, in_ssconf: str | None, local: str | None) -> None:
+    """Refuse a document meant for another cluster, or one that contradicts itself.
+
+    Raises:
+        RefusedByVerification: listing every mismatch found.
+    """
+    problems = []
+    if in_ssconf is None:
+        problems.append("ssconf.cluster_name is missing")
+    elif given != in_ssconf:
+        problems.append(f"cluster_name {_shown(given)} differs from ssconf {_shown(in_ssconf)}")
+    if local is not None and given != local:
+        problems.append(f"cluster_name {_shown(given)} differs from this node's {_shown(local)}")
+    if problems:
+        raise RefusedByVerification("cluster name verification failed", problems=problems)
+
+
+def verify_node_certificate(
+    pem: str, *, local_pem: bytes | None, now: datetime
+) -> CertificateFacts:
+    """Accept only a usable certificate and key pair that keeps this node's identity.
+
+    Raises:
+        RefusedByVerification: listing every problem found.
+    """
+    parsed = _parse(pem)
+    problems = [*parsed.problems, *_count_problems(parsed, want_key=True)]
+    cert = parsed.certificates[0] if len(parsed.certificates) == 1 else None
+    if cert is not None:
+        problems += _validity_problems(cert, now)
+        if len(parsed.keys) == 1:
+            problems += _pair_problems(cert, parsed.keys[0])
+    return _finish(cert, problems, local_pem, now)
+
+
+def verify_public_certificate(
+    pem: str, *, local_pem: bytes | None, now: datetime
+) -> CertificateFacts:
+    """Accept a certificate without its key (ssh-setup) that keeps this node's identity.
+
+    Raises:
+        RefusedByVerification: listing every problem found.
+    """
+    parsed = _parse(pem)
+    problems = [*parsed.problems, *_count_problems(parsed, want_key=False)]
+    cert = parsed.certificates[0] if len(parsed.certificates) == 1 else None
+    return _finish(cert, problems, local_pem, now)
+
+
+def make_client_certificate(server_pem: str, node_name: str, *, now: datetime) -> bytes:
+    """Mint client.pem: a new key and a certificate for ``node_name`` signed by the node key.
+
+    The new key is of the node key's kind (RSA of the same size, EC on the same
+    curve, Ed25519; otherwise EC P-256), so the cluster keeps one key profile.
+
+    Raises:
+        RefusedByVerification: the node certificate cannot issue, or the name
+            cannot be a common name.
+    """
+    server_cert, server_key = _issuer(server_pem)
+    key = _new_key_like(server_key)
+    not_before = max(now - _CLIENT_BACKDATE, server_cert.not_valid_before_utc)
+    if not_before >= server_cert.not_valid_after_utc:
+        raise RefusedByVerification("cannot issue client certificate: node certificate expired")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_client_subject(node_name))
+        .issuer_name(server_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(server_cert.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(server_key.public_key()),
+            critical=False,
+        )
+        .sign(server_key, _signature_hash(server_key))
+    )
+    pkcs8, unencrypted = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    key_pem = key.private_bytes(serialization.Encoding.PEM, pkcs8, unencrypted)
+    return key_pem + cert.public_bytes(serialization.Encoding.PEM)
+
+
+def client_certificate_is_current(
+    existing: bytes, server_pem: str, node_name: str, *, now: datetime
+) -> bool:
+    """Tell whether client.pem already is what we would mint, so a re-run converges.
+
+    Raises:
+        RefusedByVerification: the node certificate cannot issue, or the name
+            cannot be a common name.
+    """
+    server_cert, _ = _issuer(server_pem)
+    subject = _client_subject(node_name)
+    client = _parse(existing.decode("ascii", "replace"))
+    if client.problems or len(client.certificates) != 1 or len(client.keys) != 1:
+        return False
+    cert = client.certificates[0]
+    try:
+        cert.verify_directly_issued_by(server_cert)
+    except (*_PARSE_ERRORS, InvalidSignature):
+        return False
+    return (
+        cert.subject == subject
+        and _spki(cert) != _spki(server_cert)  # its own key, never the node key
+        and not _pair_problems(cert, client.keys[0])
+        and not _validity_problems(cert, now)
+        and cert.not_valid_after_utc == server_cert.not_valid_after_utc
+    )
+
+
+def _parse(text: str) -> _Pem:
+    """Load every certificate and private key block; never raise on garbage."""
+    parsed = _Pem()
+    blocks, parsed.problems = _split_blocks(text)
+    for label, block in blocks:
+        data = block.encode("ascii", "replace")
+        if label == "CERTIFICATE":
+            parsed.certificate_blocks += 1
+            try:
+                parsed.certificates.append(x509.load_pem_x509_certificate(data))
+            except _PARSE_ERRORS:
+                parsed.problems.append("the certificate does not parse")
+        elif label.endswith("PRIVATE KEY"):
+            parsed.key_blocks += 1
+            try:
+                parsed.keys.append(serialization.load_pem_private_key(data, password=None))
+            except TypeError:  # cryptography's way of saying "encrypted"
+                parsed.problems.append("the private key is encrypted; an unencrypted key is needed")
+            except _PARSE_ERRORS:
+                parsed.problems.append("the private key does not parse")
+        elif label not in _HARMLESS_LABELS:
+            parsed.problems.append(f"unexpected PEM block {label!r}")
+    return parsed
+
+
+def _split_blocks(text: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Cut text into (label, block) pairs, reporting blocks that never end."""
+    blocks: list[tuple[str, str]] = []
+    problems: list[str] = []
+    label: str | None = None
+    lines: list[str] = []
+    for line in (raw.strip() for raw in text.splitlines()):
+        begin = _BEGIN.fullmatch(line)
+        if begin is not None:
+            if label is not None:
+                problems.append(f"truncated PEM block {label!r}")
+            label, lines = begin.group(1), [line]
+        elif label is not None:
+            lines.append(line)
+            if line == f"-----END {label}-----":
+                blocks.append((label, "\n".join(lines) + "\n"))
+                label = None
+    if label is not None:
+        problems.append(f"truncated PEM block {label!r}")
+    return blocks, problems
+
+
+def _count_problems(parsed: _Pem, *, want_key: bool) -> list[str]:
+    """Demand exactly one certificate, and exactly one key or none at all."""
+    problems = []
+    if parsed.certificate_blocks == 0:
+        problems.append("no certificate found")
+    elif parsed.certificate_blocks > 1:
+        problems.append(f"{parsed.certificate_blocks} certificates found, expected one")
+    if want_key and parsed.key_blocks == 0:
+        problems.append("no private key found")
+    elif want_key and parsed.key_blocks > 1:
+        problems.append(f"{parsed.key_blocks} private keys found, expected one")
+    elif not want_key and parsed.key_blocks:
+        problems.append("a private key was given; only the certificate may be sent")
+    return problems
+
+
+def _finish(
+    cert: x509.Certificate | None, problems: list[str], local_pem: bytes | None, now: datetime
+) -> CertificateFacts:
+    """Add the local-key check, then refuse with every problem or describe the certificate."""
+    if cert is not None and local_pem is not None and _spki(cert) is not None:
+        problems += _local_key_problems(cert, local_pem)
+    if cert is None or problems:
+        raise RefusedByVerification("certificate verification failed", problems=problems)
+    try:
+        return CertificateFacts(
+            fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
+            subject=cert.subject.rfc4514_string(),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            expires_soon=cert.not_valid_after_utc - now < EXPIRY_WARNING,
+        )
+    except _PARSE_ERRORS as exc:
+        raise RefusedByVerification("the certificate's subject does not decode") from exc
+
+
+def _local_key_problems(cert: x509.Certificate, local_pem: bytes) -> list[str]:
+    """Keep the node's identity: compare with the local key, else the local certificate."""
+    local = _parse(local_pem.decode("ascii", "replace"))
+    candidates = [_spki(key) for key in local.keys]
+    candidates += [_spki(local_cert) for local_cert in local.certificates]
+    expected = next((spki for spki in candidates if spki is not None), None)
+    if expected is None:
+        return [_LOCAL_UNREADABLE]
+    if _spki(cert) != expected:
+        return ["the certificate does not match this node's key (local server.pem)"]
+    return []
+
+
+def _pair_problems(cert: x509.Certificate, key: PrivateKeyTypes) -> list[str]:
+    """A certificate is only usable with the private half of its own public key."""
+    cert_key = _spki(cert)
+    if cert_key is None:
+        return ["the certificate's public key is of an unsupported kind"]
+    if cert_key != _spki(key):
+        return ["the private key does not match the certificate"]
+    return []
+
+
+def _validity_problems(cert: x509.Certificate, now: datetime) -> list[str]:
+    """X.509 validity is inclusive at both ends."""
+    if now < cert.not_valid_before_utc:
+        return [f"the certificate is not valid before {cert.not_valid_before_utc.isoformat()}"]
+    if now > cert.not_valid_after_utc:
+        return [f"the certificate expired at {cert.not_valid_after_utc.isoformat()}"]
+    return []
+
+
+def _issuer(server_pem: str) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]:
+    """The node certificate and its key, checked again because we sign with them."""
+    parsed = _parse(server_pem)
+    problems = [*parsed.problems, *_count_problems(parsed, want_key=True)]
+    if not problems:
+        cert, key = parsed.certificates[0], parsed.keys[0]
+        problems = _pair_problems(cert, key)
+        if not problems and isinstance(key, _ISSUER_KEYS):
+            return cert, key
+        problems = problems or ["the node key cannot sign certificates"]
+    raise RefusedByVerification("cannot issue client certificate", problems=problems)
+
+
+def _new_key_like(key: CertificateIssuerPrivateKeyTypes) -> CertificateIssuerPrivateKeyTypes:
+    """A fresh key of the node key's kind (RSA of its size, EC on its curve, Ed25519)."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return rsa.generate_private_key(public_exponent=65537, key_size=key.key_size)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return ed25519.Ed25519PrivateKey.generate()
+    return ec.generate_private_key(
+        key.curve if isinstance(key, ec.EllipticCurvePrivateKey) else ec.SECP256R1()
+    )
+
+
+def _signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | None:
+    """EdDSA signs the message itself; the others sign a SHA-256 digest."""
+    eddsa = isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey))
+    return None if eddsa else hashes.SHA256()
+
+
+def _client_subject(node_name: str) -> x509.Name:
+    """CN=node_name; X.509 caps a common name at 64 characters."""
+    try:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_name)])
+    except ValueError as exc:
+        raise RefusedByVerification(
+            "node_name cannot be a certificate common name (1 to 64 characters)"
+        ) from exc
+
+
+def _spki(holder: PrivateKeyTypes | x509.Certificate) -> bytes | None:
+    """The public key as DER SubjectPublicKeyInfo (comparable across kinds), None if unreadable."""
+    try:
+        return holder.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except _PARSE_ERRORS:
+        return None
+
+
+def _shown(name: str) -> str:
+    """A name quoted for a message, cut short so a huge value cannot flood the log."""
+    return repr(name if len(name) <= 64 else name[:64] + "...")
