@@ -12,7 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -42,8 +42,9 @@ def txsetup_exe() -> str:
 
 def require_tool(name: str) -> str:
     """The path of a system tool; skip without it, but fail under TXSETUP_SYSTEM_TESTS=1."""
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists()
-                                  else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
     if path is None:
         if SYSTEM_TESTS:
             pytest.fail(f"{name} is required when TXSETUP_SYSTEM_TESTS=1")
@@ -56,7 +57,7 @@ def _validator() -> jsonschema.protocols.Validator:
     schema = json.loads(SCHEMA_PATH.read_text())
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema)  # type: ignore[no-any-return]
+    return cls(schema)
 
 
 def check_log_lines(stderr: str) -> list[dict[str, Any]]:
@@ -93,12 +94,21 @@ class Run:
         return [e["event"] for e in self.events]
 
 
-def run_txsetup(args: list[str], *, stdin: bytes | None = b"", timeout: float = 120,
-                env: Mapping[str, str] | None = None) -> Run:
+def run_txsetup(
+    args: list[str],
+    *,
+    stdin: bytes | None = b"",
+    timeout: float = 120,
+    env: Mapping[str, str] | None = None,
+) -> Run:
     """Run the installed ``txsetup`` with ``args``; check its output contract."""
     proc = subprocess.run(
-        [txsetup_exe(), *args], input=stdin, capture_output=True, timeout=timeout,
-        env={**os.environ, **(env or {})}, check=False,
+        [txsetup_exe(), *args],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
     )
     stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
     assert "Traceback" not in stderr, stderr
@@ -124,8 +134,9 @@ class Entry:
     ino: int = field(default=0, compare=False)
 
 
-def snapshot(root: Path, *, skip: tuple[str, ...] = ("var/lock", "var/lib/txsetup")
-             ) -> dict[str, Entry]:
+def snapshot(
+    root: Path, *, skip: tuple[str, ...] = ("var/lock", "var/lib/txsetup")
+) -> dict[str, Entry]:
     """Every path under ``root`` (bytes, mode, owner, symlink target), except ``skip``."""
     entries: dict[str, Entry] = {}
     for dirpath, dirnames, filenames in os.walk(root):
@@ -136,13 +147,20 @@ def snapshot(root: Path, *, skip: tuple[str, ...] = ("var/lock", "var/lib/txsetu
                 continue
             st = path.lstat()
             if stat.S_ISLNK(st.st_mode):
-                entries[rel] = Entry("symlink", 0, st.st_uid, st.st_gid,
-                                     target=os.readlink(path), ino=st.st_ino)
+                entries[rel] = Entry(
+                    "symlink", 0, st.st_uid, st.st_gid, target=os.readlink(path), ino=st.st_ino
+                )
             elif stat.S_ISDIR(st.st_mode):
                 entries[rel] = Entry("dir", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
             else:
-                entries[rel] = Entry("file", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                                     content=path.read_bytes(), ino=st.st_ino)
+                entries[rel] = Entry(
+                    "file",
+                    stat.S_IMODE(st.st_mode),
+                    st.st_uid,
+                    st.st_gid,
+                    content=path.read_bytes(),
+                    ino=st.st_ino,
+                )
     return entries
 
 
@@ -164,15 +182,25 @@ def other_pem() -> str:
     return generate_node_certificate(CLUSTER, key_type="ec")
 
 
-def make_document(pem: str, *, cluster: str = CLUSTER, ssconf: Mapping[str, str] | None = None,
-                  **extra: Any) -> dict[str, Any]:
+def make_document(
+    pem: str, *, cluster: str = CLUSTER, ssconf: Mapping[str, str] | None = None, **extra: Any
+) -> dict[str, Any]:
     """A valid node-daemon-setup document, as a Ganeti master builds it."""
-    values = {"cluster_name": cluster, "master_ip": "192.0.2.1", "master_netdev": "br0",
-              "node_list": "node1.example.com\nnode2.example.com\n",
-              "release_version": "3.0.2"}
+    values = {
+        "cluster_name": cluster,
+        "master_ip": "192.0.2.1",
+        "master_netdev": "br0",
+        "node_list": "node1.example.com\nnode2.example.com\n",
+        "release_version": "3.0.2",
+    }
     values.update(ssconf or {})
-    return {"cluster_name": cluster, "node_daemon_certificate": pem,
-            "ssconf": values, "start_node_daemon": False, **extra}
+    return {
+        "cluster_name": cluster,
+        "node_daemon_certificate": pem,
+        "ssconf": values,
+        "start_node_daemon": False,
+        **extra,
+    }
 
 
 def encode(document: Mapping[str, Any]) -> bytes:
@@ -190,11 +218,11 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def setup_run(root: Path) -> Iterator[Callable[..., Run]]:
+def setup_run(root: Path) -> Callable[..., Run]:
     """``setup_run(document, *extra_args)``: node-daemon-setup against ``root``."""
 
     def go(document: Mapping[str, Any] | bytes | None, *extra: str, **kw: Any) -> Run:
         data = document if isinstance(document, bytes | None) else encode(document)
         return run_txsetup(["node-daemon-setup", "--root", str(root), *extra], stdin=data, **kw)
 
-    yield go
+    return go

@@ -28,28 +28,45 @@ INVALID: list[tuple[str, Callable[[str], bytes], str]] = [
     ("unknown key", lambda pem: encode(_doc(pem, colour="blue")), "$.colour"),
     ("cluster_name number", lambda pem: encode(_doc(pem, cluster_name=1)), "$.cluster_name"),
     ("cluster_name empty", lambda pem: encode(_doc(pem, cluster_name="")), "$.cluster_name"),
-    ("cert missing", lambda pem: encode({k: v for k, v in _doc(pem).items()
-                                         if k != "node_daemon_certificate"}),
-     "$.node_daemon_certificate"),
-    ("cert null", lambda pem: encode(_doc(pem, node_daemon_certificate=None)),
-     "$.node_daemon_certificate"),
+    (
+        "cert missing",
+        lambda pem: encode({k: v for k, v in _doc(pem).items() if k != "node_daemon_certificate"}),
+        "$.node_daemon_certificate",
+    ),
+    (
+        "cert null",
+        lambda pem: encode(_doc(pem, node_daemon_certificate=None)),
+        "$.node_daemon_certificate",
+    ),
     ("ssconf array", lambda pem: encode(_doc(pem, ssconf=[])), "$.ssconf"),
     ("ssconf empty", lambda pem: encode(_doc(pem, ssconf={})), "$.ssconf"),
-    ("ssconf value number",
-     lambda pem: encode(_doc(pem, ssconf={"cluster_name": CLUSTER, "master_ip": 1})),
-     "$.ssconf.master_ip"),
-    ("ssconf traversal key",
-     lambda pem: encode(_doc(pem, ssconf={"cluster_name": CLUSTER, "../../etc/passwd": "x"})),
-     "$.ssconf"),
-    ("ssconf absolute key",
-     lambda pem: encode(_doc(pem, ssconf={"cluster_name": CLUSTER, "/etc/shadow": "x"})),
-     "$.ssconf"),
-    ("ssconf value too long",
-     lambda pem: encode(_doc(pem, ssconf={"cluster_name": CLUSTER,
-                                          "node_list": "n" * (128 * 1024 + 1)})),
-     "$.ssconf.node_list"),
-    ("start_node_daemon string", lambda pem: encode(_doc(pem, start_node_daemon="yes")),
-     "$.start_node_daemon"),
+    (
+        "ssconf value number",
+        lambda pem: encode(_doc(pem, ssconf={"cluster_name": CLUSTER, "master_ip": 1})),
+        "$.ssconf.master_ip",
+    ),
+    (
+        "ssconf traversal key",
+        lambda pem: encode(_doc(pem, ssconf={"cluster_name": CLUSTER, "../../etc/passwd": "x"})),
+        "$.ssconf",
+    ),
+    (
+        "ssconf absolute key",
+        lambda pem: encode(_doc(pem, ssconf={"cluster_name": CLUSTER, "/etc/shadow": "x"})),
+        "$.ssconf",
+    ),
+    (
+        "ssconf value too long",
+        lambda pem: encode(
+            _doc(pem, ssconf={"cluster_name": CLUSTER, "node_list": "n" * (128 * 1024 + 1)})
+        ),
+        "$.ssconf.node_list",
+    ),
+    (
+        "start_node_daemon string",
+        lambda pem: encode(_doc(pem, start_node_daemon="yes")),
+        "$.start_node_daemon",
+    ),
     ("hmac_key empty", lambda pem: encode(_doc(pem, hmac_key="")), "$.hmac_key"),
     ("node_name number", lambda pem: encode(_doc(pem, node_name=7)), "$.node_name"),
     ("17 MiB", lambda pem: b" " * (17 * 1024 * 1024), "$"),
@@ -58,7 +75,11 @@ INVALID: list[tuple[str, Callable[[str], bytes], str]] = [
 
 @pytest.mark.parametrize(("name", "make", "path"), INVALID, ids=[c[0] for c in INVALID])
 def test_invalid_input_exits_3_and_touches_nothing(
-    name: str, make: Callable[[str], bytes], path: str, node_pem: str, root: Path,
+    name: str,
+    make: Callable[[str], bytes],
+    path: str,
+    node_pem: str,
+    root: Path,
     setup_run: SetupRun,
 ) -> None:
     """Every invalid document is exit 3 with a message naming its JSON path, and no change."""
@@ -69,15 +90,21 @@ def test_invalid_input_exits_3_and_touches_nothing(
     assert path in run.result["error"]
     assert snapshot(root) == before
     failed = [e for e in run.events if e["event"] == "step.failed"]
-    assert failed and failed[0]["step"] == "decode"
+    assert failed
+    assert failed[0]["step"] == "decode"
     assert failed[0]["error_code"] == "invalid_input"
 
 
-def test_ganeti_master_document_is_accepted(node_pem: str, root: Path,
-                                            setup_run: SetupRun) -> None:
+def test_ganeti_master_document_is_accepted(node_pem: str, root: Path, setup_run: SetupRun) -> None:
     """The exact document a Ganeti master builds (hmac_key, node_name) commits."""
-    run = setup_run(make_document(node_pem, hmac_key="hmac-secret-1\n",
-                                  node_name="node3.example.com", start_node_daemon=False))
+    run = setup_run(
+        make_document(
+            node_pem,
+            hmac_key="hmac-secret-1\n",
+            node_name="node3.example.com",
+            start_node_daemon=False,
+        )
+    )
     assert run.returncode == 0, run.stderr
     assert run.result["outcome"] == "committed"
     ganeti = root / "var/lib/ganeti"
@@ -94,12 +121,18 @@ def test_ganeti_master_document_is_accepted(node_pem: str, root: Path,
     assert names[-1] == "txn.end"
     assert "txn.committed" in names
     assert {e["step"] for e in run.events if e["event"] == "step.end"} == {
-        "lock", "decode", "verify_cluster", "verify_cert", "stage", "commit", "restart_daemon"}
+        "lock",
+        "decode",
+        "verify_cluster",
+        "verify_cert",
+        "stage",
+        "commit",
+        "restart_daemon",
+    }
     assert all(e.get("txid") == run.result["txid"] for e in run.events)
 
 
-def test_rerun_converges_and_writes_nothing(node_pem: str, root: Path,
-                                            setup_run: SetupRun) -> None:
+def test_rerun_converges_and_writes_nothing(node_pem: str, root: Path, setup_run: SetupRun) -> None:
     """The same document twice: the second run is converged and changes no inode."""
     document = make_document(node_pem, hmac_key="hmac-secret-2", node_name="n1.example.com")
     assert setup_run(document).returncode == 0
@@ -111,8 +144,7 @@ def test_rerun_converges_and_writes_nothing(node_pem: str, root: Path,
     assert {k: (v, v.ino) for k, v in snapshot(root, skip=("var/lock",)).items()} == before
 
 
-def test_empty_ssconf_value_gets_no_newline(node_pem: str, root: Path,
-                                            setup_run: SetupRun) -> None:
+def test_empty_ssconf_value_gets_no_newline(node_pem: str, root: Path, setup_run: SetupRun) -> None:
     """An empty value is written empty; a value ending in a newline gets no second one."""
     run = setup_run(make_document(node_pem, ssconf={"cluster_tags": "", "node_list": "a\n"}))
     assert run.returncode == 0, run.stderr
@@ -120,13 +152,15 @@ def test_empty_ssconf_value_gets_no_newline(node_pem: str, root: Path,
     assert (root / "var/lib/ganeti/ssconf_node_list").read_bytes() == b"a\n"
 
 
-def test_dry_run_prints_the_plan_and_touches_nothing(node_pem: str, root: Path,
-                                                     setup_run: SetupRun) -> None:
+def test_dry_run_prints_the_plan_and_touches_nothing(
+    node_pem: str, root: Path, setup_run: SetupRun
+) -> None:
     """--dry-run reports create/replace/unchanged with sizes and modes, and writes nothing."""
     assert setup_run(make_document(node_pem)).returncode == 0
     before = snapshot(root, skip=())
-    run = setup_run(make_document(node_pem, ssconf={"master_ip": "192.0.2.9",
-                                                    "cluster_tags": "x"}), "--dry-run")
+    run = setup_run(
+        make_document(node_pem, ssconf={"master_ip": "192.0.2.9", "cluster_tags": "x"}), "--dry-run"
+    )
     assert run.returncode == 0
     assert run.result["outcome"] == "dry_run"
     plan = {p["path"]: p for p in run.result["plan"]}
@@ -139,8 +173,9 @@ def test_dry_run_prints_the_plan_and_touches_nothing(node_pem: str, root: Path,
     assert snapshot(root, skip=()) == before
 
 
-def test_dry_run_on_empty_root_creates_nothing(node_pem: str, root: Path,
-                                               setup_run: SetupRun) -> None:
+def test_dry_run_on_empty_root_creates_nothing(
+    node_pem: str, root: Path, setup_run: SetupRun
+) -> None:
     """A dry run creates no lock, state directory or target directory."""
     before = snapshot(root, skip=())
     run = setup_run(make_document(node_pem), "--dry-run")
@@ -148,8 +183,9 @@ def test_dry_run_on_empty_root_creates_nothing(node_pem: str, root: Path,
     assert snapshot(root, skip=()) == before
 
 
-def test_dry_run_refusal_exits_as_the_real_run(other_pem: str, node_pem: str, root: Path,
-                                               setup_run: SetupRun) -> None:
+def test_dry_run_refusal_exits_as_the_real_run(
+    other_pem: str, node_pem: str, root: Path, setup_run: SetupRun
+) -> None:
     """A dry run of a document the node refuses exits 4, like the real run."""
     assert setup_run(make_document(node_pem)).returncode == 0
     run = setup_run(make_document(other_pem), "--dry-run")
@@ -157,33 +193,45 @@ def test_dry_run_refusal_exits_as_the_real_run(other_pem: str, node_pem: str, ro
 
 
 def _expired(now: datetime) -> str:
-    return generate_node_certificate(CLUSTER, not_before=now - timedelta(days=10),
-                                     not_after=now - timedelta(days=1))
+    return generate_node_certificate(
+        CLUSTER, not_before=now - timedelta(days=10), not_after=now - timedelta(days=1)
+    )
 
 
 def _future(now: datetime) -> str:
-    return generate_node_certificate(CLUSTER, not_before=now + timedelta(days=1),
-                                     not_after=now + timedelta(days=10))
+    return generate_node_certificate(
+        CLUSTER, not_before=now + timedelta(days=1), not_after=now + timedelta(days=10)
+    )
 
 
 REFUSED: list[tuple[str, Callable[[str, str], dict[str, Any]]]] = [
-    ("cluster name differs from ssconf",
-     lambda pem, other: make_document(pem, ssconf={"cluster_name": "other.example.com"})),
+    (
+        "cluster name differs from ssconf",
+        lambda pem, other: make_document(pem, ssconf={"cluster_name": "other.example.com"}),
+    ),
     ("mismatched key", lambda pem, other: make_document(split_pem(pem)[1] + split_pem(other)[0])),
     ("certificate without key", lambda pem, other: make_document(split_pem(pem)[1])),
     ("key without certificate", lambda pem, other: make_document(split_pem(pem)[0])),
     ("broken pem", lambda pem, other: make_document(pem.replace("M", "!", 5))),
     ("expired", lambda pem, other: make_document(_expired(datetime.now(UTC)))),
     ("not yet valid", lambda pem, other: make_document(_future(datetime.now(UTC)))),
-    ("rsa with ec key", lambda pem, other: make_document(
-        split_pem(generate_node_certificate(CLUSTER, key_type="rsa"))[1] + split_pem(pem)[0])),
+    (
+        "rsa with ec key",
+        lambda pem, other: make_document(
+            split_pem(generate_node_certificate(CLUSTER, key_type="rsa"))[1] + split_pem(pem)[0]
+        ),
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "make"), REFUSED, ids=[c[0] for c in REFUSED])
 def test_refused_documents_exit_4_and_touch_nothing(
-    name: str, make: Callable[[str, str], dict[str, Any]], node_pem: str, other_pem: str,
-    root: Path, setup_run: SetupRun,
+    name: str,
+    make: Callable[[str, str], dict[str, Any]],
+    node_pem: str,
+    other_pem: str,
+    root: Path,
+    setup_run: SetupRun,
 ) -> None:
     """Documents the node refuses are exit 4, name no key material, and change nothing."""
     before = snapshot(root)
@@ -193,8 +241,9 @@ def test_refused_documents_exit_4_and_touch_nothing(
     assert snapshot(root) == before
 
 
-def test_local_cluster_name_mismatch_is_refused(node_pem: str, root: Path,
-                                                setup_run: SetupRun) -> None:
+def test_local_cluster_name_mismatch_is_refused(
+    node_pem: str, root: Path, setup_run: SetupRun
+) -> None:
     """A node already in another cluster refuses to join this one."""
     assert setup_run(make_document(node_pem)).returncode == 0
     before = snapshot(root)
@@ -205,8 +254,9 @@ def test_local_cluster_name_mismatch_is_refused(node_pem: str, root: Path,
     assert snapshot(root) == before
 
 
-def test_different_local_key_is_refused(node_pem: str, other_pem: str, root: Path,
-                                        setup_run: SetupRun) -> None:
+def test_different_local_key_is_refused(
+    node_pem: str, other_pem: str, root: Path, setup_run: SetupRun
+) -> None:
     """A certificate that does not match the node's existing key is refused."""
     assert setup_run(make_document(node_pem)).returncode == 0
     before = snapshot(root)
@@ -226,15 +276,24 @@ def test_rsa_certificate_installs(root: Path, setup_run: SetupRun) -> None:
 def test_expiring_soon_warns_but_installs(root: Path, setup_run: SetupRun) -> None:
     """A certificate expiring within 30 days is installed with a warning event."""
     now = datetime.now(UTC)
-    pem = generate_node_certificate(CLUSTER, not_before=now - timedelta(days=1),
-                                    not_after=now + timedelta(days=10))
+    pem = generate_node_certificate(
+        CLUSTER, not_before=now - timedelta(days=1), not_after=now + timedelta(days=10)
+    )
     run = setup_run(make_document(pem))
     assert run.returncode == 0
     assert "cert.expires_soon" in run.event_names()
 
 
-@pytest.mark.parametrize("args", [["--abort"], ["--resume", "--dry-run"], ["--bogus"],
-                                  ["--lock-timeout", "soon"], ["--log-format", "xml"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--abort"],
+        ["--resume", "--dry-run"],
+        ["--bogus"],
+        ["--lock-timeout", "soon"],
+        ["--log-format", "xml"],
+    ],
+)
 def test_usage_errors_exit_2(args: list[str], root: Path, setup_run: SetupRun) -> None:
     """Wrong options are exit 2 with a JSON result, not a traceback."""
     run = setup_run(b"", *args)
@@ -253,10 +312,19 @@ def test_help_lists_the_options() -> None:
 
     from tests.conftest import txsetup_exe
 
-    out = subprocess.run([txsetup_exe(), "node-daemon-setup", "--help"], capture_output=True,
-                         text=True, check=True).stdout
-    for option in ("--root", "--dry-run", "--resume", "--abort", "--lock-timeout",
-                   "--log-format", "--debug", "--verbose"):
+    out = subprocess.run(
+        [txsetup_exe(), "node-daemon-setup", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for option in (
+        "--root",
+        "--dry-run",
+        "--resume",
+        "--abort",
+        "--lock-timeout",
+        "--log-format",
+        "--debug",
+        "--verbose",
+    ):
         assert option in out
 
 
@@ -266,22 +334,25 @@ def test_alias_runs_node_daemon_setup(node_pem: str, root: Path) -> None:
     import sys
 
     exe = str(Path(sys.executable).with_name("node-daemon-setup"))
-    proc = subprocess.run([exe, "--debug", "--verbose"], input=encode(make_document(node_pem)),
-                          capture_output=True, env={"TXSETUP_ROOT": str(root)}, check=False)
+    proc = subprocess.run(
+        [exe, "--debug", "--verbose"],
+        input=encode(make_document(node_pem)),
+        capture_output=True,
+        env={"TXSETUP_ROOT": str(root)},
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["outcome"] == "committed"
     assert (root / "var/lib/ganeti/server.pem").exists()
 
 
-def test_debug_log_never_shows_the_payload(node_pem: str, root: Path,
-                                           setup_run: SetupRun) -> None:
+def test_debug_log_never_shows_the_payload(node_pem: str, root: Path, setup_run: SetupRun) -> None:
     """At debug level too, no key material or hmac key reaches stderr or stdout."""
     run = setup_run(make_document(node_pem, hmac_key="hmac-secret-3"), "--debug")
     assert run.returncode == 0  # run_txsetup asserts no secret marker in either stream
 
 
-def test_status_reports_last_transaction(node_pem: str, root: Path,
-                                         setup_run: SetupRun) -> None:
+def test_status_reports_last_transaction(node_pem: str, root: Path, setup_run: SetupRun) -> None:
     """status shows the committed transaction's id, state and files."""
     run = setup_run(make_document(node_pem))
     status = run_txsetup(["status", "--root", str(root)])

@@ -57,15 +57,25 @@ class Change:
 
     def to_json(self) -> dict[str, Any]:
         """The journal form."""
-        return {"path": self.path, "staged": self.staged, "hold": self.hold,
-                "new_ino": self.new_ino, "old": self.old.to_json() if self.old else None}
+        return {
+            "path": self.path,
+            "staged": self.staged,
+            "hold": self.hold,
+            "new_ino": self.new_ino,
+            "old": self.old.to_json() if self.old else None,
+        }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Change:
         """Inverse of :meth:`to_json`."""
         old = obj["old"]
-        return cls(obj["path"], obj["staged"], obj["hold"], obj["new_ino"],
-                   FileMeta.from_json(old) if old else None)
+        return cls(
+            obj["path"],
+            obj["staged"],
+            obj["hold"],
+            obj["new_ino"],
+            FileMeta.from_json(old) if old else None,
+        )
 
 
 def _staging_dir(layout: Layout, target: Path) -> Path:
@@ -126,8 +136,15 @@ def stage_changes(layout: Layout, txid: str, planned: Sequence[PlannedFile]) -> 
             gid = -1
         new_ino = write_new(staged, want.content, mode=want.mode, uid=uid, gid=gid)
         held = hold(target, hold_path)
-        changes.append(Change(want.relpath, layout.relative(staged),
-                              layout.relative(hold_path) if held else None, new_ino, item.old))
+        changes.append(
+            Change(
+                want.relpath,
+                layout.relative(staged),
+                layout.relative(hold_path) if held else None,
+                new_ino,
+                item.old,
+            )
+        )
         staging_dirs.add(staged.parent)
     for directory in sorted(staging_dirs):
         fsync_dir(directory)
@@ -150,8 +167,7 @@ def commit_changes(layout: Layout, changes: Sequence[Change]) -> None:
             os.replace(staged, target)
         elif _ino(target) != change.new_ino:
             raise RecoveryFailed(
-                f"commit: staged copy {change.staged} is gone and {change.path} "
-                "is not the new file"
+                f"commit: staged copy {change.staged} is gone and {change.path} is not the new file"
             )
     for directory in sorted({layout.path(c.path).parent for c in changes}):
         fsync_dir(directory)
@@ -171,8 +187,7 @@ def undo_changes(layout: Layout, changes: Sequence[Change], created_dirs: Sequen
                     os.unlink(held)
             elif change.old is not None and _ino(target) != change.old.ino:
                 raise RecoveryFailed(
-                    f"undo: hold copy {change.hold} is gone and {change.path} "
-                    "is not the old file"
+                    f"undo: hold copy {change.hold} is gone and {change.path} is not the old file"
                 )
         elif _ino(target) == change.new_ino:
             os.unlink(target)

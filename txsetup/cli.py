@@ -38,10 +38,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", type=Path, default=Path(os.environ.get("TXSETUP_ROOT", "/")),
-                        help="prefix for every path (default: $TXSETUP_ROOT or /)")
-    parser.add_argument("--log-format", choices=("json", "console"), default=None,
-                        help="stderr log format (default: console on a terminal, else json)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path(os.environ.get("TXSETUP_ROOT", "/")),
+        help="prefix for every path (default: $TXSETUP_ROOT or /)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        default=None,
+        help="stderr log format (default: console on a terminal, else json)",
+    )
     parser.add_argument("--debug", action="store_true", help="log at debug level (Ganeti)")
     parser.add_argument("--verbose", action="store_true", help="log at debug level (Ganeti)")
 
@@ -58,14 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
         "the node daemon certificate as one transaction; restart the node daemon if asked.",
     )
     _common(nds)
-    nds.add_argument("--dry-run", action="store_true",
-                     help="decode, verify and print the plan; touch nothing")
-    nds.add_argument("--resume", action="store_true",
-                     help="read no stdin; finish or undo the unfinished transaction")
-    nds.add_argument("--abort", action="store_true",
-                     help="with --resume: undo the unfinished transaction instead")
-    nds.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
-                     help="how long to wait for the lock (default 60)")
+    nds.add_argument(
+        "--dry-run", action="store_true", help="decode, verify and print the plan; touch nothing"
+    )
+    nds.add_argument(
+        "--resume",
+        action="store_true",
+        help="read no stdin; finish or undo the unfinished transaction",
+    )
+    nds.add_argument(
+        "--abort",
+        action="store_true",
+        help="with --resume: undo the unfinished transaction instead",
+    )
+    nds.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for the lock (default 60)",
+    )
     status = sub.add_parser("status", help="describe the last or unfinished transaction")
     _common(status)
     return parser
@@ -84,8 +104,14 @@ class Result:
 
     def to_json(self) -> dict[str, Any]:
         """The result object (SPEC §7)."""
-        return {"txid": self.txid, "outcome": self.outcome, "exit_code": int(self.exit_code),
-                "changed": self.changed, "steps": self.steps, **self.extra}
+        return {
+            "txid": self.txid,
+            "outcome": self.outcome,
+            "exit_code": int(self.exit_code),
+            "changed": self.changed,
+            "steps": self.steps,
+            **self.extra,
+        }
 
 
 def new_txid() -> str:
@@ -109,8 +135,7 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
     txid = new_txid()
     structlog.contextvars.bind_contextvars(txid=txid)
     log = get_logger()
-    log.info("txn.begin", command="node-daemon-setup", root=str(args.root),
-             dry_run=args.dry_run)
+    log.info("txn.begin", command="node-daemon-setup", root=str(args.root), dry_run=args.dry_run)
     ctx = Setup(layout, txid, sys.stdin.buffer, log, lock_timeout=args.lock_timeout)
     table = DRY_RUN_STEPS if args.dry_run else NODE_DAEMON_SETUP_STEPS
     names = [s.name for s in NODE_DAEMON_SETUP_STEPS]
@@ -133,8 +158,9 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
             release_lock(ctx)
     done = {r.name: r for r in reports}
     result.steps = [
-        done[n].to_json() if n in done else {"name": n, "state": str(StepState.SKIPPED),
-                                             "duration_ms": 0}
+        done[n].to_json()
+        if n in done
+        else {"name": n, "state": str(StepState.SKIPPED), "duration_ms": 0}
         for n in names
     ]
     if ctx.recovered:
@@ -160,8 +186,9 @@ def _finish(ctx: Any) -> None:
     if ctx.txn is None:
         return
     discard_copies(ctx.layout, ctx.txid, ctx.txn.target_dirs)
-    ctx.journal.append(TxnState.DONE, {"ended_at": utc_now(), "outcome": "committed"},
-                       durable=False)
+    ctx.journal.append(
+        TxnState.DONE, {"ended_at": utc_now(), "outcome": "committed"}, durable=False
+    )
 
 
 def run_resume(args: argparse.Namespace) -> Result:
@@ -178,12 +205,17 @@ def run_resume(args: argparse.Namespace) -> Result:
     lock = FileLock(layout.lock_file, timeout=args.lock_timeout)
     try:
         with lock:
-            found = recover_pending(layout, log, abort=args.abort,
-                                    lock_timeout=args.lock_timeout)
+            found = recover_pending(layout, log, abort=args.abort, lock_timeout=args.lock_timeout)
     except Timeout:
-        return Result(None, "failed", ExitCode.BUSY, extra={
-            "error": f"lock: {layout.relative(layout.lock_file)} is held by another run",
-            "error_code": "busy"})
+        return Result(
+            None,
+            "failed",
+            ExitCode.BUSY,
+            extra={
+                "error": f"lock: {layout.relative(layout.lock_file)} is held by another run",
+                "error_code": "busy",
+            },
+        )
     except TxsetupError as error:
         return Result(None, "failed", error.exit_code, extra=_failure(error, layout))
     if found is None:
@@ -207,8 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         configure_logging(fmt="console" if sys.stderr.isatty() else "json", stream=sys.stderr)
         get_logger().error("usage.error", error=str(error))
-        _emit(Result(None, "failed", ExitCode.USAGE, extra={"error": str(error),
-                                                           "error_code": error.error_code}))
+        _emit(
+            Result(
+                None,
+                "failed",
+                ExitCode.USAGE,
+                extra={"error": str(error), "error_code": error.error_code},
+            )
+        )
         return ExitCode.USAGE
     level = logging.DEBUG if args.debug or args.verbose else logging.INFO
     configure_logging(fmt=_log_format(args), level=level, stream=sys.stderr)
@@ -224,14 +262,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--resume and --dry-run exclude each other")
         result = run_resume(args) if args.resume else run_node_daemon_setup(args)
     except UsageError as error:
-        result = Result(None, "failed", ExitCode.USAGE,
-                        extra={"error": str(error), "error_code": error.error_code})
-    except Exception as error:  # noqa: BLE001 - the last line of defence: no traceback
-        result = Result(None, "failed", ExitCode.INTERNAL,
-                        extra={"error": f"internal error: {type(error).__name__}: {error}",
-                               "error_code": "internal"})
-    get_logger().info("txn.end", outcome=result.outcome, exit_code=int(result.exit_code),
-                      duration_ms=int((time.monotonic() - started) * 1000))
+        result = Result(
+            None,
+            "failed",
+            ExitCode.USAGE,
+            extra={"error": str(error), "error_code": error.error_code},
+        )
+    except Exception as error:  # the last line of defence: no traceback
+        result = Result(
+            None,
+            "failed",
+            ExitCode.INTERNAL,
+            extra={
+                "error": f"internal error: {type(error).__name__}: {error}",
+                "error_code": "internal",
+            },
+        )
+    get_logger().info(
+        "txn.end",
+        outcome=result.outcome,
+        exit_code=int(result.exit_code),
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
     _emit(result)
     return result.exit_code
 

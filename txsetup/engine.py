@@ -118,7 +118,7 @@ class _Run(Generic[C]):
             self.log.info("compensate.begin", step=step.name)
             try:
                 step.undo(self.ctx)
-            except Exception as exc:  # noqa: BLE001 - collected, reported with the original
+            except Exception as exc:  # collected, reported with the original
                 failures.append(f"undo of {step.name} failed: {exc}")
                 self.log.error("compensate.failed", step=step.name, error=str(exc))
                 continue
@@ -128,8 +128,13 @@ class _Run(Generic[C]):
         return failures
 
 
-def run_steps(steps: Sequence[Step[C]], ctx: C, *, log: FilteringBoundLogger,
-              hush: Callable[[], None] = lambda: None) -> list[StepReport]:
+def run_steps(
+    steps: Sequence[Step[C]],
+    ctx: C,
+    *,
+    log: FilteringBoundLogger,
+    hush: Callable[[], None] = lambda: None,
+) -> list[StepReport]:
     """Run ``steps`` in order on ``ctx``; on failure undo in reverse and raise.
 
     Raises the step's own error when nothing had been written yet,
@@ -148,24 +153,26 @@ def run_steps(steps: Sequence[Step[C]], ctx: C, *, log: FilteringBoundLogger,
             hush()
             report.state = StepState.FAILED
             report.duration_ms = _ms(started)
-            error = exc if isinstance(exc, TxsetupError) else InternalError(
-                f"{type(exc).__name__}: {exc}")
-            log.error("step.failed", step=step.name, error_code=error.error_code,
-                      error=str(error))
+            error = (
+                exc
+                if isinstance(exc, TxsetupError)
+                else InternalError(f"{type(exc).__name__}: {exc}")
+            )
+            log.error("step.failed", step=step.name, error_code=error.error_code, error=str(error))
             failures = run.compensate(index)
             began = any(s.writes for s in steps[: index + 1])
             if failures:
                 raise RecoveryFailed(
-                    f"step {step.name} failed ({error}) and compensation failed",
-                    problems=failures) from exc
+                    f"step {step.name} failed ({error}) and compensation failed", problems=failures
+                ) from exc
             if began and not isinstance(error, RolledBack | RecoveryFailed):
-                raise RolledBack(f"step {step.name} failed and was rolled back: {error}",
-                                 problems=error.problems) from exc
+                raise RolledBack(
+                    f"step {step.name} failed and was rolled back: {error}", problems=error.problems
+                ) from exc
             if error is exc:
                 raise
             raise error from exc
         report.state = StepState.DONE
         report.duration_ms = _ms(started)
-        log.info("step.end", step=step.name, duration_ms=report.duration_ms,
-                 changed=report.changed)
+        log.info("step.end", step=step.name, duration_ms=report.duration_ms, changed=report.changed)
     return run.reports

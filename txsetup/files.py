@@ -122,19 +122,40 @@ class FileMeta:
             if stat.S_ISDIR(st.st_mode)
             else "other"
         )
-        return cls(kind, st.st_size, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                   st.st_mtime_ns, st.st_ino)
+        return cls(
+            kind,
+            st.st_size,
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+            st.st_mtime_ns,
+            st.st_ino,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A journal- and result-friendly form (mode as an octal string)."""
-        return {"kind": self.kind, "size": self.size, "mode": f"{self.mode:04o}",
-                "uid": self.uid, "gid": self.gid, "mtime_ns": self.mtime_ns, "ino": self.ino}
+        return {
+            "kind": self.kind,
+            "size": self.size,
+            "mode": f"{self.mode:04o}",
+            "uid": self.uid,
+            "gid": self.gid,
+            "mtime_ns": self.mtime_ns,
+            "ino": self.ino,
+        }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> FileMeta:
         """Inverse of :meth:`to_json`."""
-        return cls(obj["kind"], obj["size"], int(obj["mode"], 8), obj["uid"], obj["gid"],
-                   obj["mtime_ns"], obj["ino"])
+        return cls(
+            obj["kind"],
+            obj["size"],
+            int(obj["mode"], 8),
+            obj["uid"],
+            obj["gid"],
+            obj["mtime_ns"],
+            obj["ino"],
+        )
 
 
 @dataclass(frozen=True)

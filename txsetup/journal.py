@@ -137,8 +137,9 @@ class Journal:
         finally:
             os.close(fd)
 
-    def append(self, state: TxnState, data: Mapping[str, Any] | None = None, *,
-               durable: bool) -> None:
+    def append(
+        self, state: TxnState, data: Mapping[str, Any] | None = None, *, durable: bool
+    ) -> None:
         """Append one record; with ``durable`` it is on disk when this returns."""
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
@@ -146,8 +147,7 @@ class Journal:
         finally:
             os.close(fd)
 
-    def _write(self, fd: int, state: TxnState, data: Mapping[str, Any], *,
-               durable: bool) -> None:
+    def _write(self, fd: int, state: TxnState, data: Mapping[str, Any], *, durable: bool) -> None:
         line = Record(self.txid, state, data).encode()
         view = memoryview(line)
         while view:

@@ -35,9 +35,7 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, bytes):
         return _scrub(value.decode("utf-8", "replace"))
     if isinstance(value, MutableMapping | dict):
-        return {
-            k: (REDACTED if k in _SECRET_FIELDS else _scrub(v)) for k, v in value.items()
-        }
+        return {k: (REDACTED if k in _SECRET_FIELDS else _scrub(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     return value

@@ -111,16 +111,23 @@ def ssconf_locked(layout: Layout, needed: bool, timeout: float) -> Iterator[None
         with FileLock(layout.ssconf_lock, timeout=timeout):
             yield
     except Timeout as exc:
-        raise Busy(f"could not take {layout.relative(layout.ssconf_lock)} "
-                   f"within {timeout:g}s") from exc
+        raise Busy(
+            f"could not take {layout.relative(layout.ssconf_lock)} within {timeout:g}s"
+        ) from exc
 
 
 def _touches_ssconf(changes: Sequence[Change]) -> bool:
     return any(Path(c.path).name.startswith("ssconf_") for c in changes)
 
 
-def finish_forward(layout: Layout, txn: PendingTxn, journal: Journal, *, lock_timeout: float,
-                   after_commit: Callable[[PendingTxn], None] = lambda _: None) -> None:
+def finish_forward(
+    layout: Layout,
+    txn: PendingTxn,
+    journal: Journal,
+    *,
+    lock_timeout: float,
+    after_commit: Callable[[PendingTxn], None] = lambda _: None,
+) -> None:
     """Roll a prepared transaction forward: commit what is left, then ``after_commit``."""
     with ssconf_locked(layout, _touches_ssconf(txn.changes), lock_timeout):
         commit_changes(layout, txn.changes)
@@ -129,8 +136,9 @@ def finish_forward(layout: Layout, txn: PendingTxn, journal: Journal, *, lock_ti
     journal.append(TxnState.DONE, {"ended_at": utc_now(), "outcome": "resumed"}, durable=False)
 
 
-def finish_undo(layout: Layout, txn: PendingTxn, journal: Journal, *, lock_timeout: float,
-                reason: str) -> None:
+def finish_undo(
+    layout: Layout, txn: PendingTxn, journal: Journal, *, lock_timeout: float, reason: str
+) -> None:
     """Undo a transaction at any point: old files back, copies and new dirs gone.
 
     Once prepared, ``rolling_back`` is journaled durably first, so a crash
@@ -142,5 +150,4 @@ def finish_undo(layout: Layout, txn: PendingTxn, journal: Journal, *, lock_timeo
     with ssconf_locked(layout, _touches_ssconf(txn.changes), lock_timeout):
         undo_changes(layout, txn.changes, txn.created_dirs)
     discard_copies(layout, txn.txid, txn.target_dirs)
-    journal.append(TxnState.ROLLED_BACK, {"ended_at": utc_now(), "reason": reason},
-                   durable=False)
+    journal.append(TxnState.ROLLED_BACK, {"ended_at": utc_now(), "reason": reason}, durable=False)

@@ -33,8 +33,11 @@ def describe_last_transaction(layout: Layout) -> dict[str, Any]:
     for record in records:
         merged.update(record.data)
     files = [
-        {"path": c["path"], "action": "replace" if c["old"] else "create",
-         "old_mode": c["old"]["mode"] if c["old"] else None}
+        {
+            "path": c["path"],
+            "action": "replace" if c["old"] else "create",
+            "old_mode": c["old"]["mode"] if c["old"] else None,
+        }
         for c in merged.get("changes", [])
     ]
     finished = last.state in FINISHED_STATES

@@ -27,7 +27,7 @@ from txsetup.changeset import (
     stage_changes,
 )
 from txsetup.engine import Step
-from txsetup.errors import Busy
+from txsetup.errors import Busy, InternalError
 from txsetup.files import (
     GANETI_DIR,
     Action,
@@ -78,7 +78,8 @@ class Setup:
 
     def need_payload(self) -> NodeDaemonSetup:
         """The decoded payload (the ``decode`` step has run)."""
-        assert self.payload is not None, "decode must run first"
+        if self.payload is None:
+            raise InternalError("decode must run before the steps that use the payload")
         return self.payload
 
 
@@ -91,8 +92,9 @@ def ensure_state_dir(layout: Layout) -> None:
     os.chmod(layout.state_dir, 0o700)
 
 
-def recover_pending(layout: Layout, log: FilteringBoundLogger, *, abort: bool,
-                    lock_timeout: float) -> dict[str, str] | None:
+def recover_pending(
+    layout: Layout, log: FilteringBoundLogger, *, abort: bool, lock_timeout: float
+) -> dict[str, str] | None:
     """Finish (prepared) or undo (not prepared, or ``abort``) an unfinished transaction."""
     txn = recovery.load_pending(layout)
     if txn is None:
@@ -125,8 +127,10 @@ def take_lock(ctx: Setup) -> bool:
     try:
         lock.acquire()
     except Timeout as exc:
-        raise Busy(f"lock: {ctx.layout.relative(ctx.layout.lock_file)} is held by another "
-                   f"run (waited {ctx.lock_timeout:g}s)") from exc
+        raise Busy(
+            f"lock: {ctx.layout.relative(ctx.layout.lock_file)} is held by another "
+            f"run (waited {ctx.lock_timeout:g}s)"
+        ) from exc
     ctx.lock = lock
     found = recover_pending(ctx.layout, ctx.log, abort=False, lock_timeout=ctx.lock_timeout)
     if found:
@@ -175,17 +179,27 @@ def verify_cert(ctx: Setup) -> bool:
     payload = ctx.need_payload()
     local_pem = read_regular(ctx.layout.path(f"{GANETI_DIR}/server.pem"), _PEM_LIMIT)
     now = ctx.now()
-    ctx.cert = verify_node_certificate(payload.node_daemon_certificate, local_pem=local_pem,
-                                       now=now)
+    ctx.cert = verify_node_certificate(
+        payload.node_daemon_certificate, local_pem=local_pem, now=now
+    )
     if ctx.cert.expires_soon:
-        ctx.log.warning("cert.expires_soon", not_after=ctx.cert.not_after.isoformat(),
-                        fingerprint=ctx.cert.fingerprint_sha256)
+        ctx.log.warning(
+            "cert.expires_soon",
+            not_after=ctx.cert.not_after.isoformat(),
+            fingerprint=ctx.cert.fingerprint_sha256,
+        )
     if payload.node_name:
         existing = read_regular(ctx.layout.path(f"{GANETI_DIR}/client.pem"), _PEM_LIMIT)
         current = existing is not None and client_certificate_is_current(
-            existing, payload.node_daemon_certificate, payload.node_name, now=now)
-        ctx.client_pem = existing if current and existing is not None else (
-            make_client_certificate(payload.node_daemon_certificate, payload.node_name, now=now))
+            existing, payload.node_daemon_certificate, payload.node_name, now=now
+        )
+        ctx.client_pem = (
+            existing
+            if current and existing is not None
+            else (
+                make_client_certificate(payload.node_daemon_certificate, payload.node_name, now=now)
+            )
+        )
     return False
 
 
@@ -199,8 +213,9 @@ def desired_files(ctx: Setup) -> list[DesiredFile]:
         DesiredFile(f"{GANETI_DIR}/ssconf_{key}", ssconf_content(value), 0o444)
         for key, value in sorted(payload.ssconf.items())
     ]
-    files.append(DesiredFile(f"{GANETI_DIR}/server.pem",
-                             payload.node_daemon_certificate.encode(), 0o440))
+    files.append(
+        DesiredFile(f"{GANETI_DIR}/server.pem", payload.node_daemon_certificate.encode(), 0o440)
+    )
     if payload.hmac_key is not None:
         files.append(DesiredFile(f"{GANETI_DIR}/hmac.key", payload.hmac_key.encode(), 0o440))
     if ctx.client_pem is not None:
@@ -223,17 +238,28 @@ def stage(ctx: Setup) -> bool:
     dirs = missing_dirs(layout, ctx.plan)
     target_dirs = sorted({Path(p.desired.relpath).parent.as_posix() for p in ctx.plan})
     # The begin record must be durable only when it announces directories to create.
-    ctx.journal.begin({"command": "node-daemon-setup", "started_at": recovery.utc_now(),
-                       "created_dirs": dirs, "target_dirs": target_dirs}, durable=bool(dirs))
+    ctx.journal.begin(
+        {
+            "command": "node-daemon-setup",
+            "started_at": recovery.utc_now(),
+            "created_dirs": dirs,
+            "target_dirs": target_dirs,
+        },
+        durable=bool(dirs),
+    )
     ctx.txn = recovery.PendingTxn(ctx.txid, [], created_dirs=dirs, target_dirs=target_dirs)
     make_dirs(layout, dirs)
     ctx.txn.changes = stage_changes(layout, ctx.txid, ctx.plan)
     payload = ctx.need_payload()
-    ctx.journal.append(TxnState.PREPARED, {
-        "changes": [c.to_json() for c in ctx.txn.changes],
-        "start_node_daemon": payload.start_node_daemon,
-        "fingerprint": ctx.cert.fingerprint_sha256 if ctx.cert else None,
-    }, durable=True)
+    ctx.journal.append(
+        TxnState.PREPARED,
+        {
+            "changes": [c.to_json() for c in ctx.txn.changes],
+            "start_node_daemon": payload.start_node_daemon,
+            "fingerprint": ctx.cert.fingerprint_sha256 if ctx.cert else None,
+        },
+        durable=True,
+    )
     ctx.txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
     return True
 
@@ -241,8 +267,9 @@ def stage(ctx: Setup) -> bool:
 def unstage(ctx: Setup) -> None:
     """Undo stage (and anything commit did): old files back, copies removed."""
     if ctx.txn is not None:
-        recovery.finish_undo(ctx.layout, ctx.txn, ctx.journal, lock_timeout=ctx.lock_timeout,
-                             reason="step failed")
+        recovery.finish_undo(
+            ctx.layout, ctx.txn, ctx.journal, lock_timeout=ctx.lock_timeout, reason="step failed"
+        )
         ctx.txn = None
 
 
@@ -250,8 +277,9 @@ def commit(ctx: Setup) -> bool:
     """Rename the staged files into place (under Ganeti's ssconf lock)."""
     if ctx.txn is None:
         return False
-    with recovery.ssconf_locked(ctx.layout, any("/ssconf_" in p for p in ctx.changed_paths),
-                                ctx.lock_timeout):
+    with recovery.ssconf_locked(
+        ctx.layout, any("/ssconf_" in p for p in ctx.changed_paths), ctx.lock_timeout
+    ):
         commit_changes(ctx.layout, ctx.txn.changes)
     ctx.journal.append(TxnState.COMMITTED, durable=False)
     return True
@@ -263,15 +291,20 @@ def restart_daemon(ctx: Setup) -> bool:
 
 
 NODE_DAEMON_SETUP_STEPS: tuple[Step[Setup], ...] = (
-    Step("lock", "take the transaction lock; recover an unfinished transaction",
-         take_lock, release_lock),
+    Step(
+        "lock",
+        "take the transaction lock; recover an unfinished transaction",
+        take_lock,
+        release_lock,
+    ),
     Step("decode", "read and validate the document on stdin", decode),
     Step("verify_cluster", "check the cluster name", verify_cluster),
     Step("verify_cert", "check the node daemon certificate and key", verify_cert),
     Step("stage", "write staged copies durably; journal the plan", stage, unstage, writes=True),
     Step("commit", "put the staged files in place", commit, unstage, writes=True),
-    Step("restart_daemon", "restart the node daemon; wait until healthy", restart_daemon,
-         writes=True),
+    Step(
+        "restart_daemon", "restart the node daemon; wait until healthy", restart_daemon, writes=True
+    ),
 )
 
 DRY_RUN_STEPS: tuple[Step[Setup], ...] = (
