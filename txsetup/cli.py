@@ -18,14 +18,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 
 from txsetup import __version__
+from txsetup.config import Config, load_config
 from txsetup.errors import ExitCode, RecoveryFailed, RolledBack, TxsetupError, UsageError
 from txsetup.files import Layout
 from txsetup.log import LogFormat, configure_logging, get_logger
+
+if TYPE_CHECKING:
+    from txsetup.restart import DaemonControl
 
 __all__ = ["main", "node_daemon_setup_main"]
 
@@ -86,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for the lock (default 60)",
     )
+    nds.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TOML configuration (default: <root>/etc/txsetup/config.toml when it exists)",
+    )
     status = sub.add_parser("status", help="describe the last or unfinished transaction")
     _common(status)
     return parser
@@ -114,6 +125,13 @@ class Result:
         }
 
 
+def daemon_control(config: Config, layout: Layout) -> DaemonControl:
+    """The node daemon's control as configured, presenting the installed server.pem."""
+    from txsetup.restart import DaemonControl
+
+    return DaemonControl(config.daemon, get_logger(), layout.path("var/lib/ganeti/server.pem"))
+
+
 def new_txid() -> str:
     """A sortable, unique transaction id."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
@@ -136,7 +154,16 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
     structlog.contextvars.bind_contextvars(txid=txid)
     log = get_logger()
     log.info("txn.begin", command="node-daemon-setup", root=str(args.root), dry_run=args.dry_run)
-    ctx = Setup(layout, txid, sys.stdin.buffer, log, lock_timeout=args.lock_timeout)
+    config = load_config(args.config, root=args.root)
+    ctx = Setup(
+        layout,
+        txid,
+        sys.stdin.buffer,
+        log,
+        daemon_control(config, layout),
+        config=config,
+        lock_timeout=args.lock_timeout,
+    )
     table = DRY_RUN_STEPS if args.dry_run else NODE_DAEMON_SETUP_STEPS
     names = [s.name for s in NODE_DAEMON_SETUP_STEPS]
     result = Result(txid, "dry_run" if args.dry_run else "committed")
@@ -169,7 +196,7 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         result.extra["plan"] = [p.describe() for p in ctx.plan]
     elif result.exit_code == ExitCode.OK:
         result.changed = ctx.changed_paths
-        if not result.changed:
+        if ctx.txn is None:
             result.outcome = "converged"
             log.info("txn.converged")
         else:
@@ -201,11 +228,18 @@ def run_resume(args: argparse.Namespace) -> Result:
     structlog.contextvars.bind_contextvars(txid=None)
     log = get_logger()
     log.info("txn.begin", command="node-daemon-setup", resume=True, abort=args.abort)
+    config = load_config(args.config, root=args.root)
     ensure_state_dir(layout)
     lock = FileLock(layout.lock_file, timeout=args.lock_timeout)
     try:
         with lock:
-            found = recover_pending(layout, log, abort=args.abort, lock_timeout=args.lock_timeout)
+            found = recover_pending(
+                layout,
+                log,
+                daemon=daemon_control(config, layout),
+                abort=args.abort,
+                lock_timeout=args.lock_timeout,
+            )
     except Timeout:
         return Result(
             None,
@@ -261,11 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.resume and args.dry_run:
             raise UsageError("--resume and --dry-run exclude each other")
         result = run_resume(args) if args.resume else run_node_daemon_setup(args)
-    except UsageError as error:
+    except TxsetupError as error:  # before any step: usage or configuration
+        get_logger().error("config.error", error=str(error), error_code=error.error_code)
         result = Result(
             None,
             "failed",
-            ExitCode.USAGE,
+            error.exit_code,
             extra={"error": str(error), "error_code": error.error_code},
         )
     except Exception as error:  # the last line of defence: no traceback

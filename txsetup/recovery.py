@@ -137,7 +137,13 @@ def finish_forward(
 
 
 def finish_undo(
-    layout: Layout, txn: PendingTxn, journal: Journal, *, lock_timeout: float, reason: str
+    layout: Layout,
+    txn: PendingTxn,
+    journal: Journal,
+    *,
+    lock_timeout: float,
+    reason: str,
+    after_undo: Callable[[PendingTxn], None] = lambda _: None,
 ) -> None:
     """Undo a transaction at any point: old files back, copies and new dirs gone.
 
@@ -149,5 +155,7 @@ def finish_undo(
         txn.records.append(Record(txn.txid, TxnState.ROLLING_BACK, {"reason": reason}))
     with ssconf_locked(layout, _touches_ssconf(txn.changes), lock_timeout):
         undo_changes(layout, txn.changes, txn.created_dirs)
+    # The daemon goes back to its earlier state before the undo is recorded as done.
+    after_undo(txn)
     discard_copies(layout, txn.txid, txn.target_dirs)
     journal.append(TxnState.ROLLED_BACK, {"ended_at": utc_now(), "reason": reason}, durable=False)

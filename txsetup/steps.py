@@ -26,6 +26,7 @@ from txsetup.changeset import (
     missing_dirs,
     stage_changes,
 )
+from txsetup.config import Config, FilesConfig, Ownership, resolve_ownership
 from txsetup.engine import Step
 from txsetup.errors import Busy, InternalError
 from txsetup.files import (
@@ -39,6 +40,13 @@ from txsetup.files import (
 )
 from txsetup.journal import Journal, Record, TxnState
 from txsetup.payload import NodeDaemonSetup, decode_node_daemon_setup, read_document
+from txsetup.restart import (
+    DaemonControl,
+    DaemonUnhealthy,
+    begin_restart,
+    fingerprint_of_pem,
+    restore_if_touched,
+)
 
 if TYPE_CHECKING:
     from txsetup.checks import CertificateFacts
@@ -56,9 +64,12 @@ class Setup:
     txid: str
     stdin: BinaryIO
     log: FilteringBoundLogger
+    daemon: DaemonControl
+    config: Config = field(default_factory=Config)
     lock_timeout: float = 60.0
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     lock: FileLock | None = None
+    old_fingerprint: str | None = None
     recovered: list[dict[str, str]] = field(default_factory=list)
     payload: NodeDaemonSetup | None = None
     cert: CertificateFacts | None = None
@@ -93,21 +104,58 @@ def ensure_state_dir(layout: Layout) -> None:
 
 
 def recover_pending(
-    layout: Layout, log: FilteringBoundLogger, *, abort: bool, lock_timeout: float
+    layout: Layout,
+    log: FilteringBoundLogger,
+    *,
+    daemon: DaemonControl,
+    abort: bool,
+    lock_timeout: float,
 ) -> dict[str, str] | None:
-    """Finish (prepared) or undo (not prepared, or ``abort``) an unfinished transaction."""
+    """Finish (prepared) or undo (not prepared, or ``abort``) an unfinished transaction.
+
+    Finishing includes the daemon restart the transaction asked for; if that
+    fails, the transaction is undone instead, which also leaves the node
+    consistent.
+    """
     txn = recovery.load_pending(layout)
     if txn is None:
         recovery_discard_strays(layout)
         return None
     journal = Journal(layout.journal, txn.txid)
+
+    def undo(reason: str) -> None:
+        recovery.finish_undo(
+            layout,
+            txn,
+            journal,
+            lock_timeout=lock_timeout,
+            reason=reason,
+            after_undo=lambda t: restore_if_touched(daemon, t.records),
+        )
+
+    def restart(t: recovery.PendingTxn) -> None:
+        if t.details.get("start_node_daemon"):
+            old = t.details.get("old_fingerprint")
+            begin_restart(
+                daemon, journal, t.records, old_fingerprint=old if isinstance(old, str) else None
+            )
+            new = t.details.get("fingerprint")
+            daemon.restart_healthy(new if isinstance(new, str) else None)
+
+    action = recovery.RecoveryAction.ROLLED_BACK
     if abort or not txn.prepared or txn.rolling_back:
-        reason = "aborted" if abort else "recovered after interruption"
-        recovery.finish_undo(layout, txn, journal, lock_timeout=lock_timeout, reason=reason)
-        action = recovery.RecoveryAction.ROLLED_BACK
+        undo("aborted" if abort else "recovered after interruption")
     else:
-        recovery.finish_forward(layout, txn, journal, lock_timeout=lock_timeout)
-        action = recovery.RecoveryAction.ROLLED_FORWARD
+        try:
+            recovery.finish_forward(
+                layout, txn, journal, lock_timeout=lock_timeout, after_commit=restart
+            )
+            action = recovery.RecoveryAction.ROLLED_FORWARD
+        except DaemonUnhealthy as exc:
+            log.error(
+                "step.failed", step="restart_daemon", error_code=exc.error_code, error=str(exc)
+            )
+            undo(f"daemon did not come back healthy: {exc}")
     log.warning("txn.recovered", recovered_txid=txn.txid, action=str(action))
     return {"txid": txn.txid, "action": str(action)}
 
@@ -132,7 +180,9 @@ def take_lock(ctx: Setup) -> bool:
             f"run (waited {ctx.lock_timeout:g}s)"
         ) from exc
     ctx.lock = lock
-    found = recover_pending(ctx.layout, ctx.log, abort=False, lock_timeout=ctx.lock_timeout)
+    found = recover_pending(
+        ctx.layout, ctx.log, daemon=ctx.daemon, abort=False, lock_timeout=ctx.lock_timeout
+    )
     if found:
         ctx.recovered.append(found)
     return found is not None
@@ -178,6 +228,7 @@ def verify_cert(ctx: Setup) -> bool:
 
     payload = ctx.need_payload()
     local_pem = read_regular(ctx.layout.path(f"{GANETI_DIR}/server.pem"), _PEM_LIMIT)
+    ctx.old_fingerprint = fingerprint_of_pem(local_pem)
     now = ctx.now()
     ctx.cert = verify_node_certificate(
         payload.node_daemon_certificate, local_pem=local_pem, now=now
@@ -207,19 +258,26 @@ def verify_cert(ctx: Setup) -> bool:
 
 
 def desired_files(ctx: Setup) -> list[DesiredFile]:
-    """Every file the payload wants, with SPEC §4's modes."""
+    """Every file the payload wants, with SPEC §4's modes and configured owners."""
     payload = ctx.need_payload()
+    owners: FilesConfig = ctx.config.files
     files = [
         DesiredFile(f"{GANETI_DIR}/ssconf_{key}", ssconf_content(value), 0o444)
         for key, value in sorted(payload.ssconf.items())
     ]
-    files.append(
-        DesiredFile(f"{GANETI_DIR}/server.pem", payload.node_daemon_certificate.encode(), 0o440)
-    )
-    if payload.hmac_key is not None:
-        files.append(DesiredFile(f"{GANETI_DIR}/hmac.key", payload.hmac_key.encode(), 0o440))
-    if ctx.client_pem is not None:
-        files.append(DesiredFile(f"{GANETI_DIR}/client.pem", ctx.client_pem, 0o440))
+    secrets: list[tuple[str, bytes | None, Ownership]] = [
+        ("server.pem", payload.node_daemon_certificate.encode(), owners.server_pem),
+        (
+            "hmac.key",
+            payload.hmac_key.encode() if payload.hmac_key is not None else None,
+            owners.hmac_key,
+        ),
+        ("client.pem", ctx.client_pem, owners.client_pem),
+    ]
+    for name, content, ownership in secrets:
+        if content is not None:
+            uid, gid = resolve_ownership(ownership)
+            files.append(DesiredFile(f"{GANETI_DIR}/{name}", content, 0o440, uid, gid))
     return files
 
 
@@ -229,10 +287,18 @@ def plan(ctx: Setup) -> bool:
     return False
 
 
+def _daemon_needs_restart(ctx: Setup) -> bool:
+    """With no file to change, restart only if asked and the daemon is not healthy."""
+    if not ctx.need_payload().start_node_daemon:
+        return False
+    fingerprint = ctx.cert.fingerprint_sha256 if ctx.cert else None
+    return not ctx.daemon.healthy(fingerprint, timeout=1.0)
+
+
 def stage(ctx: Setup) -> bool:
     """Stage every changing file durably, then journal the plan: the commit point."""
     plan(ctx)
-    if not ctx.changed_paths:
+    if not ctx.changed_paths and not _daemon_needs_restart(ctx):
         return False
     layout = ctx.layout
     dirs = missing_dirs(layout, ctx.plan)
@@ -257,25 +323,32 @@ def stage(ctx: Setup) -> bool:
             "changes": [c.to_json() for c in ctx.txn.changes],
             "start_node_daemon": payload.start_node_daemon,
             "fingerprint": ctx.cert.fingerprint_sha256 if ctx.cert else None,
+            "old_fingerprint": ctx.old_fingerprint,
         },
         durable=True,
     )
     ctx.txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
-    return True
+    return bool(ctx.txn.changes)
 
 
 def unstage(ctx: Setup) -> None:
     """Undo stage (and anything commit did): old files back, copies removed."""
     if ctx.txn is not None:
+        daemon = ctx.daemon
         recovery.finish_undo(
-            ctx.layout, ctx.txn, ctx.journal, lock_timeout=ctx.lock_timeout, reason="step failed"
+            ctx.layout,
+            ctx.txn,
+            ctx.journal,
+            lock_timeout=ctx.lock_timeout,
+            reason="step failed",
+            after_undo=lambda txn: restore_if_touched(daemon, txn.records),
         )
         ctx.txn = None
 
 
 def commit(ctx: Setup) -> bool:
     """Rename the staged files into place (under Ganeti's ssconf lock)."""
-    if ctx.txn is None:
+    if ctx.txn is None or not ctx.txn.changes:
         return False
     with recovery.ssconf_locked(
         ctx.layout, any("/ssconf_" in p for p in ctx.changed_paths), ctx.lock_timeout
@@ -286,8 +359,16 @@ def commit(ctx: Setup) -> bool:
 
 
 def restart_daemon(ctx: Setup) -> bool:
-    """Restart the node daemon and wait until healthy (when asked)."""
-    return False
+    """Restart the node daemon and wait until it serves the new certificate (when asked).
+
+    Whether it ran before is journaled durably first: that is what undo (or
+    ``--resume`` after a kill right here) brings it back to.
+    """
+    if ctx.txn is None or not ctx.need_payload().start_node_daemon:
+        return False
+    begin_restart(ctx.daemon, ctx.journal, ctx.txn.records, old_fingerprint=ctx.old_fingerprint)
+    ctx.daemon.restart_healthy(ctx.cert.fingerprint_sha256 if ctx.cert else None)
+    return True
 
 
 NODE_DAEMON_SETUP_STEPS: tuple[Step[Setup], ...] = (
@@ -303,7 +384,11 @@ NODE_DAEMON_SETUP_STEPS: tuple[Step[Setup], ...] = (
     Step("stage", "write staged copies durably; journal the plan", stage, unstage, writes=True),
     Step("commit", "put the staged files in place", commit, unstage, writes=True),
     Step(
-        "restart_daemon", "restart the node daemon; wait until healthy", restart_daemon, writes=True
+        "restart_daemon",
+        "restart the node daemon; wait until healthy",
+        restart_daemon,
+        unstage,
+        writes=True,
     ),
 )
 

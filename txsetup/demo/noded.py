@@ -4,7 +4,8 @@ It does one thing a health check can observe: serve TLS with
 ``<root>/var/lib/ganeti/server.pem``, so after txsetup installs a certificate
 and restarts it, a real handshake shows whether the new certificate is the one
 being served. Each connection gets one JSON line and is closed; there is no
-RPC. Control it like an init script::
+RPC. Like a real daemon it validates its inputs at start: an existing
+``hmac.key`` must hold at least 32 hex digits, or it refuses to start. Control it like an init script::
 
     python -m txsetup.demo.noded {start,stop,restart,status} --root R --port P
 
@@ -44,6 +45,7 @@ class _Paths:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.cert = self.root / "var/lib/ganeti/server.pem"
+        self.hmac_key = self.root / "var/lib/ganeti/hmac.key"
         self.pidfile = self.root / f"var/run/{DAEMON_NAME}.pid"
         self.log = self.root / f"var/log/{DAEMON_NAME}.log"
 
@@ -140,6 +142,7 @@ def _serve(paths: _Paths, host: str, port: int, ready_fd: int) -> int:
     """Load the certificate, listen, report readiness, then answer until SIGTERM."""
     with os.fdopen(ready_fd, "w") if ready_fd >= 0 else open(os.devnull, "w") as ready:
         try:
+            _check_hmac_key(paths.hmac_key)
             context = _load_context(paths.cert)
             listener = _listen(host, port)
         except ValueError as exc:
@@ -164,6 +167,25 @@ def _serve(paths: _Paths, host: str, port: int, ready_fd: int) -> int:
             if int(paths.pidfile.read_text()) == os.getpid():
                 paths.pidfile.unlink()
         _log("stopped")
+
+
+def _check_hmac_key(path: Path) -> None:
+    """Refuse to start with a malformed confd HMAC key, as a real daemon would.
+
+    This is what lets the demo and the tests show a restart that fails
+    because of the *new* files (and succeeds again once they are rolled back).
+
+    Raises:
+        ValueError: the key exists and is not at least 32 hexadecimal digits.
+    """
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+    if len(key) < 32 or any(c not in "0123456789abcdefABCDEF" for c in key):
+        raise ValueError(f"{path}: not a valid HMAC key (need at least 32 hex digits)")
 
 
 def _load_context(cert: Path) -> ssl.SSLContext:

@@ -1,0 +1,157 @@
+"""The ``restart_daemon`` step's do and undo, journaled (SPEC §5, §6).
+
+Do: note (durably, in the journal) whether the daemon runs, restart it,
+and wait until it presents exactly the newly installed certificate.
+Undo, after the files are back: restart it and wait for the *old*
+certificate if it was running before, or stop it if it was not. Both read
+what they need from the journal, so ``--resume`` after a kill during the
+restart does the same thing a live run would.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from structlog.typing import FilteringBoundLogger
+
+from txsetup.config import DaemonConfig
+from txsetup.daemon import (
+    Probe,
+    RunCommand,
+    is_running,
+    probe_tls,
+    run_all,
+    run_command,
+    wait_healthy,
+)
+from txsetup.errors import RecoveryFailed, TxsetupError
+from txsetup.journal import Journal, Record, TxnState
+
+__all__ = ["DaemonControl", "DaemonUnhealthy", "fingerprint_of_pem"]
+
+_CERT_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def fingerprint_of_pem(pem: bytes | None) -> str | None:
+    """SHA-256 of the first certificate in ``pem`` (what a TLS peer presents), or None."""
+    if not pem:
+        return None
+    match = _CERT_BLOCK.search(pem)
+    if match is None:
+        return None
+    try:
+        der = ssl.PEM_cert_to_DER_cert(match.group().decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return hashlib.sha256(der).hexdigest()
+
+
+class DaemonUnhealthy(TxsetupError):
+    """The node daemon did not (re)start healthy; the step is undone."""
+
+    error_code = "daemon_unhealthy"
+
+
+@dataclass(frozen=True)
+class DaemonControl:
+    """Restart, stop and health-check the node daemon as configured."""
+
+    config: DaemonConfig
+    log: FilteringBoundLogger
+    server_pem: Path
+    run: RunCommand = run_command
+    probe: Probe | None = None
+
+    def is_running(self) -> bool:
+        """Whether the daemon runs now (its ``status`` command exits 0)."""
+        return is_running(self.config.status, timeout=self.config.command_timeout, run=self.run)
+
+    def _run(self, what: str, commands: tuple[tuple[str, ...], ...]) -> None:
+        result = run_all(commands, timeout=self.config.command_timeout, run=self.run)
+        self.log.info(
+            f"daemon.{what}",
+            argv=list(result.argv),
+            returncode=result.returncode,
+            timed_out=result.timed_out,
+            duration_ms=result.duration_ms,
+            output=result.output,
+        )
+        if not result.ok:
+            why = "timed out" if result.timed_out else f"exited {result.returncode}"
+            raise DaemonUnhealthy(f"daemon {what}: {' '.join(result.argv)} {why}")
+
+    def _probe(self) -> Probe:
+        if self.probe is not None:
+            return self.probe
+        # Ganeti's noded asks for a client certificate; present the installed one.
+        cert = str(self.server_pem) if self.server_pem.exists() else None
+        return functools.partial(probe_tls, client_cert=cert)
+
+    def healthy(self, fingerprint: str | None, *, timeout: float) -> bool:
+        """Whether the daemon serves the certificate ``fingerprint`` within ``timeout``."""
+        target = self.config.health_url
+        if target is None or fingerprint is None:
+            return self.is_running()
+        health = wait_healthy(
+            target, expected_fingerprint=fingerprint, timeout=timeout, probe=self._probe()
+        )
+        self.log.info(
+            "daemon.healthy" if health.healthy else "daemon.unhealthy",
+            attempts=health.attempts,
+            duration_ms=health.duration_ms,
+            fingerprint=health.fingerprint,
+            error=health.last_error,
+        )
+        return health.healthy
+
+    def restart_healthy(self, fingerprint: str | None) -> None:
+        """Restart and wait for ``fingerprint``; raise :class:`DaemonUnhealthy` if not."""
+        self._run("restart", self.config.restart)
+        if not self.healthy(fingerprint, timeout=self.config.health_timeout):
+            raise DaemonUnhealthy(
+                f"daemon restart: not healthy within {self.config.health_timeout:g}s "
+                f"({self.config.health_url or 'status'})"
+            )
+
+    def restore(self, *, was_running: bool, fingerprint: str | None) -> None:
+        """Bring the daemon back to its earlier state (files already restored)."""
+        try:
+            if was_running:
+                self.restart_healthy(fingerprint)
+            else:
+                self._run("stop", self.config.stop)
+        except DaemonUnhealthy as exc:
+            raise RecoveryFailed(f"restoring the node daemon failed: {exc}") from exc
+
+
+def begin_restart(
+    control: DaemonControl, journal: Journal, records: list[Record], *, old_fingerprint: str | None
+) -> dict[str, object]:
+    """Journal the daemon's earlier state durably (once), before touching it."""
+    for record in records:
+        if record.state is TxnState.RESTARTING_DAEMON:
+            return dict(record.data)
+    data: dict[str, object] = {
+        "was_running": control.is_running(),
+        "old_fingerprint": old_fingerprint,
+    }
+    journal.append(TxnState.RESTARTING_DAEMON, data, durable=True)
+    records.append(Record(journal.txid, TxnState.RESTARTING_DAEMON, data))
+    return data
+
+
+def restore_if_touched(control: DaemonControl, records: list[Record]) -> None:
+    """Undo hook: put the daemon back only if this transaction touched it."""
+    for record in records:
+        if record.state is TxnState.RESTARTING_DAEMON:
+            old = record.data.get("old_fingerprint")
+            control.restore(
+                was_running=bool(record.data.get("was_running")),
+                fingerprint=old if isinstance(old, str) else None,
+            )
+            return
