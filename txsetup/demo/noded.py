@@ -5,7 +5,8 @@ It does one thing a health check can observe: serve TLS with
 and restarts it, a real handshake shows whether the new certificate is the one
 being served. Each connection gets one JSON line and is closed; there is no
 RPC. Like a real daemon it validates its inputs at start: an existing
-``hmac.key`` must hold at least 32 hex digits, or it refuses to start. Control it like an init script::
+``hmac.key`` must hold at least 32 hex digits, or it refuses to start.
+Control it like an init script::
 
     python -m txsetup.demo.noded {start,stop,restart,status} --root R --port P
 
