@@ -83,7 +83,11 @@ class DaemonControl:
         )
         if not result.ok:
             why = "timed out" if result.timed_out else f"exited {result.returncode}"
-            raise DaemonUnhealthy(f"daemon {what}: {' '.join(result.argv)} {why}")
+            last = result.output.strip().splitlines()[-1:] or [""]
+            raise DaemonUnhealthy(
+                f"daemon {what}: {' '.join(result.argv)} {why}"
+                + (f": {last[0]}" if last[0] else "")
+            )
 
     def _probe(self) -> Probe:
         if self.probe is not None:
