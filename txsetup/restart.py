@@ -109,7 +109,7 @@ class DaemonControl:
             attempts=health.attempts,
             duration_ms=health.duration_ms,
             fingerprint=health.fingerprint,
-            error=health.last_error,
+            **({"error": health.last_error} if health.last_error else {}),
         )
         return health.healthy
 

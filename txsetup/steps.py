@@ -51,7 +51,15 @@ from txsetup.restart import (
 if TYPE_CHECKING:
     from txsetup.checks import CertificateFacts
 
-__all__ = ["DRY_RUN_STEPS", "NODE_DAEMON_SETUP_STEPS", "Setup", "ensure_state_dir"]
+__all__ = [
+    "DRY_RUN_STEPS",
+    "NODE_DAEMON_SETUP_STEPS",
+    "Setup",
+    "ensure_state_dir",
+    "finish",
+    "recover_pending",
+    "release_lock",
+]
 
 _PEM_LIMIT = 1024 * 1024
 
@@ -334,16 +342,19 @@ def stage(ctx: Setup) -> bool:
 def unstage(ctx: Setup) -> None:
     """Undo stage (and anything commit did): old files back, copies removed."""
     if ctx.txn is not None:
-        daemon = ctx.daemon
+        daemon, txn = ctx.daemon, ctx.txn
+        # Whatever happens, this undo runs once: commit and stage share it, and
+        # after a failure the durable ``rolling_back`` record leaves the rest
+        # to ``--resume``.
+        ctx.txn = None
         recovery.finish_undo(
             ctx.layout,
-            ctx.txn,
+            txn,
             ctx.journal,
             lock_timeout=ctx.lock_timeout,
             reason="step failed",
-            after_undo=lambda txn: restore_if_touched(daemon, txn.records),
+            after_undo=lambda t: restore_if_touched(daemon, t.records),
         )
-        ctx.txn = None
 
 
 def commit(ctx: Setup) -> bool:
@@ -369,6 +380,25 @@ def restart_daemon(ctx: Setup) -> bool:
     begin_restart(ctx.daemon, ctx.journal, ctx.txn.records, old_fingerprint=ctx.old_fingerprint)
     ctx.daemon.restart_healthy(ctx.cert.fingerprint_sha256 if ctx.cert else None)
     return True
+
+
+def finish(ctx: Setup) -> None:
+    """Past every step: drop the copies and record the end.
+
+    No fsync: if the ``done`` record or a removal is lost, the journal still
+    says prepared, and the next run rolls forward, which finds every file in
+    place. For the same reason a failure here (a full disk, an I/O error)
+    does not change the outcome, which was decided at commit.
+    """
+    if ctx.txn is None:
+        return
+    try:
+        discard_copies(ctx.layout, ctx.txid, ctx.txn.target_dirs)
+        ctx.journal.append(
+            TxnState.DONE, {"ended_at": recovery.utc_now(), "outcome": "committed"}, durable=False
+        )
+    except OSError as exc:
+        ctx.log.warning("txn.cleanup_deferred", error=str(exc))
 
 
 NODE_DAEMON_SETUP_STEPS: tuple[Step[Setup], ...] = (
