@@ -8,6 +8,7 @@ transaction. stderr carries JSON log lines, stdout one JSON result object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -146,8 +147,14 @@ def _failure(error: TxsetupError, layout: Layout) -> dict[str, Any]:
 
 def run_node_daemon_setup(args: argparse.Namespace) -> Result:
     """Run (or dry-run) the transaction; failures become a result, never a traceback."""
-    from txsetup.engine import StepState, run_steps, signals_raise
-    from txsetup.steps import DRY_RUN_STEPS, NODE_DAEMON_SETUP_STEPS, Setup, release_lock
+    from txsetup.engine import StepReport, StepState, run_steps, signals_raise
+    from txsetup.steps import (
+        DRY_RUN_STEPS,
+        NODE_DAEMON_SETUP_STEPS,
+        Setup,
+        finish,
+        release_lock,
+    )
 
     layout = Layout(args.root)
     txid = new_txid()
@@ -167,12 +174,12 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
     table = DRY_RUN_STEPS if args.dry_run else NODE_DAEMON_SETUP_STEPS
     names = [s.name for s in NODE_DAEMON_SETUP_STEPS]
     result = Result(txid, "dry_run" if args.dry_run else "committed")
+    reports: list[StepReport] = []
     with signals_raise() as hush:
         try:
-            reports = run_steps(table, ctx, log=log, hush=hush)
-            hush()
+            run_steps(table, ctx, log=log, hush=hush, reports=reports)
             if not args.dry_run:
-                _finish(ctx)
+                finish(ctx)
         except TxsetupError as error:
             hush()
             result.outcome = "rolled_back" if isinstance(error, RolledBack) else "failed"
@@ -180,16 +187,10 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
             result.extra.update(_failure(error, layout))
             if isinstance(error, RolledBack):
                 log.warning("txn.rolled_back", reason=str(error))
-            reports = []
         finally:
             release_lock(ctx)
     done = {r.name: r for r in reports}
-    result.steps = [
-        done[n].to_json()
-        if n in done
-        else {"name": n, "state": str(StepState.SKIPPED), "duration_ms": 0}
-        for n in names
-    ]
+    result.steps = [done.get(n, StepReport(n, StepState.SKIPPED)).to_json() for n in names]
     if ctx.recovered:
         result.extra["recovered"] = ctx.recovered
     if args.dry_run and result.exit_code == ExitCode.OK:
@@ -202,20 +203,6 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         else:
             log.info("txn.committed", changed=result.changed)
     return result
-
-
-def _finish(ctx: Any) -> None:
-    """Past every step: drop the copies and record the end (no fsync is needed)."""
-    from txsetup.changeset import discard_copies
-    from txsetup.journal import TxnState
-    from txsetup.recovery import utc_now
-
-    if ctx.txn is None:
-        return
-    discard_copies(ctx.layout, ctx.txid, ctx.txn.target_dirs)
-    ctx.journal.append(
-        TxnState.DONE, {"ended_at": utc_now(), "outcome": "committed"}, durable=False
-    )
 
 
 def run_resume(args: argparse.Namespace) -> Result:
@@ -324,8 +311,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _emit(result: Result) -> None:
-    sys.stdout.write(json.dumps(result.to_json()) + "\n")
-    sys.stdout.flush()
+    """Print the result; a closed stdout (dropped SSH) must not change the exit code."""
+    try:
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+        sys.stdout.flush()
+    except OSError:
+        # Python would complain again when it flushes stdout at exit.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def node_daemon_setup_main() -> NoReturn:

@@ -5,7 +5,11 @@ Lifecycle of a run: each step's ``do`` in order, logged as ``step.begin`` and
 earlier one are undone in reverse order (``compensate.begin``/``.end``); an
 undo that fails is attached to the original error, which is never hidden.
 Every ``undo`` must be idempotent and safe when its ``do`` never ran or ran
-halfway, because the failing step is undone too.
+halfway, because the failing step is undone too (and a signal that lands
+between two steps is charged to the next one).
+
+Logging here is best effort: whether anyone still reads stderr must not
+change what happens to the node.
 """
 
 from __future__ import annotations
@@ -78,13 +82,17 @@ class Interrupted(RolledBack):
 def signals_raise() -> Iterator[Callable[[], None]]:
     """Turn SIGINT/SIGTERM into :class:`Interrupted` until the yielded ``hush`` is called.
 
-    After ``hush()`` (compensation has begun) further signals are noted but
-    ignored: undo must run to its end.
+    After ``hush()`` (compensation has begun, or every step is done) further
+    signals are noted but ignored: undo must run to its end. The handler
+    raises at most once, so a second signal cannot interrupt the compensation
+    the first one started, even before ``hush`` is reached.
     """
     hushed = False
 
     def handler(signum: int, _: FrameType | None) -> None:
+        nonlocal hushed
         if not hushed:
+            hushed = True
             raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
     def hush() -> None:
@@ -109,6 +117,30 @@ class _Run(Generic[C]):
     ctx: C
     log: FilteringBoundLogger
     reports: list[StepReport] = field(default_factory=list)
+    current: int = 0
+    started: float = 0.0
+
+    def do(self, index: int) -> None:
+        step, report = self.steps[index], self.reports[index]
+        self.current = index
+        self.started = time.monotonic()
+        self.log.info("step.begin", step=step.name)
+        report.changed = step.do(self.ctx)
+        report.state = StepState.DONE
+        report.duration_ms = _ms(self.started)
+        self.log.info(
+            "step.end",
+            step=step.name,
+            duration_ms=report.duration_ms,
+            changed=report.changed,
+        )
+
+    def failing_index(self) -> int:
+        """The step a failure belongs to: the one running, or the next when it fell between."""
+        index = self.current
+        if self.reports[index].state is StepState.DONE and index + 1 < len(self.steps):
+            index += 1
+        return index
 
     def compensate(self, upto: int) -> list[str]:
         failures = []
@@ -127,6 +159,34 @@ class _Run(Generic[C]):
             self.log.info("compensate.end", step=step.name)
         return failures
 
+    def fail(self, exc: BaseException) -> BaseException:
+        """Compensate after ``exc``; the error to raise (``exc`` itself when it stands)."""
+        index = self.failing_index()
+        step, report = self.steps[index], self.reports[index]
+        if index == self.current:
+            report.duration_ms = _ms(self.started)
+        report.state = StepState.FAILED
+        error = (
+            exc if isinstance(exc, TxsetupError) else InternalError(f"{type(exc).__name__}: {exc}")
+        )
+        self.log.error(
+            "step.failed",
+            step=step.name,
+            error_code=error.error_code,
+            error=str(error),
+        )
+        failures = self.compensate(index)
+        began = any(s.writes for s in self.steps[: index + 1])
+        if failures:
+            return RecoveryFailed(
+                f"step {step.name} failed ({error}) and compensation failed", problems=failures
+            )
+        if began and not isinstance(error, RolledBack | RecoveryFailed):
+            return RolledBack(
+                f"step {step.name} failed and was rolled back: {error}", problems=error.problems
+            )
+        return error
+
 
 def run_steps(
     steps: Sequence[Step[C]],
@@ -134,6 +194,7 @@ def run_steps(
     *,
     log: FilteringBoundLogger,
     hush: Callable[[], None] = lambda: None,
+    reports: list[StepReport] | None = None,
 ) -> list[StepReport]:
     """Run ``steps`` in order on ``ctx``; on failure undo in reverse and raise.
 
@@ -141,38 +202,30 @@ def run_steps(
     :class:`RolledBack` (exit 6) when changes had begun and were undone, and
     :class:`RecoveryFailed` (exit 8) when an undo failed, each ``from`` the
     original error.
+
+    Everything between the first ``step.begin`` and the return, logging
+    included, is inside one ``try``: a signal that lands between two steps is
+    compensated like one that lands inside a step (it is charged to the next
+    step, whose undo is safe when its do never ran). ``hush`` is called before
+    compensation and, on success, before returning, so a signal can no longer
+    undo a finished run.
+
+    Returns the step reports. A caller that passes ``reports`` gets them
+    filled in as the run goes, so it still sees which step failed and which
+    were compensated when this raises (the result's ``steps``).
     """
-    run = _Run(steps, ctx, log, [StepReport(s.name) for s in steps])
-    for index, step in enumerate(steps):
-        report = run.reports[index]
-        started = time.monotonic()
-        log.info("step.begin", step=step.name)
-        try:
-            report.changed = step.do(ctx)
-        except BaseException as exc:
-            hush()
-            report.state = StepState.FAILED
-            report.duration_ms = _ms(started)
-            error = (
-                exc
-                if isinstance(exc, TxsetupError)
-                else InternalError(f"{type(exc).__name__}: {exc}")
-            )
-            log.error("step.failed", step=step.name, error_code=error.error_code, error=str(error))
-            failures = run.compensate(index)
-            began = any(s.writes for s in steps[: index + 1])
-            if failures:
-                raise RecoveryFailed(
-                    f"step {step.name} failed ({error}) and compensation failed", problems=failures
-                ) from exc
-            if began and not isinstance(error, RolledBack | RecoveryFailed):
-                raise RolledBack(
-                    f"step {step.name} failed and was rolled back: {error}", problems=error.problems
-                ) from exc
-            if error is exc:
-                raise
-            raise error from exc
-        report.state = StepState.DONE
-        report.duration_ms = _ms(started)
-        log.info("step.end", step=step.name, duration_ms=report.duration_ms, changed=report.changed)
+    if reports is None:
+        reports = []
+    reports[:] = [StepReport(s.name) for s in steps]
+    run = _Run(steps, ctx, log, reports)
+    try:
+        for index in range(len(steps)):
+            run.do(index)
+        hush()
+    except BaseException as exc:
+        hush()
+        raised = run.fail(exc)
+        if raised is exc:
+            raise
+        raise raised from exc
     return run.reports

@@ -9,6 +9,7 @@ site cannot leak a private key.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO, cast
@@ -60,6 +61,32 @@ def _add_program(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return ordered
 
 
+class _BestEffortStream:
+    """A text stream whose writes never raise.
+
+    stderr is the master's SSH channel; when that connection drops, a write
+    raises (``BrokenPipeError``, ``EIO``). A log line is never worth failing
+    a step or stopping an undo halfway, so the line is dropped instead, here,
+    once, for every caller.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            return 0
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
 def configure_logging(*, fmt: LogFormat, level: int = logging.INFO, stream: TextIO) -> None:
     """Configure structlog for this process; the only place logging is set up."""
     renderer: Processor = (
@@ -78,7 +105,7 @@ def configure_logging(*, fmt: LogFormat, level: int = logging.INFO, stream: Text
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _BestEffortStream(stream))),
         cache_logger_on_first_use=False,
     )
 
