@@ -10,7 +10,9 @@ many renames); :func:`replace_file` is the whole protocol for one file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 from pathlib import Path
 
 __all__ = ["fsync_dir", "hold", "read_regular", "replace_file", "write_new"]
@@ -72,19 +74,26 @@ def hold(target: Path, hold_path: Path) -> bool:
 def read_regular(path: Path, limit: int) -> bytes | None:
     """The content of ``path`` if it is a regular file of at most ``limit`` bytes.
 
-    A symlink, a directory or anything else is never read (``O_NOFOLLOW``), and
-    yields None, as does an absent or larger file: for planning, "not the
-    bytes we want" is all that matters.
+    A symlink, a directory or anything else is never read (``O_NOFOLLOW``,
+    then ``fstat``), and yields None, as does an absent or larger file: for
+    planning, "not the bytes we want" is all that matters. Any other error
+    (``EIO``, ``EACCES``) is raised, never None: verification reads the local
+    cluster name and key with this, and "could not read it" must not pass for
+    "there is none", which would skip the check.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symlink; a socket
+            return None
+        raise
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         with os.fdopen(fd, "rb", closefd=False) as stream:
             data = stream.read(limit + 1)
-    except OSError:
-        return None
     finally:
         os.close(fd)
     return data if len(data) <= limit else None

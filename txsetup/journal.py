@@ -25,6 +25,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from txsetup.atomic import fsync_dir
+
 __all__ = ["FINISHED_STATES", "Journal", "Record", "TxnState", "read_journal", "repair_journal"]
 
 
@@ -66,9 +68,11 @@ class Record:
         if not line.endswith(b"\n") or len(line) < 11 or line[8:9] != b" ":
             return None
         body = line[9:-1]
+        # Compared as the exact bytes written: int(..., 16) would also take a
+        # checksum with a flipped case or space bit (" 0abc123", "0ABC1234").
+        if line[:8] != b"%08x" % zlib.crc32(body):
+            return None
         try:
-            if int(line[:8], 16) != zlib.crc32(body):
-                return None
             obj = json.loads(body)
             state = TxnState(obj.pop("state"))
             txid = obj.pop("txid")
@@ -127,15 +131,24 @@ class Journal:
     def begin(self, data: Mapping[str, Any], *, durable: bool) -> None:
         """Start this transaction's records, replacing the last transaction's.
 
-        Truncating in place keeps the file's directory entry (made durable
-        when the state directory was created), so a durable record never
-        needs a directory fsync.
+        The file is truncated in place, so its directory entry stays durable;
+        only the very first transaction on a node creates it, and then fsyncs
+        the state directory once so that a later durable record can never
+        vanish with its file.
         """
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+            created = True
+        except FileExistsError:
+            fd = os.open(self.path, flags | os.O_TRUNC)
+            created = False
         try:
             self._write(fd, TxnState.BEGUN, data, durable=durable)
         finally:
             os.close(fd)
+        if created:
+            fsync_dir(self.path.parent)
 
     def append(
         self, state: TxnState, data: Mapping[str, Any] | None = None, *, durable: bool
