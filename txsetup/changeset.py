@@ -35,9 +35,11 @@ from txsetup.files import Action, FileMeta, Layout, PlannedFile
 
 __all__ = [
     "Change",
+    "changed_in_place",
     "commit_changes",
     "discard_copies",
     "missing_dirs",
+    "remove_created_dirs",
     "stage_changes",
     "undo_changes",
 ]
@@ -173,7 +175,7 @@ def commit_changes(layout: Layout, changes: Sequence[Change]) -> None:
         fsync_dir(directory)
 
 
-def undo_changes(layout: Layout, changes: Sequence[Change], created_dirs: Sequence[str]) -> None:
+def undo_changes(layout: Layout, changes: Sequence[Change]) -> None:
     """Put every old file back and remove new ones, in reverse order; idempotent."""
     for change in reversed(changes):
         target = layout.path(change.path)
@@ -196,18 +198,34 @@ def undo_changes(layout: Layout, changes: Sequence[Change], created_dirs: Sequen
     for directory in sorted({layout.path(c.path).parent for c in changes}):
         if directory.exists():
             fsync_dir(directory)
+
+
+def remove_created_dirs(layout: Layout, created_dirs: Sequence[str]) -> None:
+    """Remove the directories a transaction created, deepest first, if empty.
+
+    Runs after :func:`discard_copies`, which may have emptied them (copies
+    are staged beside their targets when the state directory is on another
+    filesystem).
+    """
     for rel in reversed(created_dirs):
         path = layout.path(rel)
-        with contextlib.suppress(FileNotFoundError, OSError):
+        with contextlib.suppress(OSError):
             path.rmdir()
             fsync_dir(path.parent)
+
+
+def changed_in_place(layout: Layout, changes: Sequence[Change]) -> list[Change]:
+    """The changes whose target already is the new file (commit renamed it)."""
+    return [c for c in changes if _ino(layout.path(c.path)) == c.new_ino]
 
 
 def discard_copies(layout: Layout, txid: str | None, target_dirs: Iterable[str] = ()) -> int:
     """Remove staged and hold copies of ``txid`` (of any transaction when None).
 
-    No fsync: a copy that reappears after a crash is found and removed by the
-    next run. Returns how many were removed.
+    No fsync, and best effort: the outcome is decided before this runs, so a
+    copy that cannot be removed now (an I/O error), or that reappears after a
+    crash, must not change it; the next run finds and removes it. Returns how
+    many were removed.
     """
     removed = 0
     places = [(layout.state_dir, "")] + [(layout.path(d), _STAGE_PREFIX) for d in target_dirs]
@@ -215,11 +233,11 @@ def discard_copies(layout: Layout, txid: str | None, target_dirs: Iterable[str] 
         want = f"{prefix}{txid}-" if txid else prefix
         try:
             names = os.listdir(directory)
-        except FileNotFoundError:
+        except OSError:
             continue
         for name in names:
             if name.startswith(want) and name.endswith((".new", ".old")):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     os.unlink(directory / name)
                     removed += 1
     return removed

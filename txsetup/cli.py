@@ -209,17 +209,16 @@ def run_resume(args: argparse.Namespace) -> Result:
     """``--resume [--abort]``: finish or undo the unfinished transaction."""
     from filelock import FileLock, Timeout
 
-    from txsetup.steps import ensure_state_dir, recover_pending
+    from txsetup.resume import recover_pending
 
     layout = Layout(args.root)
     structlog.contextvars.bind_contextvars(txid=None)
     log = get_logger()
     log.info("txn.begin", command="node-daemon-setup", resume=True, abort=args.abort)
     config = load_config(args.config, root=args.root)
-    ensure_state_dir(layout)
-    lock = FileLock(layout.lock_file, timeout=args.lock_timeout)
     try:
-        with lock:
+        layout.make_state_dir()
+        with FileLock(layout.lock_file, timeout=args.lock_timeout):
             found = recover_pending(
                 layout,
                 log,
@@ -237,6 +236,10 @@ def run_resume(args: argparse.Namespace) -> Result:
                 "error_code": "busy",
             },
         )
+    except OSError as exc:
+        # The node may still be mid-transaction: only the journal can finish it.
+        error = RecoveryFailed(f"resume: {exc}")
+        return Result(None, "failed", error.exit_code, extra=_failure(error, layout))
     except TxsetupError as error:
         return Result(None, "failed", error.exit_code, extra=_failure(error, layout))
     if found is None:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from txsetup.atomic import read_regular
+from txsetup.atomic import fsync_dir, read_regular
 
 __all__ = [
     "Action",
@@ -55,6 +55,14 @@ class Layout:
     def ssconf_lock(self) -> Path:
         """Ganeti's own lock over ssconf files, held while they change."""
         return self.root / "var/lock/ganeti-ssconf.lock"
+
+    def make_state_dir(self) -> None:
+        """Create the lock and state directories (state 0700), durably, once."""
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        if not self.state_dir.is_dir():
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fsync_dir(self.state_dir.parent)
+        os.chmod(self.state_dir, 0o700)
 
     def path(self, relpath: str) -> Path:
         """The absolute path of a root-relative path."""

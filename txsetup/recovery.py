@@ -22,7 +22,14 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from txsetup.changeset import Change, commit_changes, discard_copies, undo_changes
+from txsetup.changeset import (
+    Change,
+    changed_in_place,
+    commit_changes,
+    discard_copies,
+    remove_created_dirs,
+    undo_changes,
+)
 from txsetup.errors import Busy, RecoveryFailed
 from txsetup.files import Layout
 from txsetup.journal import FINISHED_STATES, Journal, Record, TxnState, repair_journal
@@ -129,11 +136,14 @@ def finish_forward(
     after_commit: Callable[[PendingTxn], None] = lambda _: None,
 ) -> None:
     """Roll a prepared transaction forward: commit what is left, then ``after_commit``."""
-    with ssconf_locked(layout, _touches_ssconf(txn.changes), lock_timeout):
+    with (
+        _or_recovery_failed(layout, txn, "rolling forward"),
+        ssconf_locked(layout, _touches_ssconf(txn.changes), lock_timeout),
+    ):
         commit_changes(layout, txn.changes)
     after_commit(txn)
     discard_copies(layout, txn.txid, txn.target_dirs)
-    journal.append(TxnState.DONE, {"ended_at": utc_now(), "outcome": "resumed"}, durable=False)
+    _record_end(journal, TxnState.DONE, {"ended_at": utc_now(), "outcome": "resumed"})
 
 
 def finish_undo(
@@ -150,12 +160,46 @@ def finish_undo(
     Once prepared, ``rolling_back`` is journaled durably first, so a crash
     during the undo can never be mistaken for a transaction to roll forward.
     """
-    if txn.prepared and not txn.rolling_back:
-        journal.append(TxnState.ROLLING_BACK, {"reason": reason}, durable=True)
-        txn.records.append(Record(txn.txid, TxnState.ROLLING_BACK, {"reason": reason}))
-    with ssconf_locked(layout, _touches_ssconf(txn.changes), lock_timeout):
-        undo_changes(layout, txn.changes, txn.created_dirs)
+    with _or_recovery_failed(layout, txn, "undoing"):
+        if txn.prepared and not txn.rolling_back:
+            journal.append(TxnState.ROLLING_BACK, {"reason": reason}, durable=True)
+            txn.records.append(Record(txn.txid, TxnState.ROLLING_BACK, {"reason": reason}))
+        # Ganeti's ssconf lock only when an ssconf file really changes back: an
+        # undo after commit failed to take that lock must not wait for it again.
+        needed = _touches_ssconf(changed_in_place(layout, txn.changes))
+        with ssconf_locked(layout, needed, lock_timeout):
+            undo_changes(layout, txn.changes)
     # The daemon goes back to its earlier state before the undo is recorded as done.
     after_undo(txn)
     discard_copies(layout, txn.txid, txn.target_dirs)
-    journal.append(TxnState.ROLLED_BACK, {"ended_at": utc_now(), "reason": reason}, durable=False)
+    remove_created_dirs(layout, txn.created_dirs)
+    _record_end(journal, TxnState.ROLLED_BACK, {"ended_at": utc_now(), "reason": reason})
+
+
+@contextlib.contextmanager
+def _or_recovery_failed(layout: Layout, txn: PendingTxn, doing: str) -> Iterator[None]:
+    """Turn an I/O error while files move into :class:`RecoveryFailed` (exit 8).
+
+    The node may then be half way, and only the journal (left as it is, with
+    the staged and hold copies it names) can finish the job: a later
+    ``--resume`` retries it.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise RecoveryFailed(
+            f"{doing} transaction {txn.txid} failed: {exc}; "
+            f"the journal {layout.relative(layout.journal)} still describes it"
+        ) from exc
+
+
+def _record_end(journal: Journal, state: TxnState, data: dict[str, Any]) -> None:
+    """Append the final record, best effort.
+
+    It is not durable by design: when it is lost (a crash, or an I/O error
+    here) the journal still shows the transaction unfinished, and the next
+    run or ``--resume`` repeats the finish, which finds everything in place.
+    The node is consistent already, so this must not turn into a failure.
+    """
+    with contextlib.suppress(OSError):
+        journal.append(state, data, durable=False)

@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 from structlog.typing import FilteringBoundLogger
 
 from txsetup import recovery
-from txsetup.atomic import fsync_dir, read_regular
+from txsetup.atomic import read_regular
 from txsetup.changeset import (
     commit_changes,
     discard_copies,
@@ -28,7 +28,7 @@ from txsetup.changeset import (
 )
 from txsetup.config import Config, FilesConfig, Ownership, resolve_ownership
 from txsetup.engine import Step
-from txsetup.errors import Busy, InternalError
+from txsetup.errors import Busy, InternalError, RefusedByVerification
 from txsetup.files import (
     GANETI_DIR,
     Action,
@@ -42,11 +42,11 @@ from txsetup.journal import Journal, Record, TxnState
 from txsetup.payload import NodeDaemonSetup, decode_node_daemon_setup, read_document
 from txsetup.restart import (
     DaemonControl,
-    DaemonUnhealthy,
     begin_restart,
     fingerprint_of_pem,
     restore_if_touched,
 )
+from txsetup.resume import recover_pending
 
 if TYPE_CHECKING:
     from txsetup.checks import CertificateFacts
@@ -55,13 +55,11 @@ __all__ = [
     "DRY_RUN_STEPS",
     "NODE_DAEMON_SETUP_STEPS",
     "Setup",
-    "ensure_state_dir",
     "finish",
-    "recover_pending",
     "release_lock",
 ]
 
-_PEM_LIMIT = 1024 * 1024
+_LOCAL_LIMIT = 1024 * 1024
 
 
 @dataclass
@@ -102,83 +100,12 @@ class Setup:
         return self.payload
 
 
-def ensure_state_dir(layout: Layout) -> None:
-    """Create the lock and state directories (state 0700), durably, once."""
-    layout.lock_file.parent.mkdir(parents=True, exist_ok=True)
-    if not layout.state_dir.is_dir():
-        layout.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fsync_dir(layout.state_dir.parent)
-    os.chmod(layout.state_dir, 0o700)
-
-
-def recover_pending(
-    layout: Layout,
-    log: FilteringBoundLogger,
-    *,
-    daemon: DaemonControl,
-    abort: bool,
-    lock_timeout: float,
-) -> dict[str, str] | None:
-    """Finish (prepared) or undo (not prepared, or ``abort``) an unfinished transaction.
-
-    Finishing includes the daemon restart the transaction asked for; if that
-    fails, the transaction is undone instead, which also leaves the node
-    consistent.
-    """
-    txn = recovery.load_pending(layout)
-    if txn is None:
-        recovery_discard_strays(layout)
-        return None
-    journal = Journal(layout.journal, txn.txid)
-
-    def undo(reason: str) -> None:
-        recovery.finish_undo(
-            layout,
-            txn,
-            journal,
-            lock_timeout=lock_timeout,
-            reason=reason,
-            after_undo=lambda t: restore_if_touched(daemon, t.records),
-        )
-
-    def restart(t: recovery.PendingTxn) -> None:
-        if t.details.get("start_node_daemon"):
-            old = t.details.get("old_fingerprint")
-            begin_restart(
-                daemon, journal, t.records, old_fingerprint=old if isinstance(old, str) else None
-            )
-            new = t.details.get("fingerprint")
-            daemon.restart_healthy(new if isinstance(new, str) else None)
-
-    action = recovery.RecoveryAction.ROLLED_BACK
-    if abort or not txn.prepared or txn.rolling_back:
-        undo("aborted" if abort else "recovered after interruption")
-    else:
-        try:
-            recovery.finish_forward(
-                layout, txn, journal, lock_timeout=lock_timeout, after_commit=restart
-            )
-            action = recovery.RecoveryAction.ROLLED_FORWARD
-        except DaemonUnhealthy as exc:
-            log.error(
-                "step.failed", step="restart_daemon", error_code=exc.error_code, error=str(exc)
-            )
-            undo(f"daemon did not come back healthy: {exc}")
-    log.warning("txn.recovered", recovered_txid=txn.txid, action=str(action))
-    return {"txid": txn.txid, "action": str(action)}
-
-
-def recovery_discard_strays(layout: Layout) -> None:
-    """Remove copies a crash left before any journal record named them."""
-    discard_copies(layout, None, (GANETI_DIR,))
-
-
 # --- lock -------------------------------------------------------------------------------
 
 
 def take_lock(ctx: Setup) -> bool:
     """Take the transaction lock, then recover whatever a crash left behind."""
-    ensure_state_dir(ctx.layout)
+    ctx.layout.make_state_dir()
     lock = FileLock(ctx.layout.lock_file, timeout=ctx.lock_timeout)
     try:
         lock.acquire()
@@ -212,12 +139,28 @@ def decode(ctx: Setup) -> bool:
     return False
 
 
+def read_local(layout: Layout, relpath: str) -> bytes | None:
+    """A local file verification compares against, or None when there is none.
+
+    Something that exists but cannot be read as a regular file of sane size
+    (a symlink, a directory, over 1 MiB) is refused: treating it as absent
+    would skip the very check it is there for.
+    """
+    path = layout.path(relpath)
+    content = read_regular(path, _LOCAL_LIMIT)
+    if content is None and os.path.lexists(path):
+        raise RefusedByVerification(
+            f"{relpath} exists but is not a regular file of at most 1 MiB; fix or remove it"
+        )
+    return content
+
+
 def verify_cluster(ctx: Setup) -> bool:
     """Cluster name: equal to ssconf's and to the local one when there is one."""
     from txsetup.checks import verify_cluster_name
 
     payload = ctx.need_payload()
-    local = read_regular(ctx.layout.path(f"{GANETI_DIR}/ssconf_cluster_name"), _PEM_LIMIT)
+    local = read_local(ctx.layout, f"{GANETI_DIR}/ssconf_cluster_name")
     verify_cluster_name(
         given=payload.cluster_name,
         in_ssconf=payload.ssconf.get("cluster_name"),
@@ -235,7 +178,7 @@ def verify_cert(ctx: Setup) -> bool:
     )
 
     payload = ctx.need_payload()
-    local_pem = read_regular(ctx.layout.path(f"{GANETI_DIR}/server.pem"), _PEM_LIMIT)
+    local_pem = read_local(ctx.layout, f"{GANETI_DIR}/server.pem")
     ctx.old_fingerprint = fingerprint_of_pem(local_pem)
     now = ctx.now()
     ctx.cert = verify_node_certificate(
@@ -248,7 +191,7 @@ def verify_cert(ctx: Setup) -> bool:
             fingerprint=ctx.cert.fingerprint_sha256,
         )
     if payload.node_name:
-        existing = read_regular(ctx.layout.path(f"{GANETI_DIR}/client.pem"), _PEM_LIMIT)
+        existing = read_regular(ctx.layout.path(f"{GANETI_DIR}/client.pem"), _LOCAL_LIMIT)
         current = existing is not None and client_certificate_is_current(
             existing, payload.node_daemon_certificate, payload.node_name, now=now
         )
