@@ -52,6 +52,23 @@ def require_tool(name: str) -> str:
     return path
 
 
+def strace_argv(
+    syscalls: str,
+    inject: str,
+    *,
+    follow: bool = True,
+    path: Path | None = None,
+    out: str = "/dev/null",
+) -> list[str]:
+    """strace arguments that inject ``inject`` (``signal=SIGKILL:when=N``, ``error=EIO``...)
+    into ``syscalls``; injection fires only for traced calls, so they are traced too.
+    """
+    argv = [require_tool("strace"), *(["-f"] if follow else []), "-qq", "-o", out]
+    if path is not None:
+        argv += ["-P", str(path)]
+    return [*argv, "-e", f"trace={syscalls}", "-e", f"inject={syscalls}:{inject}"]
+
+
 @cache
 def _validator() -> jsonschema.protocols.Validator:
     schema = json.loads(SCHEMA_PATH.read_text())

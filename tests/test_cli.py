@@ -358,3 +358,21 @@ def test_status_reports_last_transaction(node_pem: str, root: Path, setup_run: S
     status = run_txsetup(["status", "--root", str(root)])
     assert status.result["txid"] == run.result["txid"]
     assert status.result["state"] == "done"
+
+
+@pytest.mark.parametrize("name", ["server.pem", "ssconf_cluster_name"])
+def test_unreadable_local_file_is_refused_not_skipped(
+    name: str, node_pem: str, tmp_path: Path, root: Path, setup_run: SetupRun
+) -> None:
+    """A symlink where a local file verification reads is refused (exit 4), never ignored."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("anything\n")
+    ganeti = root / "var/lib/ganeti"
+    ganeti.mkdir()
+    (ganeti / name).symlink_to(elsewhere)
+    before = snapshot(root)
+    run = setup_run(make_document(node_pem))
+    assert run.returncode == 4, run.stderr
+    assert name in run.result["error"]
+    assert snapshot(root) == before
+    assert elsewhere.read_text() == "anything\n"

@@ -30,10 +30,10 @@ from tests.conftest import (
     Run,
     encode,
     make_document,
-    require_tool,
     run_txsetup,
     snapshot,
     state_dir_leftovers,
+    strace_argv,
     txsetup_exe,
 )
 from txsetup.config import HealthTarget
@@ -377,11 +377,8 @@ def killed_at_spawn(node: Node, document: dict[str, Any], spawn: int) -> None:
     Only txsetup itself is traced (no ``-f``): its commands and the daemon
     they start run untraced, and the kill lands on txsetup's own ``vfork``.
     """
-    strace = require_tool("strace")
-    spawns = "vfork,clone,clone3"
     proc = subprocess.run(
-        [strace, "-qq", "-o", "/dev/null", "-e", f"trace={spawns}",
-         "-e", f"inject={spawns}:signal=SIGKILL:when={spawn}",
+        [*strace_argv("vfork,clone,clone3", f"signal=SIGKILL:when={spawn}", follow=False),
          txsetup_exe(), "node-daemon-setup", "--root", str(node.root),
          "--config", str(node.config)],
         input=encode(document), capture_output=True, timeout=60, check=False,

@@ -13,9 +13,9 @@ from tests.conftest import (
     Run,
     encode,
     make_document,
-    require_tool,
     run_txsetup,
     snapshot,
+    strace_argv,
     txsetup_exe,
 )
 
@@ -36,18 +36,9 @@ def status(root: Path) -> dict[str, Any]:
 
 def killed_at_first(root: Path, document: dict[str, Any], syscalls: str) -> int:
     """Run node-daemon-setup under strace, SIGKILLed at the first of ``syscalls``."""
-    strace = require_tool("strace")
     proc = subprocess.run(
         [
-            strace,
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            f"trace={syscalls}",
-            "-e",
-            f"inject={syscalls}:signal=SIGKILL:when=1",
+            *strace_argv(syscalls, "signal=SIGKILL:when=1"),
             txsetup_exe(),
             "node-daemon-setup",
             "--root",

@@ -39,6 +39,7 @@ from tests.conftest import (
     run_txsetup,
     snapshot,
     state_dir_leftovers,
+    strace_argv,
     txsetup_exe,
 )
 from txsetup.files import ssconf_content
@@ -121,19 +122,9 @@ def parse_run(returncode: int, stdout: str, stderr: str) -> Run:
 
 def run_under_strace(root: Path, document: Mapping[str, Any], fault: str) -> Run:
     """Run node-daemon-setup with strace injecting ``fault`` into rename calls."""
-    strace = require_tool("strace")
-    renames = "rename,renameat,renameat2"
     proc = subprocess.run(
         [
-            strace,
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            f"trace={renames}",
-            "-e",
-            f"inject={renames}:{fault}",
+            *strace_argv("rename,renameat,renameat2", fault),
             txsetup_exe(),
             "node-daemon-setup",
             "--root",
@@ -288,10 +279,6 @@ def test_injected_rename_error_on_empty_root_removes_created_dirs(
     assert_restored(root, before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the undo waits for the same held ssconf lock and fails, so exit 8 (see report)",
-)
 def test_held_ssconf_lock_fails_commit_on_empty_root(
     node_pem: str, root: Path, setup_run: SetupRun
 ) -> None:
@@ -592,9 +579,7 @@ def test_abort_without_resume_is_a_usage_error(node_pem: str, setup_run: SetupRu
 # --- property: any real failure leaves exactly the old file set -------------------------------
 
 POOL = sorted(SSCONF_KEYS - {"cluster_name"})
-# "ssconf_lock" joins these once its undo no longer needs the lock commit could not take
-# (see test_held_ssconf_lock_fails_commit_on_empty_root).
-CAUSES = ("directory", "immutable_file", "immutable_dir", "rename_eio")
+CAUSES = ("directory", "immutable_file", "immutable_dir", "rename_eio", "ssconf_lock")
 VALUES = st.text(alphabet="abcxyz019.:-\n", max_size=12)
 
 
