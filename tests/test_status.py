@@ -125,6 +125,10 @@ def test_status_of_a_transaction_killed_at_commit(
         False,
         "commit",
     )
+    before = snapshot(root, skip=())
+    dry = setup_run(document, "--dry-run")
+    assert dry.result["pending_recovery"] == described["txid"]
+    assert snapshot(root, skip=()) == before
     assert described["ended_at"] is None
     paths = {f["path"] for f in described["files"]}
     assert f"{GANETI}/ssconf_master_ip" in paths

@@ -195,6 +195,10 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         result.extra["recovered"] = ctx.recovered
     if args.dry_run and result.exit_code == ExitCode.OK:
         result.extra["plan"] = [p.describe() for p in ctx.plan]
+        pending = unfinished_txid(layout)
+        if pending is not None:
+            # The real run would first finish or undo it; say so, touch nothing.
+            result.extra["pending_recovery"] = pending
     elif result.exit_code == ExitCode.OK:
         result.changed = ctx.changed_paths
         if ctx.txn is None:
@@ -203,6 +207,14 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         else:
             log.info("txn.committed", changed=result.changed)
     return result
+
+
+def unfinished_txid(layout: Layout) -> str | None:
+    """The id of an unfinished transaction in the journal, read without writing."""
+    from txsetup.journal import FINISHED_STATES, read_journal
+
+    records = read_journal(layout.journal)
+    return records[-1].txid if records and records[-1].state not in FINISHED_STATES else None
 
 
 def run_resume(args: argparse.Namespace) -> Result:
