@@ -61,6 +61,14 @@ def _add_program(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return ordered
 
 
+def _for_people(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Console lines: what a person reads, without the fields every line repeats."""
+    for key in ("program", "version", "txid"):
+        event_dict.pop(key, None)
+    event_dict["timestamp"] = str(event_dict.pop("ts", ""))[11:23]
+    return event_dict
+
+
 class _BestEffortStream:
     """A text stream whose writes never raise.
 
@@ -89,10 +97,10 @@ class _BestEffortStream:
 
 def configure_logging(*, fmt: LogFormat, level: int = logging.INFO, stream: TextIO) -> None:
     """Configure structlog for this process; the only place logging is set up."""
-    renderer: Processor = (
-        structlog.processors.JSONRenderer(sort_keys=False)
+    renderers: list[Processor] = (
+        [structlog.processors.JSONRenderer(sort_keys=False)]
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        else [_for_people, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     )
     structlog.configure(
         processors=[
@@ -102,7 +110,7 @@ def configure_logging(*, fmt: LogFormat, level: int = logging.INFO, stream: Text
             _add_program,
             refuse_key_material,
             structlog.processors.format_exc_info,
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _BestEffortStream(stream))),
