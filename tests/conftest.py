@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -67,6 +68,64 @@ def strace_argv(
     if path is not None:
         argv += ["-P", str(path)]
     return [*argv, "-e", f"trace={syscalls}", "-e", f"inject={syscalls}:{inject}"]
+
+
+# Python rewriting its byte-code cache would shift syscall counts between runs.
+NO_PYC = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def run_traced(
+    root: Path,
+    stdin: bytes,
+    syscalls: str,
+    inject: str,
+    *extra: str,
+    follow: bool = True,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[bytes]:
+    """``txsetup node-daemon-setup --root root *extra`` under strace injecting a fault."""
+    return subprocess.run(
+        [
+            *strace_argv(syscalls, inject, follow=follow),
+            txsetup_exe(),
+            "node-daemon-setup",
+            "--root",
+            str(root),
+            *extra,
+        ],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **NO_PYC, **(env or {})},
+    )
+
+
+def start_setup(root: Path, stdin: bytes, *extra: str) -> subprocess.Popen[bytes]:
+    """Start node-daemon-setup in the background, its whole document already on stdin."""
+    with tempfile.TemporaryFile() as data:
+        data.write(stdin)
+        data.seek(0)
+        return subprocess.Popen(
+            [txsetup_exe(), "node-daemon-setup", "--root", str(root), *extra],
+            stdin=data,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+
+def read_until_lock_step(proc: subprocess.Popen[bytes]) -> bytes:
+    """Read ``proc``'s log until it has begun the lock step (it may be waiting there)."""
+    assert proc.stderr is not None
+    seen = b""
+    while True:
+        line = proc.stderr.readline()
+        assert line, f"run ended before the lock step: {seen.decode()}"
+        seen += line
+        event = json.loads(line)
+        if event["event"] == "step.begin" and event["step"] == "lock":
+            return seen
 
 
 @cache

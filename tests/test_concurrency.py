@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -27,10 +26,11 @@ from tests.conftest import (
     check_log_lines,
     encode,
     make_document,
+    read_until_lock_step,
     run_txsetup,
     snapshot,
+    start_setup,
     state_dir_leftovers,
-    txsetup_exe,
 )
 from txsetup.journal import TxnState, read_journal
 
@@ -57,31 +57,6 @@ def applied(tmp_path: Path, pem: str, which: str) -> dict[str, Entry]:
     )
     assert run.returncode == 0, run.stderr
     return snapshot(root)
-
-
-def start(root: Path, payload: bytes, *extra: str) -> subprocess.Popen[bytes]:
-    """Start a run and hand it its whole payload at once (it is read after the lock)."""
-    with tempfile.TemporaryFile() as stdin:
-        stdin.write(payload)
-        stdin.seek(0)
-        return subprocess.Popen(
-            [txsetup_exe(), "node-daemon-setup", "--root", str(root), *extra],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-
-
-def wait_until_at_lock(proc: subprocess.Popen[bytes]) -> bytes:
-    """Read ``proc``'s log until it has begun the lock step; the lines read so far."""
-    assert proc.stderr is not None
-    seen = b""
-    while True:
-        line = proc.stderr.readline()
-        assert line, f"run ended before the lock step: {seen!r}"
-        seen += line
-        if b'"step.begin"' in line and b'"lock"' in line:
-            return seen
 
 
 def finish(proc: subprocess.Popen[bytes], stderr_head: bytes = b"") -> Run:
@@ -126,9 +101,9 @@ def test_concurrent_runs_serialize_and_the_last_one_wins_whole(
         if gated:
             # Both runs queue on the held lock, so they really contend when it is let go.
             gate.acquire()
-        procs = {w: start(root, encode(document(node_pem, w))) for w in ("A", "B")}
+        procs = {w: start_setup(root, encode(document(node_pem, w))) for w in ("A", "B")}
         if gated:
-            heads = {w: wait_until_at_lock(p) for w, p in procs.items()}
+            heads = {w: read_until_lock_step(p) for w, p in procs.items()}
             time.sleep(0.2)
             gate.release()
         runs = {w: finish(p, heads[w]) for w, p in procs.items()}
@@ -213,8 +188,8 @@ def test_a_run_after_the_lock_is_released_proceeds(installed: Path, node_pem: st
     """Once the holder lets go, a waiting run takes the lock and commits."""
     lock = FileLock(installed / "var/lock/txsetup.lock")
     lock.acquire()
-    proc = start(installed, encode(document(node_pem, "B")), "--lock-timeout", "60")
-    head = wait_until_at_lock(proc)
+    proc = start_setup(installed, encode(document(node_pem, "B")), "--lock-timeout", "60")
+    head = read_until_lock_step(proc)
     time.sleep(0.3)
     assert proc.poll() is None, "the run did not wait for the held lock"
     lock.release()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import zlib
 from collections.abc import Callable
@@ -29,11 +28,10 @@ from tests.conftest import (
     encode,
     make_document,
     require_tool,
+    run_traced,
     run_txsetup,
     snapshot,
     state_dir_leftovers,
-    strace_argv,
-    txsetup_exe,
 )
 from txsetup.files import Layout
 from txsetup.journal import Journal, Record, TxnState, read_journal, repair_journal
@@ -283,20 +281,7 @@ def crashed(tmp_path_factory: pytest.TempPathFactory, node_pem: str) -> Crashed:
     root = tmp / "crashed"
     shutil.copytree(old_root, root, symlinks=True)
     # The first rename is the first thing commit does, right after the commit point.
-    proc = subprocess.run(
-        [
-            *strace_argv("rename,renameat,renameat2", "signal=SIGKILL:when=1"),
-            txsetup_exe(),
-            "node-daemon-setup",
-            "--root",
-            str(root),
-        ],
-        input=payload,
-        capture_output=True,
-        timeout=120,
-        env={**os.environ, **env},
-        check=False,
-    )
+    proc = run_traced(root, payload, "rename,renameat,renameat2", "signal=SIGKILL:when=1", env=env)
     assert proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), proc.stderr.decode()
     journal = root / "var/lib/txsetup/journal"
     assert [r.state for r in read_journal(journal)] == [TxnState.BEGUN, TxnState.PREPARED]

@@ -11,7 +11,6 @@ that the demo daemon refuses to start with.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -30,11 +29,10 @@ from tests.conftest import (
     Run,
     encode,
     make_document,
+    run_traced,
     run_txsetup,
     snapshot,
     state_dir_leftovers,
-    strace_argv,
-    txsetup_exe,
 )
 from txsetup.config import HealthTarget
 from txsetup.daemon import probe_tls
@@ -377,13 +375,16 @@ def killed_at_spawn(node: Node, document: dict[str, Any], spawn: int) -> None:
     Only txsetup itself is traced (no ``-f``): its commands and the daemon
     they start run untraced, and the kill lands on txsetup's own ``vfork``.
     """
-    proc = subprocess.run(
-        [*strace_argv("vfork,clone,clone3", f"signal=SIGKILL:when={spawn}", follow=False),
-         txsetup_exe(), "node-daemon-setup", "--root", str(node.root),
-         "--config", str(node.config)],
-        input=encode(document), capture_output=True, timeout=60, check=False,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-    )  # fmt: skip
+    proc = run_traced(
+        node.root,
+        encode(document),
+        "vfork,clone,clone3",
+        f"signal=SIGKILL:when={spawn}",
+        "--config",
+        str(node.config),
+        follow=False,
+        timeout=60,
+    )
     assert proc.returncode in (-9, 137), proc.stderr.decode()
     assert proc.stdout == b""
 

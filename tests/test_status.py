@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,10 +11,9 @@ from tests.conftest import (
     Run,
     encode,
     make_document,
+    run_traced,
     run_txsetup,
     snapshot,
-    strace_argv,
-    txsetup_exe,
 )
 
 SetupRun = Callable[..., Run]
@@ -36,20 +33,7 @@ def status(root: Path) -> dict[str, Any]:
 
 def killed_at_first(root: Path, document: dict[str, Any], syscalls: str) -> int:
     """Run node-daemon-setup under strace, SIGKILLed at the first of ``syscalls``."""
-    proc = subprocess.run(
-        [
-            *strace_argv(syscalls, "signal=SIGKILL:when=1"),
-            txsetup_exe(),
-            "node-daemon-setup",
-            "--root",
-            str(root),
-        ],
-        input=encode(document),
-        capture_output=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-    )
+    proc = run_traced(root, encode(document), syscalls, "signal=SIGKILL:when=1")
     assert proc.stdout == b"", "a killed run prints no result"
     return proc.returncode
 

@@ -35,12 +35,13 @@ from tests.conftest import (
     check_log_lines,
     encode,
     make_document,
+    read_until_lock_step,
     require_tool,
+    run_traced,
     run_txsetup,
     snapshot,
+    start_setup,
     state_dir_leftovers,
-    strace_argv,
-    txsetup_exe,
 )
 from txsetup.files import ssconf_content
 from txsetup.journal import TxnState, read_journal
@@ -49,7 +50,6 @@ from txsetup.payload import SSCONF_KEYS
 SetupRun = Callable[..., Run]
 GANETI = "var/lib/ganeti"
 # Python must not rename .pyc files into place while strace counts renames.
-NO_PYC = {"PYTHONDONTWRITEBYTECODE": "1"}
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -122,20 +122,7 @@ def parse_run(returncode: int, stdout: str, stderr: str) -> Run:
 
 def run_under_strace(root: Path, document: Mapping[str, Any], fault: str) -> Run:
     """Run node-daemon-setup with strace injecting ``fault`` into rename calls."""
-    proc = subprocess.run(
-        [
-            *strace_argv("rename,renameat,renameat2", fault),
-            txsetup_exe(),
-            "node-daemon-setup",
-            "--root",
-            str(root),
-        ],
-        input=encode(document),
-        capture_output=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **NO_PYC},
-    )
+    proc = run_traced(root, encode(document), "rename,renameat,renameat2", fault)
     return parse_run(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
@@ -305,32 +292,6 @@ def test_injected_rename_error_midway_through_commit_rolls_back(node_pem: str, r
     assert_restored(root, before)
 
 
-def start_run(root: Path, document: Mapping[str, Any], *extra: str) -> subprocess.Popen[bytes]:
-    """Start node-daemon-setup in the background with ``document`` on its stdin."""
-    stdin = root.parent / "document.json"
-    stdin.write_bytes(encode(document))
-    with stdin.open("rb") as data:
-        return subprocess.Popen(
-            [txsetup_exe(), "node-daemon-setup", "--root", str(root), *extra],
-            stdin=data,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-
-
-def read_until_lock_wait(proc: subprocess.Popen[bytes]) -> bytes:
-    """Read stderr until the run logs that it began the lock step (it is then waiting)."""
-    assert proc.stderr is not None
-    seen = b""
-    while True:
-        line = proc.stderr.readline()
-        assert line, f"run ended before waiting for the lock: {seen.decode()}"
-        seen += line
-        event = json.loads(line)
-        if event["event"] == "step.begin" and event["step"] == "lock":
-            return seen
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_while_waiting_for_the_lock_exits_6(
     signum: signal.Signals, node_pem: str, root: Path
@@ -339,10 +300,13 @@ def test_signal_while_waiting_for_the_lock_exits_6(
     install(root, make_document(node_pem))
     before = snapshot(root)
     with held(root / "var/lock/txsetup.lock"):
-        proc = start_run(
-            root, make_document(node_pem, ssconf={"master_ip": "192.0.2.9"}), "--lock-timeout", "60"
+        proc = start_setup(
+            root,
+            encode(make_document(node_pem, ssconf={"master_ip": "192.0.2.9"})),
+            "--lock-timeout",
+            "60",
         )
-        seen = read_until_lock_wait(proc)
+        seen = read_until_lock_step(proc)
         time.sleep(0.3)  # well inside filelock's polling wait by now
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=60)
@@ -357,7 +321,7 @@ def test_master_gone_mid_commit_still_finishes_the_transaction(node_pem: str, ro
     """stderr closed while commit waits (SSH dropped): the node still ends fully new, closed."""
     install(root, make_document(node_pem))
     with held(root / "var/lock/ganeti-ssconf.lock"):
-        proc = start_run(root, make_document(node_pem, ssconf={"master_ip": "192.0.2.9"}))
+        proc = start_setup(root, encode(make_document(node_pem, ssconf={"master_ip": "192.0.2.9"})))
         assert proc.stderr is not None
         while True:
             line = proc.stderr.readline()
