@@ -186,15 +186,20 @@ def run_txsetup(
         env={**os.environ, **(env or {})},
         check=False,
     )
-    stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
+    return parse_run(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def parse_run(returncode: int, stdout: str, stderr: str) -> Run:
+    """Check a finished run's output contract: no traceback, no secret, valid log lines,
+    one JSON result whose exit code is the process's."""
     assert "Traceback" not in stderr, stderr
     assert_no_secrets(stdout, stderr)
     events = check_log_lines(stderr)
     lines = stdout.splitlines()
     assert len(lines) == 1, f"expected one result line, got {stdout!r}"
     result = json.loads(lines[0])
-    assert result.get("exit_code", 0) == proc.returncode
-    return Run(proc.returncode, result, events, stdout, stderr)
+    assert result.get("exit_code", 0) == returncode
+    return Run(returncode, result, events, stdout, stderr)
 
 
 @dataclass(frozen=True)

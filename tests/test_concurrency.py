@@ -7,7 +7,6 @@ needs it held, it holds that same file with :class:`filelock.FileLock`.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -22,10 +21,9 @@ from filelock import FileLock
 from tests.conftest import (
     Entry,
     Run,
-    assert_no_secrets,
-    check_log_lines,
     encode,
     make_document,
+    parse_run,
     read_until_lock_step,
     run_txsetup,
     snapshot,
@@ -62,12 +60,7 @@ def applied(tmp_path: Path, pem: str, which: str) -> dict[str, Entry]:
 def finish(proc: subprocess.Popen[bytes], stderr_head: bytes = b"") -> Run:
     """Wait for a started run; check its output contract like ``run_txsetup`` does."""
     out, err = proc.communicate(timeout=120)
-    stdout, stderr = out.decode(), (stderr_head + err).decode()
-    assert "Traceback" not in stderr, stderr
-    assert_no_secrets(stdout, stderr)
-    result = json.loads(stdout)
-    assert result["exit_code"] == proc.returncode
-    return Run(proc.returncode, result, check_log_lines(stderr), stdout, stderr)
+    return parse_run(proc.returncode, out.decode(), (stderr_head + err).decode())
 
 
 def holding_interval(run: Run) -> tuple[datetime, datetime]:

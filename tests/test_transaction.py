@@ -31,10 +31,9 @@ from tests.conftest import (
     CLUSTER,
     Entry,
     Run,
-    assert_no_secrets,
-    check_log_lines,
     encode,
     make_document,
+    parse_run,
     read_until_lock_step,
     require_tool,
     run_traced,
@@ -106,18 +105,6 @@ def install(root: Path, document: Mapping[str, Any]) -> Run:
     assert run.returncode == 0, run.stderr
     assert run.result["outcome"] in {"committed", "converged"}
     return run
-
-
-def parse_run(returncode: int, stdout: str, stderr: str) -> Run:
-    """Check a run's output contract (as ``run_txsetup`` does) for a process started here."""
-    assert "Traceback" not in stderr, stderr
-    assert_no_secrets(stdout, stderr)
-    events = check_log_lines(stderr)
-    lines = stdout.splitlines()
-    assert len(lines) == 1, f"expected one result line, got {stdout!r}"
-    result = json.loads(lines[0])
-    assert result["exit_code"] == returncode
-    return Run(returncode, result, events, stdout, stderr)
 
 
 def run_under_strace(root: Path, document: Mapping[str, Any], fault: str) -> Run:
