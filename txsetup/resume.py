@@ -8,6 +8,9 @@ already begun → undo. Everything is read from the journal.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from structlog.typing import FilteringBoundLogger
 
 from txsetup import recovery
@@ -34,60 +37,59 @@ def recover_pending(
     fails, the transaction is undone instead, which also leaves the node
     consistent.
     """
+    with _io_errors_need_help():
+        txn = recovery.load_pending(layout)
+        if txn is None:
+            # Copies a crash left before any journal record named them.
+            discard_copies(layout, None, (GANETI_DIR,))
+            return None
+        journal = Journal(layout.journal, txn.txid)
+
+        def undo(reason: str) -> None:
+            recovery.finish_undo(
+                layout,
+                txn,
+                journal,
+                lock_timeout=lock_timeout,
+                reason=reason,
+                after_undo=lambda t: restore_if_touched(daemon, t.records),
+            )
+
+        def restart(t: recovery.PendingTxn) -> None:
+            if t.details.get("start_node_daemon"):
+                old = t.details.get("old_fingerprint")
+                begin_restart(
+                    daemon,
+                    journal,
+                    t.records,
+                    old_fingerprint=old if isinstance(old, str) else None,
+                )
+                new = t.details.get("fingerprint")
+                daemon.restart_healthy(new if isinstance(new, str) else None)
+
+        action = recovery.RecoveryAction.ROLLED_BACK
+        if abort or not txn.prepared or txn.rolling_back:
+            undo("aborted" if abort else "recovered after interruption")
+        else:
+            try:
+                recovery.finish_forward(
+                    layout, txn, journal, lock_timeout=lock_timeout, after_commit=restart
+                )
+                action = recovery.RecoveryAction.ROLLED_FORWARD
+            except DaemonUnhealthy as exc:
+                log.error(
+                    "step.failed", step="restart_daemon", error_code=exc.error_code, error=str(exc)
+                )
+                undo(f"daemon did not come back healthy: {exc}")
+        log.warning("txn.recovered", recovered_txid=txn.txid, action=str(action))
+        return {"txid": txn.txid, "action": str(action)}
+
+
+@contextlib.contextmanager
+def _io_errors_need_help() -> Iterator[None]:
+    """An I/O error mid-recovery is exit 8: the node may be half way, and the
+    journal, kept as it is, is what a later ``--resume`` finishes it from."""
     try:
-        return _recover(layout, log, daemon=daemon, abort=abort, lock_timeout=lock_timeout)
+        yield
     except OSError as exc:
-        # The node may be mid-transaction; the journal, kept, is what can finish it.
         raise RecoveryFailed(f"recovery: {exc}") from exc
-
-
-def _recover(
-    layout: Layout,
-    log: FilteringBoundLogger,
-    *,
-    daemon: DaemonControl,
-    abort: bool,
-    lock_timeout: float,
-) -> dict[str, str] | None:
-    txn = recovery.load_pending(layout)
-    if txn is None:
-        # Copies a crash left before any journal record named them.
-        discard_copies(layout, None, (GANETI_DIR,))
-        return None
-    journal = Journal(layout.journal, txn.txid)
-
-    def undo(reason: str) -> None:
-        recovery.finish_undo(
-            layout,
-            txn,
-            journal,
-            lock_timeout=lock_timeout,
-            reason=reason,
-            after_undo=lambda t: restore_if_touched(daemon, t.records),
-        )
-
-    def restart(t: recovery.PendingTxn) -> None:
-        if t.details.get("start_node_daemon"):
-            old = t.details.get("old_fingerprint")
-            begin_restart(
-                daemon, journal, t.records, old_fingerprint=old if isinstance(old, str) else None
-            )
-            new = t.details.get("fingerprint")
-            daemon.restart_healthy(new if isinstance(new, str) else None)
-
-    action = recovery.RecoveryAction.ROLLED_BACK
-    if abort or not txn.prepared or txn.rolling_back:
-        undo("aborted" if abort else "recovered after interruption")
-    else:
-        try:
-            recovery.finish_forward(
-                layout, txn, journal, lock_timeout=lock_timeout, after_commit=restart
-            )
-            action = recovery.RecoveryAction.ROLLED_FORWARD
-        except DaemonUnhealthy as exc:
-            log.error(
-                "step.failed", step="restart_daemon", error_code=exc.error_code, error=str(exc)
-            )
-            undo(f"daemon did not come back healthy: {exc}")
-    log.warning("txn.recovered", recovered_txid=txn.txid, action=str(action))
-    return {"txid": txn.txid, "action": str(action)}
