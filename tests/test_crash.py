@@ -423,12 +423,17 @@ def expected_after_error(traced: Traced, result: dict[str, Any] | None) -> str |
 
     0 means committed (new) and 6 rolled back (old); 1 is allowed only for a
     failure before anything changed (the error's own code, SPEC §7): old.
+    8 is allowed only when the lock step's recovery check could not read the
+    journal: it cannot tell whether a transaction is unfinished, so it asks
+    for help and changes nothing: old.
     """
     if result is not None and result["exit_code"] != traced.returncode:
         return None
+    failed = _FAILED_STEP.search(traced.stderr)
     if traced.returncode == 1:
-        failed = _FAILED_STEP.search(traced.stderr)
         return "old" if failed is not None and failed["step"] in _BEFORE_CHANGES else None
+    if traced.returncode == 8:
+        return "old" if failed is not None and failed["step"] == "lock" else None
     return {0: "new", 6: "old"}.get(traced.returncode)
 
 
