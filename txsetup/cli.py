@@ -154,6 +154,7 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         Setup,
         finish,
         release_lock,
+        resolve_owners,
     )
 
     layout = Layout(args.root)
@@ -168,7 +169,7 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         sys.stdin.buffer,
         log,
         daemon_control(config, layout),
-        config=config,
+        owners=resolve_owners(config.files),
         lock_timeout=args.lock_timeout,
     )
     table = DRY_RUN_STEPS if args.dry_run else NODE_DAEMON_SETUP_STEPS

@@ -8,7 +8,7 @@ Each step is a name, a one-line description, a ``do`` and an idempotent
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from txsetup.changeset import (
     missing_dirs,
     stage_changes,
 )
-from txsetup.config import Config, FilesConfig, Ownership, resolve_ownership
+from txsetup.config import FilesConfig, resolve_ownership
 from txsetup.engine import Step
 from txsetup.errors import Busy, InternalError, RefusedByVerification
 from txsetup.files import (
@@ -57,6 +57,7 @@ __all__ = [
     "Setup",
     "finish",
     "release_lock",
+    "resolve_owners",
 ]
 
 _LOCAL_LIMIT = 1024 * 1024
@@ -71,7 +72,7 @@ class Setup:
     stdin: BinaryIO
     log: FilteringBoundLogger
     daemon: DaemonControl
-    config: Config = field(default_factory=Config)
+    owners: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     lock_timeout: float = 60.0
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     lock: FileLock | None = None
@@ -208,26 +209,34 @@ def verify_cert(ctx: Setup) -> bool:
 # --- stage and commit -------------------------------------------------------------------
 
 
+def resolve_owners(files: FilesConfig) -> dict[str, tuple[int, int]]:
+    """``[files]`` as uid/gid per secret file (-1: keep), resolved before any step.
+
+    Raises:
+        InvalidInput: a user or group this node does not know (exit 3).
+    """
+    return {
+        "server.pem": resolve_ownership(files.server_pem),
+        "hmac.key": resolve_ownership(files.hmac_key),
+        "client.pem": resolve_ownership(files.client_pem),
+    }
+
+
 def desired_files(ctx: Setup) -> list[DesiredFile]:
     """Every file the payload wants, with SPEC §4's modes and configured owners."""
     payload = ctx.need_payload()
-    owners: FilesConfig = ctx.config.files
     files = [
         DesiredFile(f"{GANETI_DIR}/ssconf_{key}", ssconf_content(value), 0o444)
         for key, value in sorted(payload.ssconf.items())
     ]
-    secrets: list[tuple[str, bytes | None, Ownership]] = [
-        ("server.pem", payload.node_daemon_certificate.encode(), owners.server_pem),
-        (
-            "hmac.key",
-            payload.hmac_key.encode() if payload.hmac_key is not None else None,
-            owners.hmac_key,
-        ),
-        ("client.pem", ctx.client_pem, owners.client_pem),
-    ]
-    for name, content, ownership in secrets:
+    secrets = {
+        "server.pem": payload.node_daemon_certificate.encode(),
+        "hmac.key": payload.hmac_key.encode() if payload.hmac_key is not None else None,
+        "client.pem": ctx.client_pem,
+    }
+    for name, content in secrets.items():
         if content is not None:
-            uid, gid = resolve_ownership(ownership)
+            uid, gid = ctx.owners.get(name, (-1, -1))
             files.append(DesiredFile(f"{GANETI_DIR}/{name}", content, 0o440, uid, gid))
     return files
 
