@@ -1,10 +1,11 @@
 """Durable file replacement, one small function per step of the protocol.
 
 The protocol (as in python-atomicwrites, on :func:`os.replace`):
-new file beside the target → created with its final mode → written → fsynced
-→ renamed over the target → directory fsynced. The engine splits it across
-steps (stage writes and fsyncs, commit renames, one directory fsync covers
-many renames); :func:`replace_file` is the whole protocol for one file.
+new file on the target's filesystem → created with its final mode → written
+→ fsynced → renamed over the target → directory fsynced. The transaction
+splits it across steps (stage writes and fsyncs every file and the staging
+directory once; commit renames them all, then fsyncs each target directory
+once), so these are the pieces, one small function each.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["fsync_dir", "hold", "read_regular", "replace_file", "write_new"]
+__all__ = ["fsync_dir", "hold", "read_regular", "write_new"]
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -97,18 +98,3 @@ def read_regular(path: Path, limit: int) -> bytes | None:
     finally:
         os.close(fd)
     return data if len(data) <= limit else None
-
-
-def replace_file(path: Path, data: bytes, *, mode: int) -> None:
-    """The whole protocol for one file: temp beside it, fsync, rename, fsync dir."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temp)
-    write_new(temp, data, mode=mode)
-    try:
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    fsync_dir(path.parent)
