@@ -13,7 +13,8 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -68,6 +69,24 @@ def strace_argv(
     if path is not None:
         argv += ["-P", str(path)]
     return [*argv, "-e", f"trace={syscalls}", "-e", f"inject={syscalls}:{inject}"]
+
+
+@contextmanager
+def tmpfs(where: Path, size: str = "16m") -> Iterator[Path]:
+    """A real tmpfs mounted at ``where`` (created); skip when mounting is denied."""
+    where.mkdir(exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 # Python rewriting its byte-code cache would shift syscall counts between runs.

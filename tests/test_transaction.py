@@ -41,6 +41,7 @@ from tests.conftest import (
     snapshot,
     start_setup,
     state_dir_leftovers,
+    tmpfs,
 )
 from txsetup.files import ssconf_content
 from txsetup.journal import TxnState, read_journal
@@ -138,21 +139,10 @@ def held(lock_file: Path) -> Iterator[None]:
 @contextmanager
 def mounted_tmpfs(where: Path, size: str) -> Iterator[Path]:
     """A real tmpfs of ``size`` at ``where`` prepared as a node root; skip when mount is denied."""
-    where.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
-    try:
+    with tmpfs(where, size):
         (where / "var/lib").mkdir(parents=True)
         (where / "var/lock").mkdir()
         yield where
-    finally:
-        if subprocess.run(["umount", str(where)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 # --- failures with real causes --------------------------------------------------------------
