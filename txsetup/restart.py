@@ -149,6 +149,20 @@ def begin_restart(
     return data
 
 
+def restart_journaled(
+    control: DaemonControl,
+    journal: Journal,
+    records: list[Record],
+    *,
+    old_fingerprint: str | None,
+    new_fingerprint: str | None,
+) -> None:
+    """The whole ``restart_daemon`` do, for a live run and for roll-forward alike:
+    journal the earlier state (once), restart, wait for the new certificate."""
+    begin_restart(control, journal, records, old_fingerprint=old_fingerprint)
+    control.restart_healthy(new_fingerprint)
+
+
 def restore_if_touched(control: DaemonControl, records: list[Record]) -> None:
     """Undo hook: put the daemon back only if this transaction touched it."""
     for record in records:

@@ -18,7 +18,7 @@ from txsetup.changeset import discard_copies
 from txsetup.errors import RecoveryFailed
 from txsetup.files import GANETI_DIR, Layout
 from txsetup.journal import Journal
-from txsetup.restart import DaemonControl, DaemonUnhealthy, begin_restart, restore_if_touched
+from txsetup.restart import DaemonControl, DaemonUnhealthy, restart_journaled, restore_if_touched
 
 __all__ = ["recover_pending"]
 
@@ -57,15 +57,14 @@ def recover_pending(
 
         def restart(t: recovery.PendingTxn) -> None:
             if t.details.get("start_node_daemon"):
-                old = t.details.get("old_fingerprint")
-                begin_restart(
+                old, new = t.details.get("old_fingerprint"), t.details.get("fingerprint")
+                restart_journaled(
                     daemon,
                     journal,
                     t.records,
                     old_fingerprint=old if isinstance(old, str) else None,
+                    new_fingerprint=new if isinstance(new, str) else None,
                 )
-                new = t.details.get("fingerprint")
-                daemon.restart_healthy(new if isinstance(new, str) else None)
 
         action = recovery.RecoveryAction.ROLLED_BACK
         if abort or not txn.prepared or txn.rolling_back:

@@ -42,8 +42,8 @@ from txsetup.journal import Journal, Record, TxnState
 from txsetup.payload import NodeDaemonSetup, decode_node_daemon_setup, read_document
 from txsetup.restart import (
     DaemonControl,
-    begin_restart,
     fingerprint_of_pem,
+    restart_journaled,
     restore_if_touched,
 )
 from txsetup.resume import recover_pending
@@ -329,8 +329,13 @@ def restart_daemon(ctx: Setup) -> bool:
     """
     if ctx.txn is None or not ctx.need_payload().start_node_daemon:
         return False
-    begin_restart(ctx.daemon, ctx.journal, ctx.txn.records, old_fingerprint=ctx.old_fingerprint)
-    ctx.daemon.restart_healthy(ctx.cert.fingerprint_sha256 if ctx.cert else None)
+    restart_journaled(
+        ctx.daemon,
+        ctx.journal,
+        ctx.txn.records,
+        old_fingerprint=ctx.old_fingerprint,
+        new_fingerprint=ctx.cert.fingerprint_sha256 if ctx.cert else None,
+    )
     return True
 
 
