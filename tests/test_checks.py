@@ -16,7 +16,9 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from txsetup.checks import (
+from txsetup.demo.certs import generate_node_certificate, split_pem
+from txsetup.errors import ExitCode, RefusedByVerification
+from txsetup.node.checks import (
     EXPIRY_WARNING,
     client_certificate_is_current,
     make_client_certificate,
@@ -24,8 +26,6 @@ from txsetup.checks import (
     verify_node_certificate,
     verify_public_certificate,
 )
-from txsetup.demo.certs import generate_node_certificate, split_pem
-from txsetup.errors import ExitCode, RefusedByVerification
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 EC_PARAMETERS = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n"

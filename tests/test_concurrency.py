@@ -30,7 +30,7 @@ from tests.conftest import (
     start_setup,
     state_dir_leftovers,
 )
-from txsetup.journal import TxnState, read_journal
+from txsetup.txn.journal import TxnState, read_journal
 
 
 def document(pem: str, which: str) -> dict[str, Any]:

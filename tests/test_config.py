@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from txsetup.config import (
+from txsetup.errors import ExitCode, InvalidInput, UsageError
+from txsetup.node.config import (
     DEFAULT_CONFIG_PATH,
     Config,
     DaemonConfig,
@@ -20,7 +21,6 @@ from txsetup.config import (
     load_config,
     resolve_ownership,
 )
-from txsetup.errors import ExitCode, InvalidInput, UsageError
 
 DAEMON_UTIL = "/usr/lib/ganeti/daemon-util"
 

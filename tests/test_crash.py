@@ -56,7 +56,7 @@ from tests.conftest import (
     state_dir_leftovers,
     txsetup_exe,
 )
-from txsetup.journal import FINISHED_STATES, read_journal
+from txsetup.txn.journal import FINISHED_STATES, read_journal
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 

@@ -18,8 +18,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from txsetup.config import HealthTarget
-from txsetup.daemon import (
+from txsetup.demo.certs import generate_node_certificate
+from txsetup.demo.noded import NOT_RUNNING
+from txsetup.node.config import HealthTarget
+from txsetup.node.daemon import (
     OUTPUT_LIMIT,
     CommandResult,
     is_running,
@@ -28,8 +30,6 @@ from txsetup.daemon import (
     run_command,
     wait_healthy,
 )
-from txsetup.demo.certs import generate_node_certificate
-from txsetup.demo.noded import NOT_RUNNING
 
 
 def fingerprint(pem: str) -> str:

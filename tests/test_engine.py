@@ -26,7 +26,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.typing import EventDict, FilteringBoundLogger
 
-from txsetup.engine import Interrupted, Step, StepReport, StepState, run_steps, signals_raise
 from txsetup.errors import (
     ExitCode,
     InternalError,
@@ -36,6 +35,7 @@ from txsetup.errors import (
     TxsetupError,
 )
 from txsetup.log import configure_logging, get_logger
+from txsetup.txn.engine import Interrupted, Step, StepReport, StepState, run_steps, signals_raise
 
 
 @dataclass

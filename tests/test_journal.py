@@ -1,10 +1,10 @@
 """The journal on real files: round trips, torn and corrupt tails, no content, torn recovery.
 
-The unit tests write journals with :class:`txsetup.journal.Journal` into
+The unit tests write journals with :class:`txsetup.txn.journal.Journal` into
 ``tmp_path`` and cut or corrupt them byte by byte. The end-to-end tests stop a
 real run at its commit point (strace kills it at its first ``rename``) and tear
 the journal's last record: at every byte offset, recovered in-process with
-:mod:`txsetup.recovery` (what ``--resume`` runs); and at sampled offsets (every offset with
+:mod:`txsetup.txn.recovery` (what ``--resume`` runs); and at sampled offsets (every offset with
 ``TXSETUP_CRASH_FULL=1``) with the installed ``txsetup --resume``.
 """
 
@@ -33,9 +33,9 @@ from tests.conftest import (
     snapshot,
     state_dir_leftovers,
 )
-from txsetup.files import Layout
-from txsetup.journal import Journal, Record, TxnState, read_journal, repair_journal
-from txsetup.recovery import finish_forward, finish_undo, load_pending
+from txsetup.txn.journal import Journal, Record, TxnState, read_journal, repair_journal
+from txsetup.txn.plan import Layout
+from txsetup.txn.recovery import finish_forward, finish_undo, load_pending
 
 TXID = "20300601T120000Z-0badcafe"
 HMAC_KEY = "hmac-secret-journal-test-5f3a"

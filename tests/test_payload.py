@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from txsetup.errors import ExitCode, InvalidInput
-from txsetup.payload import (
+from txsetup.node.payload import (
     MAX_DOCUMENT_BYTES,
     MAX_SSCONF_VALUE_BYTES,
     SSCONF_KEYS,

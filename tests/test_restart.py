@@ -34,10 +34,10 @@ from tests.conftest import (
     snapshot,
     state_dir_leftovers,
 )
-from txsetup.config import HealthTarget
-from txsetup.daemon import probe_tls
 from txsetup.demo.certs import split_pem
 from txsetup.demo.noded import NOT_RUNNING
+from txsetup.node.config import HealthTarget
+from txsetup.node.daemon import probe_tls
 
 Argv = Sequence[str]
 GOOD_HMAC = "0123456789abcdef0123456789abcdef\n"

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import structlog
 
 from txsetup import __version__
-from txsetup.config import Config, load_config
 from txsetup.errors import ExitCode, RecoveryFailed, RolledBack, TxsetupError, UsageError
-from txsetup.files import Layout
 from txsetup.log import LogFormat, configure_logging, get_logger
+from txsetup.node.config import Config, load_config
+from txsetup.txn.plan import Layout
 
 if TYPE_CHECKING:
-    from txsetup.restart import DaemonControl
+    from txsetup.node.restart import DaemonControl
 
 __all__ = ["main", "node_daemon_setup_main"]
 
@@ -128,7 +128,7 @@ class Result:
 
 def daemon_control(config: Config, layout: Layout) -> DaemonControl:
     """The node daemon's control as configured, presenting the installed server.pem."""
-    from txsetup.restart import DaemonControl
+    from txsetup.node.restart import DaemonControl
 
     return DaemonControl(config.daemon, get_logger(), layout.path("var/lib/ganeti/server.pem"))
 
@@ -147,8 +147,7 @@ def _failure(error: TxsetupError, layout: Layout) -> dict[str, Any]:
 
 def run_node_daemon_setup(args: argparse.Namespace) -> Result:
     """Run (or dry-run) the transaction; failures become a result, never a traceback."""
-    from txsetup.engine import StepReport, StepState, run_steps, signals_raise
-    from txsetup.steps import (
+    from txsetup.node.steps import (
         DRY_RUN_STEPS,
         NODE_DAEMON_SETUP_STEPS,
         Setup,
@@ -156,6 +155,7 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         release_lock,
         resolve_owners,
     )
+    from txsetup.txn.engine import StepReport, StepState, run_steps, signals_raise
 
     layout = Layout(args.root)
     txid = new_txid()
@@ -212,7 +212,7 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
 
 def unfinished_txid(layout: Layout) -> str | None:
     """The id of an unfinished transaction in the journal, read without writing."""
-    from txsetup.journal import FINISHED_STATES, read_journal
+    from txsetup.txn.journal import FINISHED_STATES, read_journal
 
     records = read_journal(layout.journal)
     return records[-1].txid if records and records[-1].state not in FINISHED_STATES else None
@@ -222,7 +222,7 @@ def run_resume(args: argparse.Namespace) -> Result:
     """``--resume [--abort]``: finish or undo the unfinished transaction."""
     from filelock import FileLock, Timeout
 
-    from txsetup.resume import recover_pending
+    from txsetup.node.resume import recover_pending
 
     layout = Layout(args.root)
     structlog.contextvars.bind_contextvars(txid=None)
@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.DEBUG if args.debug or args.verbose else logging.INFO
     configure_logging(fmt=_log_format(args), level=level, stream=sys.stderr)
     if args.command == "status":
-        from txsetup.status import describe_last_transaction
+        from txsetup.node.status import describe_last_transaction
 
         print(json.dumps(describe_last_transaction(Layout(args.root))))
         return ExitCode.OK

@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from txsetup.config import HealthTarget
-from txsetup.daemon import probe_tls
 from txsetup.demo.certs import generate_node_certificate
+from txsetup.node.config import HealthTarget
+from txsetup.node.daemon import probe_tls
 
 CLUSTER = "demo-cluster.example.com"
 

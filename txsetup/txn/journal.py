@@ -25,7 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from txsetup.atomic import fsync_dir
+from txsetup.txn.atomic import fsync_dir
 
 __all__ = ["FINISHED_STATES", "Journal", "Record", "TxnState", "read_journal", "repair_journal"]
 

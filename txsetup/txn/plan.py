@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from txsetup.atomic import fsync_dir, read_regular
+from txsetup.txn.atomic import fsync_dir, read_regular
 
 __all__ = [
     "Action",

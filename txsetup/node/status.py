@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from txsetup.files import Layout
-from txsetup.journal import FINISHED_STATES, TxnState, read_journal
+from txsetup.txn.journal import FINISHED_STATES, TxnState, read_journal
+from txsetup.txn.plan import Layout
 
 __all__ = ["describe_last_transaction"]
 

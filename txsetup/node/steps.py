@@ -17,19 +17,28 @@ from typing import TYPE_CHECKING, BinaryIO
 from filelock import FileLock, Timeout
 from structlog.typing import FilteringBoundLogger
 
-from txsetup import recovery
-from txsetup.atomic import read_regular
-from txsetup.changeset import (
+from txsetup.errors import Busy, InternalError, RefusedByVerification
+from txsetup.node.config import FilesConfig, resolve_ownership
+from txsetup.node.payload import NodeDaemonSetup, decode_node_daemon_setup, read_document
+from txsetup.node.restart import (
+    DaemonControl,
+    fingerprint_of_pem,
+    restart_journaled,
+    restore_if_touched,
+)
+from txsetup.node.resume import recover_pending
+from txsetup.txn import recovery
+from txsetup.txn.atomic import read_regular
+from txsetup.txn.changeset import (
     commit_changes,
     discard_copies,
     make_dirs,
     missing_dirs,
     stage_changes,
 )
-from txsetup.config import FilesConfig, resolve_ownership
-from txsetup.engine import Step
-from txsetup.errors import Busy, InternalError, RefusedByVerification
-from txsetup.files import (
+from txsetup.txn.engine import Step
+from txsetup.txn.journal import Journal, Record, TxnState
+from txsetup.txn.plan import (
     GANETI_DIR,
     Action,
     DesiredFile,
@@ -38,18 +47,9 @@ from txsetup.files import (
     plan_files,
     ssconf_content,
 )
-from txsetup.journal import Journal, Record, TxnState
-from txsetup.payload import NodeDaemonSetup, decode_node_daemon_setup, read_document
-from txsetup.restart import (
-    DaemonControl,
-    fingerprint_of_pem,
-    restart_journaled,
-    restore_if_touched,
-)
-from txsetup.resume import recover_pending
 
 if TYPE_CHECKING:
-    from txsetup.checks import CertificateFacts
+    from txsetup.node.checks import CertificateFacts
 
 __all__ = [
     "DRY_RUN_STEPS",
@@ -158,7 +158,7 @@ def read_local(layout: Layout, relpath: str) -> bytes | None:
 
 def verify_cluster(ctx: Setup) -> bool:
     """Cluster name: equal to ssconf's and to the local one when there is one."""
-    from txsetup.checks import verify_cluster_name
+    from txsetup.node.checks import verify_cluster_name
 
     payload = ctx.need_payload()
     local = read_local(ctx.layout, f"{GANETI_DIR}/ssconf_cluster_name")
@@ -172,7 +172,7 @@ def verify_cluster(ctx: Setup) -> bool:
 
 def verify_cert(ctx: Setup) -> bool:
     """Certificate and key: parse, match, valid now, match the local key."""
-    from txsetup.checks import (
+    from txsetup.node.checks import (
         client_certificate_is_current,
         make_client_certificate,
         verify_node_certificate,

@@ -22,7 +22,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from txsetup.changeset import (
+from txsetup.errors import Busy, RecoveryFailed
+from txsetup.txn.changeset import (
     Change,
     changed_in_place,
     commit_changes,
@@ -30,9 +31,8 @@ from txsetup.changeset import (
     remove_created_dirs,
     undo_changes,
 )
-from txsetup.errors import Busy, RecoveryFailed
-from txsetup.files import Layout
-from txsetup.journal import FINISHED_STATES, Journal, Record, TxnState, repair_journal
+from txsetup.txn.journal import FINISHED_STATES, Journal, Record, TxnState, repair_journal
+from txsetup.txn.plan import Layout
 
 __all__ = [
     "PendingTxn",

@@ -13,12 +13,17 @@ from collections.abc import Iterator
 
 from structlog.typing import FilteringBoundLogger
 
-from txsetup import recovery
-from txsetup.changeset import discard_copies
 from txsetup.errors import RecoveryFailed
-from txsetup.files import GANETI_DIR, Layout
-from txsetup.journal import Journal
-from txsetup.restart import DaemonControl, DaemonUnhealthy, restart_journaled, restore_if_touched
+from txsetup.node.restart import (
+    DaemonControl,
+    DaemonUnhealthy,
+    restart_journaled,
+    restore_if_touched,
+)
+from txsetup.txn import recovery
+from txsetup.txn.changeset import discard_copies
+from txsetup.txn.journal import Journal
+from txsetup.txn.plan import GANETI_DIR, Layout
 
 __all__ = ["recover_pending"]
 

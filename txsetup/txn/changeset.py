@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from txsetup.atomic import fsync_dir, hold, write_new
 from txsetup.errors import RecoveryFailed
-from txsetup.files import Action, FileMeta, Layout, PlannedFile
+from txsetup.txn.atomic import fsync_dir, hold, write_new
+from txsetup.txn.plan import Action, FileMeta, Layout, PlannedFile
 
 __all__ = [
     "Change",

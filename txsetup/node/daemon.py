@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from txsetup.config import HealthTarget
+from txsetup.node.config import HealthTarget
 
 __all__ = [
     "OUTPUT_LIMIT",

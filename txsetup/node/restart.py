@@ -19,8 +19,9 @@ from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.config import DaemonConfig
-from txsetup.daemon import (
+from txsetup.errors import RecoveryFailed, TxsetupError
+from txsetup.node.config import DaemonConfig
+from txsetup.node.daemon import (
     Probe,
     RunCommand,
     is_running,
@@ -29,8 +30,7 @@ from txsetup.daemon import (
     run_command,
     wait_healthy,
 )
-from txsetup.errors import RecoveryFailed, TxsetupError
-from txsetup.journal import Journal, Record, TxnState
+from txsetup.txn.journal import Journal, Record, TxnState
 
 __all__ = ["DaemonControl", "DaemonUnhealthy", "fingerprint_of_pem"]
 

@@ -1,0 +1,1 @@
+"""The generic transaction machinery: durable replacement, journal, changeset, engine, recovery."""
