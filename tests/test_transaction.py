@@ -43,9 +43,9 @@ from tests.conftest import (
     state_dir_leftovers,
     tmpfs,
 )
+from txsetup.node.files import ssconf_content
 from txsetup.node.payload import SSCONF_KEYS
 from txsetup.txn.journal import TxnState, read_journal
-from txsetup.txn.plan import ssconf_content
 
 SetupRun = Callable[..., Run]
 GANETI = "var/lib/ganeti"

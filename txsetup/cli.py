@@ -222,7 +222,8 @@ def run_resume(args: argparse.Namespace) -> Result:
     """``--resume [--abort]``: finish or undo the unfinished transaction."""
     from filelock import FileLock, Timeout
 
-    from txsetup.node.resume import recover_pending
+    from txsetup.node.restart import recovery_hooks
+    from txsetup.txn.recovery import recover_pending
 
     layout = Layout(args.root)
     structlog.contextvars.bind_contextvars(txid=None)
@@ -235,7 +236,7 @@ def run_resume(args: argparse.Namespace) -> Result:
             found = recover_pending(
                 layout,
                 log,
-                daemon=daemon_control(config, layout),
+                hooks=recovery_hooks(daemon_control(config, layout)),
                 abort=args.abort,
                 lock_timeout=args.lock_timeout,
             )

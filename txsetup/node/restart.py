@@ -19,7 +19,7 @@ from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import RecoveryFailed, TxsetupError
+from txsetup.errors import RecoveryFailed
 from txsetup.node.config import DaemonConfig
 from txsetup.node.daemon import (
     Probe,
@@ -30,9 +30,11 @@ from txsetup.node.daemon import (
     run_command,
     wait_healthy,
 )
+from txsetup.node.files import GANETI_DIR
 from txsetup.txn.journal import Journal, Record, TxnState
+from txsetup.txn.recovery import ForwardFailed, Hooks, PendingTxn
 
-__all__ = ["DaemonControl", "DaemonUnhealthy", "fingerprint_of_pem"]
+__all__ = ["DaemonControl", "DaemonUnhealthy", "fingerprint_of_pem", "recovery_hooks"]
 
 _CERT_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
 
@@ -51,10 +53,11 @@ def fingerprint_of_pem(pem: bytes | None) -> str | None:
     return hashlib.sha256(der).hexdigest()
 
 
-class DaemonUnhealthy(TxsetupError):
+class DaemonUnhealthy(ForwardFailed):
     """The node daemon did not (re)start healthy; the step is undone."""
 
     error_code = "daemon_unhealthy"
+    step = "restart_daemon"
 
 
 @dataclass(frozen=True)
@@ -173,3 +176,29 @@ def restore_if_touched(control: DaemonControl, records: list[Record]) -> None:
                 fingerprint=old if isinstance(old, str) else None,
             )
             return
+
+
+def recovery_hooks(control: DaemonControl) -> Hooks:
+    """How recovery finishes or undoes ``restart_daemon``, from the journal alone.
+
+    Rolling forward restarts the daemon when the transaction asked for it
+    (raising :class:`DaemonUnhealthy`, so recovery undoes instead, if it does
+    not come back); undoing puts it back only if the transaction touched it.
+    """
+
+    def after_commit(txn: PendingTxn, journal: Journal) -> None:
+        if txn.details.get("start_node_daemon"):
+            old, new = txn.details.get("old_fingerprint"), txn.details.get("fingerprint")
+            restart_journaled(
+                control,
+                journal,
+                txn.records,
+                old_fingerprint=old if isinstance(old, str) else None,
+                new_fingerprint=new if isinstance(new, str) else None,
+            )
+
+    return Hooks(
+        after_commit=after_commit,
+        after_undo=lambda txn: restore_if_touched(control, txn.records),
+        sweep_dirs=(GANETI_DIR,),
+    )

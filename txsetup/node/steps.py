@@ -19,14 +19,15 @@ from structlog.typing import FilteringBoundLogger
 
 from txsetup.errors import Busy, InternalError, RefusedByVerification
 from txsetup.node.config import FilesConfig, resolve_ownership
+from txsetup.node.files import GANETI_DIR, desired_files
 from txsetup.node.payload import NodeDaemonSetup, decode_node_daemon_setup, read_document
 from txsetup.node.restart import (
     DaemonControl,
     fingerprint_of_pem,
+    recovery_hooks,
     restart_journaled,
     restore_if_touched,
 )
-from txsetup.node.resume import recover_pending
 from txsetup.txn import recovery
 from txsetup.txn.atomic import read_regular
 from txsetup.txn.changeset import (
@@ -39,13 +40,10 @@ from txsetup.txn.changeset import (
 from txsetup.txn.engine import Step
 from txsetup.txn.journal import Journal, Record, TxnState
 from txsetup.txn.plan import (
-    GANETI_DIR,
     Action,
-    DesiredFile,
     Layout,
     PlannedFile,
     plan_files,
-    ssconf_content,
 )
 
 if TYPE_CHECKING:
@@ -116,8 +114,12 @@ def take_lock(ctx: Setup) -> bool:
             f"run (waited {ctx.lock_timeout:g}s)"
         ) from exc
     ctx.lock = lock
-    found = recover_pending(
-        ctx.layout, ctx.log, daemon=ctx.daemon, abort=False, lock_timeout=ctx.lock_timeout
+    found = recovery.recover_pending(
+        ctx.layout,
+        ctx.log,
+        hooks=recovery_hooks(ctx.daemon),
+        abort=False,
+        lock_timeout=ctx.lock_timeout,
     )
     if found:
         ctx.recovered.append(found)
@@ -222,28 +224,10 @@ def resolve_owners(files: FilesConfig) -> dict[str, tuple[int, int]]:
     }
 
 
-def desired_files(ctx: Setup) -> list[DesiredFile]:
-    """Every file the payload wants, with SPEC §4's modes and configured owners."""
-    payload = ctx.need_payload()
-    files = [
-        DesiredFile(f"{GANETI_DIR}/ssconf_{key}", ssconf_content(value), 0o444)
-        for key, value in sorted(payload.ssconf.items())
-    ]
-    secrets = {
-        "server.pem": payload.node_daemon_certificate.encode(),
-        "hmac.key": payload.hmac_key.encode() if payload.hmac_key is not None else None,
-        "client.pem": ctx.client_pem,
-    }
-    for name, content in secrets.items():
-        if content is not None:
-            uid, gid = ctx.owners.get(name, (-1, -1))
-            files.append(DesiredFile(f"{GANETI_DIR}/{name}", content, 0o440, uid, gid))
-    return files
-
-
 def plan(ctx: Setup) -> bool:
     """Compare wanted files with the disk (the dry run's stage)."""
-    ctx.plan = plan_files(ctx.layout, desired_files(ctx))
+    wanted = desired_files(ctx.need_payload(), client_pem=ctx.client_pem, owners=ctx.owners)
+    ctx.plan = plan_files(ctx.layout, wanted)
     return False
 
 

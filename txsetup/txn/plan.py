@@ -1,4 +1,4 @@
-"""Where files live under ``--root``, what a payload wants in them, and the plan.
+"""Where files live under ``--root``, what a transaction wants in them, and the plan.
 
 Planning only reads: it compares each wanted file with what is on disk
 (bytes, mode, owner; a symlink or anything but a regular file is never read
@@ -24,10 +24,7 @@ __all__ = [
     "Layout",
     "PlannedFile",
     "plan_files",
-    "ssconf_content",
 ]
-
-GANETI_DIR = "var/lib/ganeti"
 
 
 @dataclass(frozen=True)
@@ -85,13 +82,6 @@ class DesiredFile:
 
     def __repr__(self) -> str:
         return f"DesiredFile({self.relpath!r}, {len(self.content)} bytes, {self.mode:#o})"
-
-
-def ssconf_content(value: str) -> bytes:
-    """An ssconf file's bytes: the value plus a newline unless empty or already there."""
-    if value and not value.endswith("\n"):
-        value += "\n"
-    return value.encode()
 
 
 class Action(StrEnum):

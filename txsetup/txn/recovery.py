@@ -8,6 +8,10 @@ from the journal, never from memory. Rules (``docs/journal.md``):
 * ``prepared`` and not ``rolling_back`` → roll forward (unless ``--abort``);
 * ``rolling_back`` → finish the undo;
 * last record ``done`` or ``rolled_back`` → nothing to do.
+
+:func:`recover_pending` applies these rules under the lock; what a program
+does besides moving files (restart a daemon after commit, bring it back after
+an undo) comes in as :class:`Hooks`, so one recovery serves every step table.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
+from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import Busy, RecoveryFailed
+from txsetup.errors import Busy, RecoveryFailed, TxsetupError
 from txsetup.txn.changeset import (
     Change,
     changed_in_place,
@@ -35,11 +40,14 @@ from txsetup.txn.journal import FINISHED_STATES, Journal, Record, TxnState, repa
 from txsetup.txn.plan import Layout
 
 __all__ = [
+    "ForwardFailed",
+    "Hooks",
     "PendingTxn",
     "RecoveryAction",
     "finish_forward",
     "finish_undo",
     "load_pending",
+    "recover_pending",
     "ssconf_locked",
     "utc_now",
 ]
@@ -55,6 +63,13 @@ class RecoveryAction(StrEnum):
 
     ROLLED_FORWARD = "rolled_forward"
     ROLLED_BACK = "rolled_back"
+
+
+class ForwardFailed(TxsetupError):
+    """What follows the commit could not be done (a daemon did not come back):
+    recovery undoes the transaction instead of finishing it."""
+
+    step: str = "commit"
 
 
 @dataclass
@@ -203,3 +218,97 @@ def _record_end(journal: Journal, state: TxnState, data: dict[str, Any]) -> None
     """
     with contextlib.suppress(OSError):
         journal.append(state, data, durable=False)
+
+
+def _nothing_after_commit(_txn: PendingTxn, _journal: Journal) -> None:
+    return None
+
+
+def _nothing_after_undo(_txn: PendingTxn) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What a program does besides moving files, when finishing or undoing.
+
+    Attributes:
+        after_commit: runs once the files are in place (roll-forward); raises
+            :class:`ForwardFailed` when the transaction must be undone instead.
+        after_undo: runs once the old files are back, before the undo is recorded.
+        sweep_dirs: root-relative directories where staged and hold copies may
+            be left by a crash before any journal record named them.
+    """
+
+    after_commit: Callable[[PendingTxn, Journal], None] = _nothing_after_commit
+    after_undo: Callable[[PendingTxn], None] = _nothing_after_undo
+    sweep_dirs: tuple[str, ...] = ()
+
+
+def recover_pending(
+    layout: Layout,
+    log: FilteringBoundLogger,
+    *,
+    hooks: Hooks,
+    abort: bool,
+    lock_timeout: float,
+) -> dict[str, str] | None:
+    """Finish (prepared) or undo (not prepared, or ``abort``) an unfinished transaction.
+
+    The caller holds the transaction lock. Finishing includes
+    ``hooks.after_commit``; if that raises :class:`ForwardFailed`, the
+    transaction is undone instead, which also leaves the node consistent.
+
+    Returns:
+        ``{"txid": ..., "action": "rolled_forward" | "rolled_back"}``, or None
+        when nothing was unfinished.
+
+    Raises:
+        RecoveryFailed: an I/O error on the way (exit 8): the node may be half
+            way, and the journal, kept as it is, is what a later ``--resume``
+            finishes it from.
+    """
+    with _io_errors_need_help():
+        txn = load_pending(layout)
+        if txn is None:
+            # Copies a crash left before any journal record named them.
+            discard_copies(layout, None, hooks.sweep_dirs)
+            return None
+        journal = Journal(layout.journal, txn.txid)
+
+        def undo(reason: str) -> None:
+            finish_undo(
+                layout,
+                txn,
+                journal,
+                lock_timeout=lock_timeout,
+                reason=reason,
+                after_undo=hooks.after_undo,
+            )
+
+        action = RecoveryAction.ROLLED_BACK
+        if abort or not txn.prepared or txn.rolling_back:
+            undo("aborted" if abort else "recovered after interruption")
+        else:
+            try:
+                finish_forward(
+                    layout,
+                    txn,
+                    journal,
+                    lock_timeout=lock_timeout,
+                    after_commit=lambda t: hooks.after_commit(t, journal),
+                )
+                action = RecoveryAction.ROLLED_FORWARD
+            except ForwardFailed as exc:
+                log.error("step.failed", step=exc.step, error_code=exc.error_code, error=str(exc))
+                undo(f"{exc.step} did not finish: {exc}")
+        log.warning("txn.recovered", recovered_txid=txn.txid, action=str(action))
+        return {"txid": txn.txid, "action": str(action)}
+
+
+@contextlib.contextmanager
+def _io_errors_need_help() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise RecoveryFailed(f"recovery: {exc}") from exc
