@@ -33,6 +33,8 @@ class ExitCode(IntEnum):
     BUSY = 5
     ROLLED_BACK = 6
     RECOVERY_FAILED = 8
+    NODES_FAILED = 10  # push: some node did not succeed
+    INTERRUPTED = 130  # push: stopped by SIGINT or SIGTERM
 
 
 class TxsetupError(Exception):

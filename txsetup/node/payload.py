@@ -113,12 +113,16 @@ def read_document(stream: BinaryIO, *, limit: int = MAX_DOCUMENT_BYTES) -> bytes
     costs bounded memory and time. Short reads (pipes, raw streams) are retried.
 
     Raises:
-        InvalidInput: the stream holds more than ``limit`` bytes.
+        InvalidInput: the stream holds more than ``limit`` bytes, or reading it
+            failed (a dropped connection is no document).
     """
     chunks: list[bytes] = []
     size = 0
     while size <= limit:
-        chunk = stream.read(limit + 1 - size)
+        try:
+            chunk = stream.read(limit + 1 - size)
+        except (OSError, ValueError) as err:  # a dropped connection, a closed descriptor
+            raise InvalidInput.at([f"$: stdin could not be read ({err})"]) from err
         if not chunk:
             break
         chunks.append(chunk)

@@ -1,0 +1,121 @@
+"""The document a master sends: built once from the master's own files (SPEC §8).
+
+A Ganeti master keeps what a node needs under ``var/lib/ganeti``: the
+``ssconf_*`` files, ``server.pem`` (the node daemon certificate and key) and
+``hmac.key``. :func:`build_payload` reads them from ``--from-root``, checks the
+result with the node's own decoder and certificate verification, and only then
+may any connection be made: a master never ships a document its nodes would
+refuse for a reason it could have seen itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from txsetup.errors import InvalidInput, RefusedByVerification
+from txsetup.node.files import GANETI_DIR
+from txsetup.node.payload import (
+    MAX_SSCONF_VALUE_BYTES,
+    SSCONF_KEYS,
+    decode_node_daemon_setup,
+)
+
+__all__ = ["Payload", "build_payload"]
+
+_PEM_LIMIT = 1024 * 1024
+
+
+@dataclass(frozen=True, repr=False)
+class Payload:
+    """The ``node-daemon-setup`` document for every node; only ``node_name`` differs.
+
+    Holds key material: its repr names the cluster and the ssconf keys only.
+    """
+
+    document: Mapping[str, Any]
+
+    @property
+    def cluster_name(self) -> str:
+        """The cluster the document is for."""
+        return str(self.document["cluster_name"])
+
+    def for_node(self, node_name: str) -> bytes:
+        """The bytes sent on one node's stdin."""
+        return json.dumps({**self.document, "node_name": node_name}).encode()
+
+    def __repr__(self) -> str:
+        keys = sorted(self.document.get("ssconf", {}))
+        return f"Payload(cluster_name={self.cluster_name!r}, ssconf={keys})"
+
+
+def build_payload(
+    from_root: Path,
+    *,
+    start_node_daemon: bool,
+    now: datetime | None = None,
+) -> Payload:
+    """Read the master's files under ``from_root`` into a validated document.
+
+    ``ssconf_<key>`` files are taken for every key of the ssconf key set that
+    exists, read as Ganeti's ``SimpleStore`` reads them (trailing newlines
+    stripped; the node adds one back); files of other names are not sent.
+    ``hmac.key`` is optional.
+
+    Raises:
+        InvalidInput: a required file is missing or unreadable, or the document
+            they make is not one a node accepts (exit 3 for push); the message
+            names the file.
+    """
+    ganeti = from_root / GANETI_DIR
+    ssconf = {
+        key: _read_text(path, MAX_SSCONF_VALUE_BYTES + 1).rstrip("\n")
+        for key in sorted(SSCONF_KEYS)
+        if (path := ganeti / f"ssconf_{key}").exists()
+    }
+    if "cluster_name" not in ssconf:
+        raise InvalidInput(f"--from-root: {ganeti / 'ssconf_cluster_name'} is missing")
+    document: dict[str, Any] = {
+        "cluster_name": ssconf["cluster_name"],
+        "node_daemon_certificate": _read_text(ganeti / "server.pem", _PEM_LIMIT),
+        "ssconf": ssconf,
+        "start_node_daemon": start_node_daemon,
+    }
+    if (ganeti / "hmac.key").exists():
+        document["hmac_key"] = _read_text(ganeti / "hmac.key", _PEM_LIMIT)
+    payload = Payload(document)
+    _validate(payload, from_root, now or datetime.now(UTC))
+    return payload
+
+
+def _read_text(path: Path, limit: int) -> str:
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(limit + 1)
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"--from-root: {path} is missing") from exc
+    except OSError as exc:
+        raise InvalidInput(f"--from-root: {path} cannot be read: {exc.strerror}") from exc
+    if len(data) > limit:
+        raise InvalidInput(f"--from-root: {path} is larger than {limit} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"--from-root: {path} is not UTF-8 text") from exc
+
+
+def _validate(payload: Payload, from_root: Path, now: datetime) -> None:
+    """The node's own decoder and certificate rules, on the master, before any node."""
+    from txsetup.node.checks import verify_node_certificate
+
+    try:
+        decoded = decode_node_daemon_setup(payload.for_node("node.invalid"))
+        verify_node_certificate(decoded.node_daemon_certificate, local_pem=None, now=now)
+    except (InvalidInput, RefusedByVerification) as exc:
+        raise InvalidInput(
+            f"--from-root: the files under {from_root} do not make a valid payload: {exc}"
+        ) from exc

@@ -1,0 +1,249 @@
+"""Showing a push as it happens: JSON lines for programs, a live view for people.
+
+* :class:`JsonView` (stderr is not a terminal, or ``--log-format json``):
+  every node's own log line re-emitted as it came, with a ``node`` field
+  added; the push's own events (``node.begin``, ``node.output``,
+  ``node.end``, ``push.begin``, ``push.end``) as txsetup log lines.
+* :class:`LiveView` (a terminal): a live row per running node — its current
+  step and elapsed time — with each finished node printed above the rows in
+  colour, and a closing summary. It uses ``rich`` (the ``txsetup[master]``
+  extra) when installed; :class:`PlainView` prints plain lines otherwise.
+
+Every view runs key material through the same processor the node's logs
+use, so a line from a misbehaving node cannot leak a key through the master.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+from txsetup.log import get_logger, refuse_key_material
+from txsetup.master.push import NodeEvent
+from txsetup.master.results import NodeResult, PushReport
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.live import Live
+
+__all__ = ["JsonView", "PlainView", "View", "make_view"]
+
+GOOD = frozenset({"committed", "converged", "resumed", "nothing_to_resume", "dry_run"})
+_STYLE = {"rolled_back": "yellow", "interrupted": "magenta", "not_started": "magenta"}
+
+
+class View(Protocol):
+    """What the CLI feeds a view: every event, and the report at the end."""
+
+    def begin(self, total: int) -> None: ...
+    def on_event(self, event: NodeEvent) -> None: ...
+    def end(self, report: PushReport) -> None: ...
+
+
+def make_view(fmt: str, stream: TextIO) -> View:
+    """The view for ``--log-format`` ``json`` or ``console`` (rich when installed)."""
+    if fmt == "json":
+        return JsonView(stream)
+    try:
+        return LiveView(stream)
+    except ImportError:
+        return PlainView(stream)
+
+
+class JsonView:
+    """JSON lines on stderr; node lines keep their own fields, plus ``node``."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._started = time.monotonic()
+
+    def begin(self, total: int) -> None:
+        """Log ``push.begin``."""
+        self._started = time.monotonic()
+        get_logger().info("push.begin", nodes=total)
+
+    def on_event(self, event: NodeEvent) -> None:
+        """Write the node's line as it came, or log the push's event."""
+        fields = {k: v for k, v in event.fields.items() if k != "event"}
+        if event.from_node:
+            line = refuse_key_material(None, "", {**event.fields, "node": event.node})
+            try:
+                self._stream.write(json.dumps(line) + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass  # nobody reads stderr any more: results still go to stdout
+            return
+        log = get_logger().bind(node=event.node)
+        if event.event == "node.end" and fields.get("exit_code") != 0:
+            log.error(event.event, **fields)
+        else:
+            log.info(event.event, **fields)
+
+    def end(self, report: PushReport) -> None:
+        """Log ``push.end`` with the count of each outcome."""
+        get_logger().info(
+            "push.end",
+            counts=report.counts(),
+            interrupted=report.interrupted,
+            duration_ms=int((time.monotonic() - self._started) * 1000),
+        )
+
+
+@dataclass
+class _Running:
+    started: float = field(default_factory=time.monotonic)
+    step: str = "connecting"
+
+
+def _doing(fields: dict[str, Any] | Any) -> str | None:
+    """What a node's log line says it is doing now, in a few words."""
+    name = fields.get("event")
+    if name == "step.begin":
+        return str(fields.get("step"))
+    if name == "compensate.begin":
+        return f"undo {fields.get('step')}"
+    if name == "txn.recovered":
+        return f"recovered {fields.get('recovered_txid')}"
+    return None
+
+
+def _finished_line(result: NodeResult) -> str:
+    mark = "✓" if result.outcome in GOOD else "✗"
+    text = f"{mark} {result.node}  {result.outcome}  {result.duration_ms / 1000:.1f}s"
+    if result.error and result.outcome not in GOOD:
+        text += f"  {result.error}"
+    return text
+
+
+def summary_lines(report: PushReport, total: int) -> list[str]:
+    """The closing summary: counts per outcome, then each failed node and why."""
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(report.counts().items()))
+    head = f"{len(report.results)}/{total} nodes: {counts or 'none'}"
+    if report.interrupted:
+        head += " (interrupted)"
+    lines = [head]
+    failed = report.failed
+    for result in failed:
+        lines.append(f"  {result.node}: {result.outcome}: {result.error or 'no error given'}")
+    if failed:
+        lines.append("retry just these: txsetup push --retry-from RESULTS-FILE (the stdout lines)")
+    return lines
+
+
+class PlainView:
+    """Plain lines for a terminal without ``rich``: one per step, node end, summary."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._total = 0
+
+    def _say(self, text: str) -> None:
+        try:
+            self._stream.write(text + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def begin(self, total: int) -> None:
+        """Say how many nodes."""
+        self._total = total
+        self._say(f"pushing to {total} node(s)")
+
+    def on_event(self, event: NodeEvent) -> None:
+        """A line per step begun, per stray output line, and per node finished."""
+        fields = refuse_key_material(None, "", dict(event.fields))
+        doing = _doing(fields) if event.from_node else None
+        if doing is not None:
+            self._say(f"  {event.node}  {doing}")
+        elif event.event == "node.output":
+            self._say(f"  {event.node}  | {fields.get('line', '')}")
+        elif event.event == "node.end":
+            self._say(_finished_line(_result_of(event)))
+
+    def end(self, report: PushReport) -> None:
+        """The summary."""
+        for line in summary_lines(report, self._total):
+            self._say(line)
+
+
+def _result_of(event: NodeEvent) -> NodeResult:
+    f = event.fields
+    return NodeResult(
+        event.node,
+        f.get("exit_code"),
+        str(f.get("outcome")),
+        f.get("txid"),
+        int(f.get("duration_ms") or 0),
+        f.get("error"),
+    )
+
+
+class LiveView:
+    """rich: running nodes as live rows, finished ones printed above, a summary."""
+
+    def __init__(self, stream: TextIO) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self._running: dict[str, _Running] = {}
+        self._done = 0
+        self._bad = 0
+        self._total = 0
+        self._console: Console = Console(file=stream, highlight=False)
+        self._live: Live = Live(
+            console=self._console,
+            get_renderable=self._render,
+            refresh_per_second=8,
+            transient=True,
+            redirect_stdout=False,  # stdout carries the results, never the view
+            redirect_stderr=False,
+        )
+
+    def begin(self, total: int) -> None:
+        """Start drawing."""
+        self._total = total
+        self._console.print(f"pushing to {total} node(s)")
+        self._live.start()
+
+    def on_event(self, event: NodeEvent) -> None:
+        """Move a node's row on, or print it as finished."""
+        if event.event == "node.begin":
+            self._running[event.node] = _Running()
+        elif event.event == "node.end":
+            self._running.pop(event.node, None)
+            result = _result_of(event)
+            self._done += 1
+            self._bad += 0 if result.ok else 1
+            style = "green" if result.outcome in GOOD else _STYLE.get(result.outcome, "red")
+            self._console.print(_finished_line(result), style=style, markup=False)
+        elif event.from_node and (doing := _doing(event.fields)) is not None:
+            self._running.setdefault(event.node, _Running()).step = doing
+        elif event.event == "node.output":
+            line = refuse_key_material(None, "", dict(event.fields)).get("line", "")
+            self._console.print(f"  {event.node} | {line}", style="dim", markup=False)
+
+    def _render(self) -> RenderableType:
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        now = time.monotonic()
+        shown = sorted(self._running.items())[: max(1, self._console.size.height - 3)]
+        for node, row in shown:
+            table.add_row(node, row.step, f"{now - row.started:5.1f}s", style="cyan")
+        table.add_row(
+            "",
+            f"{self._done}/{self._total} done, {len(self._running)} running, {self._bad} failed",
+            "",
+            style="bold",
+        )
+        return table
+
+    def end(self, report: PushReport) -> None:
+        """Stop drawing; print the summary."""
+        self._live.stop()
+        lines = summary_lines(report, self._total)
+        self._console.print(lines[0], style="bold" if report.ok else "bold red", markup=False)
+        for line in lines[1:]:
+            self._console.print(line, style="red" if line.startswith("  ") else "", markup=False)

@@ -1,0 +1,189 @@
+"""Push one document to many nodes: one ssh connection each, at most N at once.
+
+:func:`push` is the API a cluster manager embeds and the CLI is a thin layer
+over: it takes parsed nodes and a built payload, reports every node event
+through ``on_event`` as it happens and every node's result through
+``on_result`` as the node finishes, and returns a :class:`PushReport`. A
+node's failure never stops the others. SIGINT or SIGTERM stops the push:
+no new node is started, running ssh clients are ended (the nodes finish or
+roll back their own transactions), and every node is reported as it stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from txsetup.master.payload import Payload
+from txsetup.master.results import (
+    INTERRUPTED,
+    NOT_STARTED,
+    TIMED_OUT,
+    UNREACHABLE,
+    NodeResult,
+    PushReport,
+)
+from txsetup.master.ssh import SSH_FAILED, Node, NodeRun, RemoteCall, run_on_node
+
+__all__ = ["NodeEvent", "PushOptions", "push", "push_async"]
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    """How to push: the ssh side, the remote command, and how many at once."""
+
+    ssh: str = "ssh"
+    ssh_options: tuple[str, ...] = ()
+    remote_command: str = "txsetup node-daemon-setup"
+    parallel: int = 8
+    timeout: float | None = None
+    dry_run: bool = False
+    resume: bool = False
+    abort: bool = False
+
+    def remote_call(self) -> RemoteCall:
+        """The ssh command line's parts; mode flags go to the node's command."""
+        args = ["--dry-run"] if self.dry_run else []
+        if self.resume:
+            args += ["--resume", *(["--abort"] if self.abort else [])]
+        return RemoteCall(self.ssh, self.ssh_options, self.remote_command, tuple(args))
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """Something that happened on or for one node.
+
+    ``from_node`` events are the node's own JSON log lines, as it wrote them;
+    the others are the push's: ``node.begin``, ``node.output`` (a stderr line
+    that is not JSON: ssh's messages, an old node), ``node.end``.
+    """
+
+    node: str
+    fields: Mapping[str, Any]
+    from_node: bool
+
+    @property
+    def event(self) -> str:
+        """The event's name."""
+        return str(self.fields.get("event", ""))
+
+
+OnEvent = Callable[[NodeEvent], None]
+OnResult = Callable[[NodeResult], None]
+
+
+def _ignore(_: object) -> None:
+    return None
+
+
+def push(
+    nodes: Sequence[Node],
+    payload: Payload | None,
+    options: PushOptions,
+    *,
+    on_event: OnEvent = _ignore,
+    on_result: OnResult = _ignore,
+) -> PushReport:
+    """Push to every node and wait for all of them (``payload`` None with ``resume``).
+
+    SIGINT and SIGTERM are taken over while it runs: they stop the push as
+    described in the module docstring, and the report says ``interrupted``.
+    """
+
+    async def main() -> PushReport:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            return await push_async(
+                nodes, payload, options, on_event=on_event, on_result=on_result, stop=stop
+            )
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(main())
+
+
+async def push_async(
+    nodes: Sequence[Node],
+    payload: Payload | None,
+    options: PushOptions,
+    *,
+    on_event: OnEvent = _ignore,
+    on_result: OnResult = _ignore,
+    stop: asyncio.Event | None = None,
+) -> PushReport:
+    """:func:`push` inside a running event loop; set ``stop`` to interrupt it."""
+    stop = stop or asyncio.Event()
+    report = PushReport()
+    slots = asyncio.Semaphore(max(1, options.parallel))
+    call = options.remote_call()
+
+    def finish(result: NodeResult) -> None:
+        report.results.append(result)
+        on_event(NodeEvent(result.node, {"event": "node.end", **_summary(result)}, False))
+        on_result(result)
+
+    async def one(node: Node) -> None:
+        async with slots:
+            if stop.is_set():
+                finish(NodeResult(node.spec, None, NOT_STARTED, None, 0, "push interrupted"))
+                return
+            on_event(NodeEvent(node.spec, {"event": "node.begin", "host": node.host}, False))
+
+            def on_line(parsed: dict[str, Any] | None, text: str) -> None:
+                if parsed is not None:
+                    on_event(NodeEvent(node.spec, parsed, True))
+                elif text.strip():
+                    on_event(NodeEvent(node.spec, {"event": "node.output", "line": text}, False))
+
+            stdin = payload.for_node(node.host) if payload is not None else None
+            run = await run_on_node(
+                node, call, stdin, on_line=on_line, timeout=options.timeout, stop=stop
+            )
+            finish(_node_result(node, run, options.timeout))
+
+    await asyncio.gather(*(one(node) for node in nodes))
+    report.interrupted = stop.is_set()
+    return report
+
+
+def _node_result(node: Node, run: NodeRun, timeout: float | None) -> NodeResult:
+    """A node's result from its own result object, or from how ssh ended."""
+    returncode = run.returncode if run.returncode is not None and run.returncode >= 0 else None
+    found = run.result
+    if found is not None and isinstance(found.get("outcome"), str):
+        error = found.get("error")
+        txid = found.get("txid")
+        return NodeResult(
+            node.spec,
+            returncode,
+            found["outcome"],
+            txid if isinstance(txid, str) else None,
+            run.duration_ms,
+            error if isinstance(error, str) else None,
+            found,
+        )
+    said = "; ".join(run.last_output)
+    after = "the node finishes or rolls back on its own; `txsetup push --resume` reports it"
+    if run.interrupted:
+        outcome, error = INTERRUPTED, f"push interrupted: ssh ended; {after}"
+    elif run.timed_out:
+        outcome, error = TIMED_OUT, f"no result within {timeout:g}s: ssh ended; {after}"
+    elif returncode == SSH_FAILED:
+        outcome, error = UNREACHABLE, said or "ssh failed (exit 255)"
+    else:
+        outcome = "failed"
+        error = f"remote command exited {returncode} without a result" + (
+            f": {said}" if said else ""
+        )
+    return NodeResult(node.spec, returncode, outcome, None, run.duration_ms, error)
+
+
+def _summary(result: NodeResult) -> dict[str, Any]:
+    return {k: v for k, v in result.to_json().items() if k not in ("node", "result")}
