@@ -169,6 +169,8 @@ def _node_result(node: Node, run: NodeRun, timeout: float | None) -> NodeResult:
             error if isinstance(error, str) else None,
             found,
         )
+    if run.interrupted or run.timed_out:
+        returncode = None  # what ssh says after we ended it is not the node's word
     said = "; ".join(run.last_output)
     after = "the node finishes or rolls back on its own; `txsetup push --resume` reports it"
     if run.interrupted:
@@ -186,4 +188,9 @@ def _node_result(node: Node, run: NodeRun, timeout: float | None) -> NodeResult:
 
 
 def _summary(result: NodeResult) -> dict[str, Any]:
-    return {k: v for k, v in result.to_json().items() if k not in ("node", "result")}
+    """``node.end``'s fields: the result line without the node's own result object
+    (and without ``error`` when there is none)."""
+    fields = {k: v for k, v in result.to_json().items() if k not in ("node", "result")}
+    if fields["error"] is None:
+        del fields["error"]
+    return fields

@@ -1,0 +1,410 @@
+"""``txsetup push`` end to end: real sshd "nodes" on loopback, the installed CLI, real files.
+
+Each node is a real ``sshd`` (``txsetup.demo.sshnodes``) whose sessions get
+their own ``TXSETUP_ROOT``; push runs the system ``ssh`` client against them,
+exactly as a master does against a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import (
+    CLUSTER,
+    assert_no_secrets,
+    check_log_lines,
+    make_document,
+    require_tool,
+    snapshot,
+    txsetup_exe,
+)
+from txsetup.demo.sshnodes import SshNode, SshNodes, start_ssh_nodes
+from txsetup.node.files import ssconf_content
+
+pytestmark = pytest.mark.system
+
+HMAC = "hmac-secret-0123456789abcdef\n"
+
+
+@dataclass
+class Push:
+    """A finished push: exit code, one result per node, the parsed stderr events."""
+
+    returncode: int
+    results: dict[str, dict[str, Any]]
+    events: list[dict[str, Any]]
+    stdout: str
+    stderr: str
+
+
+def write_master(root: Path, pem: str, *, cluster: str = CLUSTER) -> Path:
+    """A master's files as Ganeti keeps them: ssconf_* with newlines, server.pem, hmac.key."""
+    ganeti = root / "var/lib/ganeti"
+    ganeti.mkdir(parents=True, exist_ok=True)
+    document = make_document(pem, cluster=cluster)
+    for key, value in document["ssconf"].items():
+        (ganeti / f"ssconf_{key}").write_bytes(ssconf_content(value))
+    (ganeti / "server.pem").write_text(pem)
+    (ganeti / "hmac.key").write_text(HMAC)
+    return root
+
+
+@pytest.fixture
+def master(tmp_path: Path, node_pem: str) -> Path:
+    """The master's root."""
+    return write_master(tmp_path / "master", node_pem)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[SshNodes]:
+    """Five real sshd nodes on loopback, each with an empty node root."""
+    require_tool("sshd")
+    require_tool("ssh")
+    with start_ssh_nodes(5, tmp_path / "nodes", env={"SHLVL": "1"}) as nodes:
+        for node in nodes.nodes:
+            (node.root / "var/lib").mkdir(parents=True)
+            (node.root / "var/lock").mkdir()
+        yield nodes
+
+
+def run_push(
+    master: Path,
+    cluster: SshNodes,
+    *args: str,
+    remote: str | None = None,
+    timeout: float = 180,
+) -> Push:
+    """Run the installed ``txsetup push`` against ``cluster``; check its output contract."""
+    argv = [
+        txsetup_exe(),
+        "push",
+        "--from-root",
+        str(master),
+        "--remote-command",
+        remote or f"{txsetup_exe()} node-daemon-setup",
+        *(a for opt in cluster.ssh_options for a in ("--ssh-option", opt)),
+        *args,
+    ]
+    proc = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+    return parse_push(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def parse_push(returncode: int, stdout: str, stderr: str) -> Push:
+    """No traceback, no secret, every stderr line valid; one result line per node."""
+    assert "Traceback" not in stderr, stderr
+    assert_no_secrets(stdout, stderr)
+    events = check_log_lines(stderr)
+    results: dict[str, dict[str, Any]] = {}
+    for line in stdout.splitlines():
+        result = json.loads(line)
+        assert set(result) == {
+            "node",
+            "exit_code",
+            "outcome",
+            "txid",
+            "duration_ms",
+            "error",
+            "result",
+        }
+        assert result["node"] not in results
+        results[result["node"]] = result
+    return Push(returncode, results, events, stdout, stderr)
+
+
+def installed(node: SshNode) -> dict[str, bytes]:
+    """The files under the node's var/lib/ganeti, by name."""
+    ganeti = node.root / "var/lib/ganeti"
+    return {p.name: p.read_bytes() for p in ganeti.iterdir()} if ganeti.exists() else {}
+
+
+def master_files(master: Path) -> dict[str, bytes]:
+    """What every node must hold byte for byte after a push (client.pem aside)."""
+    return {p.name: p.read_bytes() for p in (master / "var/lib/ganeti").iterdir()}
+
+
+def test_push_to_five_nodes_installs_every_file_byte_exact(master: Path, cluster: SshNodes) -> None:
+    """Five nodes in parallel: all committed, each holding the master's files byte for byte."""
+    push = run_push(master, cluster, *(n.spec for n in cluster.nodes), "--no-start-node-daemon")
+    assert push.returncode == 0, push.stderr
+    assert set(push.results) == {n.spec for n in cluster.nodes}
+    for node in cluster.nodes:
+        result = push.results[node.spec]
+        assert (result["outcome"], result["exit_code"], result["error"]) == ("committed", 0, None)
+        assert result["txid"] == result["result"]["txid"]
+        files = installed(node)
+        assert files.pop("client.pem").startswith(b"-----BEGIN")
+        assert files == master_files(master)
+    node_lines = [e for e in push.events if e["event"] == "step.end"]
+    assert {e["node"] for e in node_lines} == {n.spec for n in cluster.nodes}
+    assert all(e.get("node") for e in push.events if e["event"].startswith("node."))
+    assert push.events[0]["event"] == "push.begin"
+    assert push.events[-1]["event"] == "push.end"
+    assert push.events[-1]["counts"] == {"committed": 5}
+
+
+def test_a_refusing_node_fails_alone(master: Path, cluster: SshNodes) -> None:
+    """One node of another cluster refuses (exit 4, untouched); the others commit; exit 10."""
+    odd = cluster.nodes[2]
+    ganeti = odd.root / "var/lib/ganeti"
+    ganeti.mkdir()
+    (ganeti / "ssconf_cluster_name").write_text("other.example.com\n")
+    before = snapshot(odd.root)
+    push = run_push(master, cluster, *(n.spec for n in cluster.nodes), "--no-start-node-daemon")
+    assert push.returncode == 10
+    refused = push.results[odd.spec]
+    assert (refused["outcome"], refused["exit_code"]) == ("failed", 4)
+    assert "cluster name" in refused["error"]
+    assert snapshot(odd.root) == before
+    others = [n for n in cluster.nodes if n is not odd]
+    assert all(push.results[n.spec]["outcome"] == "committed" for n in others)
+
+
+def test_unreachable_node_and_retry_from(master: Path, cluster: SshNodes, tmp_path: Path) -> None:
+    """A port with no sshd is 'unreachable' (255); --retry-from pushes to exactly the failed."""
+    dead = "root@127.0.0.1:1"
+    good, refusing = cluster.nodes[0], cluster.nodes[1]
+    (refusing.root / "var/lib/ganeti").mkdir()
+    (refusing.root / "var/lib/ganeti/ssconf_cluster_name").write_text("other.example.com\n")
+    push = run_push(master, cluster, good.spec, refusing.spec, dead, "--no-start-node-daemon")
+    assert push.returncode == 10
+    assert push.results[dead]["outcome"] == "unreachable"
+    assert push.results[dead]["exit_code"] == 255
+    assert "Connection refused" in push.results[dead]["error"]
+    assert push.results[refusing.spec]["exit_code"] == 4
+    outputs = [e for e in push.events if e["event"] == "node.output"]
+    assert any(e["node"] == dead for e in outputs)
+
+    results = tmp_path / "results.json"
+    results.write_text(push.stdout)
+    (refusing.root / "var/lib/ganeti/ssconf_cluster_name").unlink()
+    retry = run_push(master, cluster, "--retry-from", str(results), "--no-start-node-daemon")
+    assert set(retry.results) == {refusing.spec, dead}
+    assert retry.results[refusing.spec]["outcome"] == "committed"
+    assert retry.returncode == 10  # the dead node is still dead
+
+
+def test_dry_run_writes_nothing_anywhere(master: Path, cluster: SshNodes) -> None:
+    """--dry-run reaches every node, which plans only: no node root changes at all."""
+    before = {n.spec: snapshot(n.root, skip=()) for n in cluster.nodes}
+    push = run_push(master, cluster, *(n.spec for n in cluster.nodes), "--dry-run")
+    assert push.returncode == 0, push.stderr
+    assert {r["outcome"] for r in push.results.values()} == {"dry_run"}
+    assert all(r["result"]["plan"] for r in push.results.values())
+    assert {n.spec: snapshot(n.root, skip=()) for n in cluster.nodes} == before
+
+
+def slow_restart_config(node: SshNode, seconds: float) -> None:
+    """A node whose daemon restart takes ``seconds``; 'running' is a marker file."""
+    config = node.root / "etc/txsetup/config.toml"
+    config.parent.mkdir(parents=True)
+    running = node.root / "daemon-running"
+    config.write_text(
+        "[daemon]\n"
+        f'restart = [["sh", "-c", "sleep {seconds}; touch {running}"]]\n'
+        f'stop = [["rm", "-f", "{running}"]]\n'
+        f'status = ["test", "-e", "{running}"]\n'
+        'health_url = "none"\n'
+    )
+
+
+def test_timeout_ends_ssh_and_the_node_still_finishes(master: Path, cluster: SshNodes) -> None:
+    """--timeout ends the ssh client mid-restart; the node's transaction still commits
+    on its own, and push --resume then finds nothing left to do."""
+    node = cluster.nodes[0]
+    slow_restart_config(node, 4)
+    push = run_push(master, cluster, node.spec, "--timeout", "1.5")
+    assert push.returncode == 10
+    result = push.results[node.spec]
+    assert (result["outcome"], result["exit_code"]) == ("timed_out", None)
+    assert "push --resume" in result["error"]
+    assert wait_unlocked_and_done(node)
+    files = installed(node)
+    files.pop("client.pem")
+    assert files == master_files(master)
+    resume = run_push(master, cluster, node.spec, "--resume")
+    assert resume.returncode == 0, resume.stderr
+    assert resume.results[node.spec]["outcome"] == "nothing_to_resume"
+
+
+def wait_unlocked_and_done(node: SshNode, seconds: float = 30) -> bool:
+    """Wait until the node's last transaction has ended (its journal says so)."""
+    journal = node.root / "var/lib/txsetup/journal"
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        lines = journal.read_text().splitlines() if journal.exists() else []
+        if lines and any(s in lines[-1] for s in ('"done"', '"rolled_back"')):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_interrupting_the_master(master: Path, cluster: SshNodes) -> None:
+    """SIGINT: no new node starts, running ssh clients end, every node is reported, exit 130;
+    the interrupted node ends committed (never mixed) and push --resume reports it."""
+    slow, *rest = cluster.nodes
+    slow_restart_config(slow, 3)
+    argv = [
+        txsetup_exe(),
+        "push",
+        "--from-root",
+        str(master),
+        "--remote-command",
+        f"{txsetup_exe()} node-daemon-setup",
+        "--parallel",
+        "1",
+        *(a for opt in cluster.ssh_options for a in ("--ssh-option", opt)),
+        slow.spec,
+        *(n.spec for n in rest),
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until the slow node is restarting its daemon
+        if b'"restart_daemon"' in line and b"step.begin" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    push = parse_push(proc.returncode, out.decode(), err.decode())
+    assert push.returncode == 130
+    assert push.results[slow.spec]["outcome"] == "interrupted"
+    assert {push.results[n.spec]["outcome"] for n in rest} == {"not_started"}
+    assert push.events[-1]["event"] == "push.end"
+    assert push.events[-1]["interrupted"] is True
+    assert wait_unlocked_and_done(slow)
+    files = installed(slow)
+    files.pop("client.pem")
+    assert files == master_files(master)
+    assert all(installed(n) == {} for n in rest)
+    resume = run_push(master, cluster, slow.spec, "--resume")
+    assert resume.results[slow.spec]["outcome"] == "nothing_to_resume"
+
+
+def test_killed_ssh_client_leaves_no_node_halfway(master: Path, cluster: SshNodes) -> None:
+    """kill -9 of the ssh client while the node stages: the node still ends exactly
+    old or exactly new, and push --resume reports a consistent node."""
+    node = cluster.nodes[0]
+    slow_restart_config(node, 2)
+    document = make_document_for(master, node)
+    proc = subprocess.Popen(
+        cluster.ssh_argv(node, txsetup_exe(), "node-daemon-setup"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    assert proc.stderr is not None
+    proc.stdin.write(document)
+    proc.stdin.close()
+    for line in proc.stderr:
+        if b"step.begin" in line and b'"stage"' in line:
+            break
+    proc.kill()
+    proc.wait()
+    assert wait_unlocked_and_done(node)
+    files = installed(node)
+    assert files.pop("client.pem", b"-----BEGIN").startswith(b"-----BEGIN")
+    assert files in ({}, master_files(master))
+    resume = run_push(master, cluster, node.spec, "--resume")
+    assert resume.returncode == 0
+    assert resume.results[node.spec]["outcome"] in ("nothing_to_resume", "resumed")
+
+
+def make_document_for(master: Path, node: SshNode) -> bytes:
+    """The exact bytes push would send to ``node``."""
+    from txsetup.master import build_payload
+
+    return build_payload(master, start_node_daemon=True).for_node("127.0.0.1")
+
+
+def test_usage_and_from_root_errors(master: Path, tmp_path: Path) -> None:
+    """Usage errors exit 2, an unusable --from-root exits 3 naming the file; nothing runs."""
+    exe = txsetup_exe()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [exe, "push", *args], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    for args, code, words in [
+        ((), 2, "no NODE"),
+        (("--from-root", str(master), "-oProxyCommand=x"), 2, ""),
+        (("--from-root", str(master), "--", "-oProxyCommand=x"), 2, "not [user@]host"),
+        (("--from-root", str(master), "--abort", "n1"), 2, "--abort goes with --resume"),
+        (("--from-root", str(master), "--parallel", "0", "n1"), 2, "positive"),
+        (("--from-root", str(tmp_path / "none"), "n1"), 3, "ssconf_cluster_name is missing"),
+    ]:
+        proc = run(*args)
+        assert proc.returncode == code, (args, proc.stderr)
+        assert words in proc.stderr
+        assert "Traceback" not in proc.stderr
+        check_log_lines(proc.stderr)
+    (master / "var/lib/ganeti/server.pem").unlink()
+    proc = run("--from-root", str(master), "n1")
+    assert proc.returncode == 3
+    assert "server.pem is missing" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_tty_view_shows_rows_and_summary(master: Path, cluster: SshNodes) -> None:
+    """Under a pseudo-terminal: a line per finished node and the summary; no raw JSON,
+    no traceback; results still go to stdout (a file), not the screen."""
+    screen, results = tty_push(master, cluster, [n.spec for n in cluster.nodes[:2]])
+    assert "Traceback" not in screen
+    assert '{"' not in screen
+    assert "2/2 nodes: 2 committed" in screen
+    assert all(n.spec in screen for n in cluster.nodes[:2])
+    assert len(results.splitlines()) == 2
+
+
+def test_tty_view_without_rich_falls_back_to_plain_lines(
+    master: Path, cluster: SshNodes, tmp_path: Path
+) -> None:
+    """With rich not importable the view prints plain lines, and never fails."""
+    fake = tmp_path / "norich/rich"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('rich is not installed here')\n")
+    screen, _ = tty_push(
+        master,
+        cluster,
+        [cluster.nodes[0].spec, "root@127.0.0.1:1"],
+        env={"PYTHONPATH": str(fake.parent)},
+    )
+    assert "Traceback" not in screen
+    assert "pushing to 2 node(s)" in screen
+    assert "unreachable" in screen
+    assert "2/2 nodes: 1 committed, 1 unreachable" in screen
+    assert "--retry-from" in screen
+
+
+def tty_push(
+    master: Path, cluster: SshNodes, specs: list[str], env: dict[str, str] | None = None
+) -> tuple[str, str]:
+    """Run push with stderr on a pty (``script``), stdout to a file; the screen and results."""
+    script = require_tool("script")
+    out = master.parent / "tty-results.json"
+    options = " ".join(f"--ssh-option {opt}" for opt in cluster.ssh_options)
+    command = (
+        f"{txsetup_exe()} push --from-root {master} --no-start-node-daemon "
+        f"--remote-command '{txsetup_exe()} node-daemon-setup' {options} "
+        f"{' '.join(specs)} > {out}"
+    )
+    proc = subprocess.run(
+        [script, "-qec", command, "/dev/null"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "200", "LINES": "40", **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+    screen = proc.stdout.decode("utf-8", "replace")
+    assert_no_secrets(screen)
+    return screen, out.read_text()
