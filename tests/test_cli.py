@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CLUSTER, Run, encode, make_document, run_txsetup, snapshot
+from tests.conftest import (
+    CLUSTER,
+    Run,
+    encode,
+    make_document,
+    parse_run,
+    run_txsetup,
+    snapshot,
+    txsetup_exe,
+)
 from txsetup.demo.certs import generate_node_certificate, split_pem
 
 SetupRun = Callable[..., Run]
@@ -376,3 +386,26 @@ def test_unreadable_local_file_is_refused_not_skipped(
     assert name in run.result["error"]
     assert snapshot(root) == before
     assert elsewhere.read_text() == "anything\n"
+
+
+def test_closed_stdin_is_invalid_input(root: Path) -> None:
+    """A node whose stdin is closed (descriptor 0 gone) refuses with exit 3, touching nothing."""
+    proc = subprocess.run(
+        ["sh", "-c", 'exec "$0" node-daemon-setup --root "$1" <&-', txsetup_exe(), str(root)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    run = parse_run(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    assert run.returncode == 3
+    assert "empty document" in run.result["error"]
+    assert not (root / "var/lib/ganeti").exists()
+
+
+def test_dropped_stdin_midway_is_invalid_input(node_pem: str, root: Path) -> None:
+    """A document cut off by a dropped connection is not JSON: exit 3, nothing written."""
+    data = encode(make_document(node_pem))
+    run = run_txsetup(["node-daemon-setup", "--root", str(root)], stdin=data[: len(data) // 2])
+    assert run.returncode == 3
+    assert "not JSON" in run.result["error"]
+    assert not (root / "var/lib/ganeti").exists()
