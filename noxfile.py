@@ -27,6 +27,6 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Run txsetup on an embedded default: a temporary node root, a real run."""
-    session.install("-e", ".")
+    """Run txsetup on an embedded default: a temporary node root, a real run, a push."""
+    session.install("-e", ".[master]")
     session.run("python", "-m", "txsetup.demo", *session.posargs)

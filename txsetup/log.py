@@ -19,7 +19,14 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 from txsetup import PROGRAM, __version__
 
-__all__ = ["REDACTED", "LogFormat", "configure_logging", "get_logger", "refuse_key_material"]
+__all__ = [
+    "REDACTED",
+    "LogFormat",
+    "configure_logging",
+    "default_log_format",
+    "get_logger",
+    "refuse_key_material",
+]
 
 LogFormat = Literal["json", "console"]
 REDACTED = "[redacted: key material]"
@@ -93,6 +100,13 @@ class _BestEffortStream:
 
     def isatty(self) -> bool:
         return self._stream.isatty()
+
+
+def default_log_format(requested: str | None, stream: TextIO) -> LogFormat:
+    """``--log-format`` as given, else console for a terminal and JSON otherwise."""
+    if requested == "json" or (requested is None and not stream.isatty()):
+        return "json"
+    return "console"
 
 
 def configure_logging(*, fmt: LogFormat, level: int = logging.INFO, stream: TextIO) -> None:

@@ -6,7 +6,8 @@ on a free loopback port. Then, with the installed console script exactly as a
 master runs it: a dry run; a real run that installs the files, restarts the
 daemon and probes it over TLS; a re-run that converges; and a run whose new
 files the daemon refuses, which is rolled back to the old files and the old,
-healthy daemon.
+healthy daemon. Then, when OpenSSH is installed, a ``txsetup push`` from a
+master root to three loopback sshd "nodes", each with its own demo daemon.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from txsetup.demo.certs import generate_node_certificate
+from txsetup.demo.push import push_scenario
 from txsetup.node.config import HealthTarget
 from txsetup.node.daemon import probe_tls
 
@@ -133,7 +135,19 @@ def main() -> int:
         pem = generate_node_certificate(CLUSTER, key_type="ec")
         document = payload(pem)
         try:
-            return scenarios(root, port, pem, document)
+            checks = scenarios(root, port, pem, document)
+            checks |= push_scenario(
+                Path(tmp),
+                document,
+                write_config=write_config,
+                free_port=free_port,
+                served=served_fingerprint,
+                installed=pem_fingerprint(pem),
+            )
+            print()
+            for what, ok in checks.items():
+                print(f"   [{'ok' if ok else 'FAILED'}] {what}")
+            return 0 if all(checks.values()) else 1
         finally:
             subprocess.run(
                 [sys.executable, "-m", "txsetup.demo.noded", "stop", "--root", str(root)],
@@ -141,8 +155,8 @@ def main() -> int:
             )
 
 
-def scenarios(root: Path, port: int, pem: str, document: dict[str, Any]) -> int:
-    """The four runs, each checked; 0 when all behaved."""
+def scenarios(root: Path, port: int, pem: str, document: dict[str, Any]) -> dict[str, bool]:
+    """The four runs on one node; what each should have done, and whether it did."""
     plan = txsetup(root, "node-daemon-setup", "--dry-run", document=document)
     print("\n== dry run plan:")
     for item in plan.get("plan", []):
@@ -179,7 +193,7 @@ def scenarios(root: Path, port: int, pem: str, document: dict[str, Any]) -> int:
             f"   {path.stat().st_mode & 0o777:04o} {path.stat().st_size:>6}  "
             f"{path.relative_to(root)}"
         )
-    checks = {
+    return {
         "first run committed": first["outcome"] == "committed",
         "daemon serves the installed certificate": serving == installed,
         "re-run converged": again["outcome"] == "converged",
@@ -187,10 +201,6 @@ def scenarios(root: Path, port: int, pem: str, document: dict[str, Any]) -> int:
         "old files back": before == after,
         "old daemon healthy again": serving_after == installed,
     }
-    print()
-    for what, ok in checks.items():
-        print(f"   [{'ok' if ok else 'FAILED'}] {what}")
-    return 0 if all(checks.values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,192 @@
+"""``node-daemon-setup`` and its ``--resume``: the run, and the result it prints.
+
+Failures become a :class:`Result` with the exit code their error carries;
+nothing here prints or exits: :mod:`txsetup.cli` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import secrets
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import structlog
+
+from txsetup.errors import ExitCode, RecoveryFailed, RolledBack, TxsetupError
+from txsetup.log import get_logger
+from txsetup.node.config import Config, load_config
+from txsetup.txn.plan import Layout
+
+if TYPE_CHECKING:
+    from txsetup.node.restart import DaemonControl
+
+__all__ = ["Result", "run_node_daemon_setup", "run_resume"]
+
+
+@dataclass
+class Result:
+    """The one JSON object printed on stdout."""
+
+    txid: str | None
+    outcome: str
+    exit_code: ExitCode = ExitCode.OK
+    changed: list[str] = field(default_factory=list)
+    steps: list[dict[str, object]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The result object (SPEC §7)."""
+        return {
+            "txid": self.txid,
+            "outcome": self.outcome,
+            "exit_code": int(self.exit_code),
+            "changed": self.changed,
+            "steps": self.steps,
+            **self.extra,
+        }
+
+
+def daemon_control(config: Config, layout: Layout) -> DaemonControl:
+    """The node daemon's control as configured, presenting the installed server.pem."""
+    from txsetup.node.restart import DaemonControl
+
+    return DaemonControl(config.daemon, get_logger(), layout.path("var/lib/ganeti/server.pem"))
+
+
+def new_txid() -> str:
+    """A sortable, unique transaction id."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def _failure(error: TxsetupError, layout: Layout) -> dict[str, Any]:
+    message = str(error)
+    if isinstance(error, RecoveryFailed):
+        message += f" (journal and backups kept in {layout.state_dir})"
+    return {"error": message, "error_code": error.error_code}
+
+
+def _stdin() -> BinaryIO:
+    """stdin as bytes; a closed descriptor 0 reads as an empty document (exit 3)."""
+    return sys.stdin.buffer if sys.stdin is not None else io.BytesIO()
+
+
+def run_node_daemon_setup(args: argparse.Namespace) -> Result:
+    """Run (or dry-run) the transaction; failures become a result, never a traceback."""
+    from txsetup.node.steps import (
+        DRY_RUN_STEPS,
+        NODE_DAEMON_SETUP_STEPS,
+        Setup,
+        finish,
+        release_lock,
+        resolve_owners,
+    )
+    from txsetup.txn.engine import StepReport, StepState, run_steps, signals_raise
+
+    layout = Layout(args.root)
+    txid = new_txid()
+    structlog.contextvars.bind_contextvars(txid=txid)
+    log = get_logger()
+    log.info("txn.begin", command="node-daemon-setup", root=str(args.root), dry_run=args.dry_run)
+    config = load_config(args.config, root=args.root)
+    ctx = Setup(
+        layout,
+        txid,
+        _stdin(),
+        log,
+        daemon_control(config, layout),
+        owners=resolve_owners(config.files),
+        lock_timeout=args.lock_timeout,
+    )
+    table = DRY_RUN_STEPS if args.dry_run else NODE_DAEMON_SETUP_STEPS
+    names = [s.name for s in NODE_DAEMON_SETUP_STEPS]
+    result = Result(txid, "dry_run" if args.dry_run else "committed")
+    reports: list[StepReport] = []
+    with signals_raise() as hush:
+        try:
+            run_steps(table, ctx, log=log, hush=hush, reports=reports)
+            if not args.dry_run:
+                finish(ctx)
+        except TxsetupError as error:
+            hush()
+            result.outcome = "rolled_back" if isinstance(error, RolledBack) else "failed"
+            result.exit_code = error.exit_code
+            result.extra.update(_failure(error, layout))
+            if isinstance(error, RolledBack):
+                log.warning("txn.rolled_back", reason=str(error))
+        finally:
+            release_lock(ctx)
+    done = {r.name: r for r in reports}
+    result.steps = [done.get(n, StepReport(n, StepState.SKIPPED)).to_json() for n in names]
+    if ctx.recovered:
+        result.extra["recovered"] = ctx.recovered
+    if args.dry_run and result.exit_code == ExitCode.OK:
+        result.extra["plan"] = [p.describe() for p in ctx.plan]
+        pending = unfinished_txid(layout)
+        if pending is not None:
+            # The real run would first finish or undo it; say so, touch nothing.
+            result.extra["pending_recovery"] = pending
+    elif result.exit_code == ExitCode.OK:
+        result.changed = ctx.changed_paths
+        if ctx.txn is None:
+            result.outcome = "converged"
+            log.info("txn.converged")
+        else:
+            log.info("txn.committed", changed=result.changed)
+    return result
+
+
+def unfinished_txid(layout: Layout) -> str | None:
+    """The id of an unfinished transaction in the journal, read without writing."""
+    from txsetup.txn.journal import FINISHED_STATES, read_journal
+
+    records = read_journal(layout.journal)
+    return records[-1].txid if records and records[-1].state not in FINISHED_STATES else None
+
+
+def run_resume(args: argparse.Namespace) -> Result:
+    """``--resume [--abort]``: finish or undo the unfinished transaction."""
+    from filelock import FileLock, Timeout
+
+    from txsetup.node.restart import recovery_hooks
+    from txsetup.txn.recovery import recover_pending
+
+    layout = Layout(args.root)
+    structlog.contextvars.bind_contextvars(txid=None)
+    log = get_logger()
+    log.info("txn.begin", command="node-daemon-setup", resume=True, abort=args.abort)
+    config = load_config(args.config, root=args.root)
+    try:
+        layout.make_state_dir()
+        with FileLock(layout.lock_file, timeout=args.lock_timeout):
+            found = recover_pending(
+                layout,
+                log,
+                hooks=recovery_hooks(daemon_control(config, layout)),
+                abort=args.abort,
+                lock_timeout=args.lock_timeout,
+            )
+    except Timeout:
+        return Result(
+            None,
+            "failed",
+            ExitCode.BUSY,
+            extra={
+                "error": f"lock: {layout.relative(layout.lock_file)} is held by another run",
+                "error_code": "busy",
+            },
+        )
+    except OSError as exc:
+        # The node may still be mid-transaction: only the journal can finish it.
+        error = RecoveryFailed(f"resume: {exc}")
+        return Result(None, "failed", error.exit_code, extra=_failure(error, layout))
+    except TxsetupError as error:
+        return Result(None, "failed", error.exit_code, extra=_failure(error, layout))
+    if found is None:
+        return Result(None, "nothing_to_resume")
+    structlog.contextvars.bind_contextvars(txid=found["txid"])
+    outcome = "resumed" if found["action"] == "rolled_forward" else "rolled_back"
+    return Result(found["txid"], outcome, extra={"recovered": [found]})

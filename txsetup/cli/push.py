@@ -1,0 +1,173 @@
+"""``txsetup push``: its arguments, and the exit code a push ends with.
+
+stdout carries one JSON result line per node as it finishes; stderr the
+view (:mod:`txsetup.master.progress`). Exit 0 when every node succeeded, 10
+when any did not, 2 usage, 3 an unusable ``--from-root``, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from txsetup.errors import ExitCode, TxsetupError, UsageError
+from txsetup.log import default_log_format, get_logger
+
+if TYPE_CHECKING:
+    from txsetup.master import Node
+
+__all__ = ["add_push_parser", "run_push"]
+
+
+def add_push_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    """The ``push`` subcommand and its options (SPEC §8)."""
+    push = sub.add_parser(
+        "push",
+        help="master side: run node-daemon-setup on nodes over ssh, one connection each",
+        description="Build the node-daemon-setup document from this master's files, check it, "
+        "and run it on every NODE over one ssh connection each, at most --parallel at once. "
+        "stdout: one JSON result line per node as it finishes. Exit 0 when every node "
+        "succeeded, 10 when any did not, 2 usage, 3 unusable --from-root, 130 interrupted.",
+        epilog="examples:\n"
+        "  txsetup push node1 root@node2:2222 > results.json\n"
+        "  txsetup push --nodes-file nodes.txt --parallel 32 > results.json\n"
+        "  txsetup push --retry-from results.json > retry.json\n"
+        "  txsetup push --resume node1 node2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    push.add_argument("nodes", nargs="*", metavar="NODE", help="[user@]host[:port]")
+    push.add_argument(
+        "--nodes-file", type=Path, metavar="FILE", help="one NODE per line, # comments"
+    )
+    push.add_argument(
+        "--retry-from",
+        type=Path,
+        metavar="FILE",
+        help="push again to the nodes of a results file that did not succeed",
+    )
+    push.add_argument(
+        "--from-root",
+        type=Path,
+        default=Path(os.environ.get("TXSETUP_ROOT", "/")),
+        metavar="DIR",
+        help="the master's root: var/lib/ganeti/ssconf_*, server.pem, hmac.key "
+        "(default: $TXSETUP_ROOT or /)",
+    )
+    push.add_argument("--ssh", default="ssh", metavar="PROGRAM", help="ssh client (default ssh)")
+    push.add_argument(
+        "--ssh-option",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="passed to ssh as -o OPT (repeatable)",
+    )
+    push.add_argument(
+        "--remote-command",
+        default="txsetup node-daemon-setup",
+        metavar="CMD",
+        help="what runs on the node (default: txsetup node-daemon-setup)",
+    )
+    push.add_argument(
+        "--parallel", type=int, default=8, metavar="N", help="nodes at once (default 8)"
+    )
+    push.add_argument(
+        "--timeout", type=float, default=None, metavar="SECONDS", help="per node (default none)"
+    )
+    push.add_argument(
+        "--start-node-daemon",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="(re)start the node daemon after commit (default: start)",
+    )
+    push.add_argument("--dry-run", action="store_true", help="nodes verify and plan only")
+    push.add_argument(
+        "--resume", action="store_true", help="finish or undo each node's unfinished transaction"
+    )
+    push.add_argument("--abort", action="store_true", help="with --resume: undo instead")
+    push.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        default=None,
+        help="stderr: live view (console, the default on a terminal) or JSON lines",
+    )
+    push.set_defaults(debug=False, verbose=False)
+
+
+def _push_nodes(args: argparse.Namespace) -> list[Node]:
+    """NODE arguments, then --nodes-file, then --retry-from's failed nodes; once each."""
+    from txsetup.master import nodes_to_retry, parse_node
+
+    texts = list(args.nodes)
+    if args.nodes_file is not None:
+        try:
+            lines = args.nodes_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--nodes-file: cannot read {args.nodes_file}: {exc}") from exc
+        texts += [t for line in lines if (t := line.split("#", 1)[0].strip())]
+    retry = nodes_to_retry(args.retry_from) if args.retry_from is not None else []
+    texts += retry
+    if not texts and args.retry_from is None:
+        raise UsageError("push: no NODE given (arguments, --nodes-file or --retry-from)")
+    try:
+        nodes = [parse_node(t) for t in dict.fromkeys(texts)]
+    except ValueError as exc:
+        raise UsageError(f"push: {exc}") from exc
+    return nodes
+
+
+def run_push(args: argparse.Namespace) -> int:
+    """``txsetup push``: results on stdout, the view on stderr, the exit code here."""
+    from txsetup.master import PushOptions, build_payload, push
+    from txsetup.master.progress import make_view
+
+    log = get_logger()
+    try:
+        if args.abort and not args.resume:
+            raise UsageError("--abort goes with --resume")
+        if args.resume and args.dry_run:
+            raise UsageError("--resume and --dry-run exclude each other")
+        if args.parallel < 1 or (args.timeout is not None and args.timeout <= 0):
+            raise UsageError("--parallel and --timeout must be positive")
+        nodes = _push_nodes(args)
+        payload = (
+            None
+            if args.resume
+            else build_payload(args.from_root, start_node_daemon=args.start_node_daemon)
+        )
+    except TxsetupError as error:
+        log.error("push.error", error=str(error), error_code=error.error_code)
+        return error.exit_code
+    options = PushOptions(
+        ssh=args.ssh,
+        ssh_options=tuple(args.ssh_option),
+        remote_command=args.remote_command,
+        parallel=args.parallel,
+        timeout=args.timeout,
+        dry_run=args.dry_run,
+        resume=args.resume,
+        abort=args.abort,
+    )
+    view = make_view(default_log_format(args.log_format, sys.stderr), sys.stderr)
+    view.begin(len(nodes))
+    report = push(
+        nodes,
+        payload,
+        options,
+        on_event=view.on_event,
+        on_result=lambda r: _print_line(r.to_json()),
+    )
+    view.end(report)
+    if report.interrupted:
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK if report.ok else ExitCode.NODES_FAILED
+
+
+def _print_line(line: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
