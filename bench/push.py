@@ -422,9 +422,9 @@ class Spread:
         return cls(statistics.median(values), min(values), max(values))
 
     def text(self, unit: str = "s", digits: int = 2) -> str:
-        """``1.23 s [1.10–1.40]``."""
+        """``1.23 s [1.10-1.40]``."""
         d = digits
-        return f"{self.median:.{d}f}{unit} [{self.low:.{d}f}–{self.high:.{d}f}]"
+        return f"{self.median:.{d}f}{unit} [{self.low:.{d}f}-{self.high:.{d}f}]"
 
 
 def _ratios(top: Sequence[Sample], bottom: Sequence[Sample]) -> Spread:
@@ -481,8 +481,8 @@ def figure_one(bench: Bench, reps: int, report: Report) -> None:
     report.summary.append(
         (
             f"1. one node: {n} files by one `scp` each ÷ one `txsetup push`",
-            f"push **{ratio.median:.1f}×** faster [{ratio.low:.1f}–{ratio.high:.1f}]",
-            f"≥ {SCP_TARGET:g}×",
+            f"push **{ratio.median:.1f}x** faster [{ratio.low:.1f}-{ratio.high:.1f}]",
+            f"≥ {SCP_TARGET:g}x",
             "yes" if met else "**no**",
         )
     )
@@ -492,7 +492,7 @@ def figure_one(bench: Bench, reps: int, report: Report) -> None:
     per_file = med(s.wall / n for s in scp)
     rows = [
         ("`txsetup push`, whole command", _walls(push).text(), _cpu(push)),
-        (f"{n} × `scp` (one per file)", _walls(scp).text(), _cpu(scp)),
+        (f"{n} x `scp` (one per file)", _walls(scp).text(), _cpu(scp)),
         ("one of those scp runs", Spread.of([s.wall / n for s in scp]).text(), "—"),
         ("bare connection: `ssh node true`", _walls(ssh).text(), _cpu(ssh)),
         ("node-side run alone, no ssh", _walls(local).text(), _cpu(local)),
@@ -512,7 +512,7 @@ def figure_one(bench: Bench, reps: int, report: Report) -> None:
                 f" the master holds {n} files ({_size(bench.files)}). Ratio = scp series ÷ push,"
                 " per repetition.",
                 "",
-                "| run | wall, median [min–max] | CPU s median: ours + nodes' sshd |",
+                "| run | wall, median [min-max] | CPU s median: ours + nodes' sshd |",
                 "| --- | --- | --- |",
                 *(f"| {a} | {b} | {c} |" for a, b, c in rows),
                 "",
@@ -527,16 +527,16 @@ def figure_one(bench: Bench, reps: int, report: Report) -> None:
     )
     if not met:
         report.unmet.append(
-            f"**1. push vs scp per file: {ratio.median:.1f}×, target ≥ {SCP_TARGET:g}×.**"
+            f"**1. push vs scp per file: {ratio.median:.1f}x, target ≥ {SCP_TARGET:g}x.**"
             f" The scp series is {n} SSH connections of {per_file:.2f} s each (a bare `ssh true`"
             f" takes {ssh_wall:.2f} s), {n * per_file:.1f} s in all. One push is"
             f" {push_wall:.2f} s: {push_wall - node_wall:.2f} s in the master process (Python"
             f" start-up, imports, reading and checking the payload), {ssh_wall:.2f} s for its"
             f" one connection and {local_wall:.2f} s for the node-side run (Python start-up,"
-            " verification, client certificate, durable writes). 20× would need a push of"
+            " verification, client certificate, durable writes). 20x would need a push of"
             f" {n * per_file / SCP_TARGET:.2f} s; the connection and the node-side run alone"
             f" take {ssh_wall + local_wall:.2f} s. The ratio grows with the file count: it is"
-            " bounded by files × one connection ÷ (connection + node-side run + master)."
+            " bounded by files x one connection ÷ (connection + node-side run + master)."
         )
 
 
@@ -558,13 +558,13 @@ def figure_two(bench: Bench, reps: int, report: Report) -> None:
     report.summary += [
         (
             f"2a. {MANY} nodes (`--parallel {PARALLEL}`) ÷ 1 node, wall",
-            f"**{spread.median:.2f}×** [{spread.low:.2f}–{spread.high:.2f}]",
-            f"≤ {SPREAD_TARGET:g}×",
+            f"**{spread.median:.2f}x** [{spread.low:.2f}-{spread.high:.2f}]",
+            f"≤ {SPREAD_TARGET:g}x",
             "yes" if met else "**no**",
         ),
         (
             f"2b. {MANY} single-node pushes in a row ÷ one {MANY}-node push",
-            f"**{speedup.median:.2f}×** [{speedup.low:.2f}–{speedup.high:.2f}]",
+            f"**{speedup.median:.2f}x** [{speedup.low:.2f}-{speedup.high:.2f}]",
             "—",
             "—",
         ),
@@ -587,24 +587,25 @@ def figure_two(bench: Bench, reps: int, report: Report) -> None:
                 "Fresh node roots before every run. Every node is an sshd on this machine,"
                 f" so the {MANY} node-side runs share its {cores} cores with the master.",
                 "",
-                "| run | wall, median [min–max] | CPU s median: ours + nodes' sshd |",
+                "| run | wall, median [min-max] | CPU s median: ours + nodes' sshd |",
                 "| --- | --- | --- |",
                 *(f"| {a} | {b} | {c} |" for a, b, c in rows),
                 "",
                 f"CPU per node in the {MANY}-node push (master, ssh, sshd, node-side run):"
                 f" {per_node:.2f} s; the push kept the cores {busy:.0%} busy. With {cores}"
                 f" cores, {MANY} nodes cannot take less than {floor:.2f} s here ="
-                f" {floor / one_wall:.2f}× one node's wall.",
+                f" {floor / one_wall:.2f}x one node's wall.",
             ]
         )
     )
     if not met:
         report.unmet.append(
-            f"**2a. {MANY} nodes ÷ 1 node: {spread.median:.2f}×, target ≤ {SPREAD_TARGET:g}×.**"
+            f"**2a. {MANY} nodes ÷ 1 node: {spread.median:.2f}x, target ≤ {SPREAD_TARGET:g}x.**"
             f" Here all {MANY} nodes are processes on one {cores}-core machine: each node costs"
             f" {per_node:.2f} CPU s (the node-side run, sshd, the ssh client and a share of the"
-            f" master), so the CPU alone puts {MANY} nodes at ≥ {floor:.2f} s, {floor / one_wall:.2f}×"
-            f" one node's {one_wall:.2f} s, and the push kept the cores {busy:.0%} busy. On a"
+            f" master), so the CPU alone puts {MANY} nodes at ≥ {floor:.2f} s,"
+            f" {floor / one_wall:.2f}x one node's {one_wall:.2f} s, and the push kept the"
+            f" cores {busy:.0%} busy. On a"
             " cluster each node-side run and sshd use that node's own CPUs; only the master's"
             " part (push and the ssh clients) would share one machine."
         )
@@ -625,16 +626,20 @@ def figure_three(bench: Bench, reps: int, report: Report) -> None:
     cores = _cores()
     rate = Spread.of([count / s.wall for s in many])
     limit = Spread.of([cores / s.local_cpu for s in local])
-    share = Spread.of([count / a.wall / (cores / b.local_cpu) for a, b in zip(many, local)])
+    share = Spread.of(
+        [count / a.wall / (cores / b.local_cpu) for a, b in zip(many, local, strict=True)]
+    )
     full = Spread.of([cores / (s.cpu / count) for s in many])
     busy = statistics.median(s.cpu / (s.wall * cores) for s in many)
-    node_side = statistics.median(s.local_cpu for s in local)
+    node_cpu = Spread.of([s.local_cpu for s in local])
+    stack_cpu = Spread.of([s.cpu / count for s in many])
+    node_side = node_cpu.median
     stack = statistics.median(s.cpu / count for s in many)
     report.summary.append(
         (
             f"3. {count} nodes, `--parallel {PARALLEL}`: nodes/s ÷ limit (cores ÷ node-side CPU s)",
             f"{rate.median:.2f} of {limit.median:.2f} nodes/s = **{share.median:.0%}**"
-            f" [{share.low:.0%}–{share.high:.0%}]",
+            f" [{share.low:.0%}-{share.high:.0%}]",
             "—",
             "—",
         )
@@ -648,15 +653,15 @@ def figure_three(bench: Bench, reps: int, report: Report) -> None:
                 " more node-side runs ready than there are cores (each run also waits on fsync"
                 " and on its connection), so a higher value only adds contention here.",
                 "",
-                "| quantity | median [min–max] |",
+                "| quantity | median [min-max] |",
                 "| --- | --- |",
                 f"| wall time of the {count}-node push | {_walls(many).text()} |",
                 f"| nodes per second | {rate.text(' nodes/s')} |",
-                f"| node-side run, CPU s (local, no ssh) | {Spread.of([s.local_cpu for s in local]).text()} |",
+                f"| node-side run, CPU s (local, no ssh) | {node_cpu.text()} |",
                 f"| limit: {cores} cores ÷ that | {limit.text(' nodes/s')} |",
                 f"| **fraction of the limit** | {share.text('', 2)} |",
-                f"| CPU s per node, everything (master, ssh, sshd, node-side) | {Spread.of([s.cpu / count for s in many]).text()} |",
-                f"| limit with everything counted: {cores} cores ÷ that | {full.text(' nodes/s')} |",
+                f"| CPU s per node, all (master, ssh, sshd, node-side) | {stack_cpu.text()} |",
+                f"| limit with all of it: {cores} cores ÷ that | {full.text(' nodes/s')} |",
                 f"| cores kept busy by the push | {busy:.0%} |",
             ]
         )
@@ -707,7 +712,7 @@ def render(report: Report) -> str:
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{report.command}`:"
         f" {report.reps} repetitions, the variants of each figure alternated (A B A B …);"
-        " each figure is a ratio of variants from this run, median [min–max] over the"
+        " each figure is a ratio of variants from this run, median [min-max] over the"
         " repetitions. Nodes are real OpenSSH sshd processes on loopback, one per node root."
         " See `bench/README.md` for the method.",
         "",

@@ -26,6 +26,7 @@ from tests.conftest import (
     make_document,
     require_tool,
     snapshot,
+    start_setup,
     txsetup_exe,
 )
 from txsetup.demo.sshnodes import SshNode, SshNodes, start_ssh_nodes
@@ -408,3 +409,21 @@ def tty_push(
     screen = proc.stdout.decode("utf-8", "replace")
     assert_no_secrets(screen)
     return screen, out.read_text()
+
+
+def test_hangup_does_not_stop_a_node_run(master: Path, tmp_path: Path) -> None:
+    """SIGHUP (a dropped ssh session with a terminal) mid-restart: the run still commits."""
+    node_root = tmp_path / "node"
+    (node_root / "var/lib").mkdir(parents=True)
+    (node_root / "var/lock").mkdir()
+    node = SshNode("local", 0, node_root, 0)
+    slow_restart_config(node, 2)
+    proc = start_setup(node_root, make_document_for(master, node))
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if b"step.begin" in line and b'"restart_daemon"' in line:
+            break
+    proc.send_signal(signal.SIGHUP)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert json.loads(out)["outcome"] == "committed"

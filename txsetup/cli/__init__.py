@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -133,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(json.dumps(describe_last_transaction(Layout(args.root))))
         return ExitCode.OK
+    # A dropped ssh session with a terminal sends SIGHUP: the run goes on to its
+    # end instead of dying half way (no terminal, no SIGHUP: the same outcome).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         if args.abort and not args.resume:
             raise UsageError("--abort goes with --resume")
