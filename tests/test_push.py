@@ -133,10 +133,25 @@ def master_files(master: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in (master / "var/lib/ganeti").iterdir()}
 
 
-def test_push_to_five_nodes_installs_every_file_byte_exact(master: Path, cluster: SshNodes) -> None:
-    """Five nodes in parallel: all committed, each holding the master's files byte for byte."""
-    push = run_push(master, cluster, *(n.spec for n in cluster.nodes), "--no-start-node-daemon")
+def test_push_to_five_nodes_installs_every_file_byte_exact(
+    master: Path, cluster: SshNodes, tmp_path: Path
+) -> None:
+    """Five nodes in parallel over exactly one ssh connection each (counted by an --ssh
+    wrapper): all committed, each holding the master's files byte for byte."""
+    calls = tmp_path / "ssh-calls"
+    wrapper = tmp_path / "counting-ssh"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec ssh "$@"\n')
+    wrapper.chmod(0o755)
+    push = run_push(
+        master,
+        cluster,
+        *(n.spec for n in cluster.nodes),
+        "--no-start-node-daemon",
+        "--ssh",
+        str(wrapper),
+    )
     assert push.returncode == 0, push.stderr
+    assert len(calls.read_text().splitlines()) == 5
     assert set(push.results) == {n.spec for n in cluster.nodes}
     for node in cluster.nodes:
         result = push.results[node.spec]
@@ -195,9 +210,13 @@ def test_unreachable_node_and_retry_from(master: Path, cluster: SshNodes, tmp_pa
 
 
 def test_dry_run_writes_nothing_anywhere(master: Path, cluster: SshNodes) -> None:
-    """--dry-run reaches every node, which plans only: no node root changes at all."""
+    """--dry-run (nodes from --nodes-file, with comments) reaches every node, which plans
+    only: no node root changes at all."""
     before = {n.spec: snapshot(n.root, skip=()) for n in cluster.nodes}
-    push = run_push(master, cluster, *(n.spec for n in cluster.nodes), "--dry-run")
+    nodes_file = master.parent / "nodes.txt"
+    listed = "".join(f"{n.spec}  # node {i}\n\n" for i, n in enumerate(cluster.nodes))
+    nodes_file.write_text("# the cluster\n" + listed)
+    push = run_push(master, cluster, "--nodes-file", str(nodes_file), "--dry-run")
     assert push.returncode == 0, push.stderr
     assert {r["outcome"] for r in push.results.values()} == {"dry_run"}
     assert all(r["result"]["plan"] for r in push.results.values())
