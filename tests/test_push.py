@@ -78,25 +78,26 @@ def cluster(tmp_path: Path) -> Iterator[SshNodes]:
         yield nodes
 
 
-def run_push(
-    master: Path,
-    cluster: SshNodes,
-    *args: str,
-    remote: str | None = None,
-    timeout: float = 180,
-) -> Push:
-    """Run the installed ``txsetup push`` against ``cluster``; check its output contract."""
-    argv = [
+def push_argv(master: Path, cluster: SshNodes, *args: str) -> list[str]:
+    """The installed ``txsetup push`` against ``cluster``'s nodes, running the installed
+    node-daemon-setup there."""
+    return [
         txsetup_exe(),
         "push",
         "--from-root",
         str(master),
         "--remote-command",
-        remote or f"{txsetup_exe()} node-daemon-setup",
+        f"{txsetup_exe()} node-daemon-setup",
         *(a for opt in cluster.ssh_options for a in ("--ssh-option", opt)),
         *args,
     ]
-    proc = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+
+
+def run_push(master: Path, cluster: SshNodes, *args: str, timeout: float = 180) -> Push:
+    """Run ``txsetup push``; check its output contract."""
+    proc = subprocess.run(
+        push_argv(master, cluster, *args), capture_output=True, timeout=timeout, check=False
+    )
     return parse_push(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
@@ -273,19 +274,7 @@ def test_interrupting_the_master(master: Path, cluster: SshNodes) -> None:
     the interrupted node ends committed (never mixed) and push --resume reports it."""
     slow, *rest = cluster.nodes
     slow_restart_config(slow, 3)
-    argv = [
-        txsetup_exe(),
-        "push",
-        "--from-root",
-        str(master),
-        "--remote-command",
-        f"{txsetup_exe()} node-daemon-setup",
-        "--parallel",
-        "1",
-        *(a for opt in cluster.ssh_options for a in ("--ssh-option", opt)),
-        slow.spec,
-        *(n.spec for n in rest),
-    ]
+    argv = push_argv(master, cluster, "--parallel", "1", slow.spec, *(n.spec for n in rest))
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     for line in proc.stderr:  # wait until the slow node is restarting its daemon
