@@ -6,8 +6,10 @@ JSON, valid against ``docs/log-events.schema.json``, and free of key material.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -52,6 +54,71 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is required when TXSETUP_SYSTEM_TESTS=1")
         pytest.skip(f"{name} not installed")
     return path
+
+
+# Ganeti's system accounts, as its ``tools/users-setup`` creates them: every
+# group, and each daemon user with the group of its own name as primary group.
+GANETI_GROUPS = (
+    "gnt-admin",
+    "gnt-confd",
+    "gnt-daemons",
+    "gnt-luxid",
+    "gnt-masterd",
+    "gnt-metad",
+    "gnt-rapi",
+)
+GANETI_USERS = ("gnt-confd", "gnt-masterd", "gnt-metad", "gnt-rapi")
+
+
+def require_root(why: str) -> None:
+    """Skip unless root; fail instead under TXSETUP_SYSTEM_TESTS=1."""
+    if os.geteuid() != 0:
+        if SYSTEM_TESTS:
+            pytest.fail(f"root is required when TXSETUP_SYSTEM_TESTS=1 ({why})")
+        pytest.skip(f"{why} needs root")
+
+
+def _account_exists(kind: str, name: str) -> bool:
+    try:
+        (pwd.getpwnam if kind == "user" else grp.getgrnam)(name)
+    except KeyError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def ganeti_accounts() -> None:
+    """Ganeti's users and groups exist on this machine (created once, idempotently).
+
+    Ganeti's own node-daemon-setup refuses to run without all of them, and
+    txsetup gives new secret files to gnt-masterd when it exists. Creating
+    them changes the machine for good, as installing Ganeti would: only as
+    root, only what is missing, and a concurrent creator is fine (existence
+    is checked again rather than trusting an exit status).
+    """
+    require_root("creating Ganeti's users and groups")
+    for group in GANETI_GROUPS:
+        if not _account_exists("group", group):
+            subprocess.run([require_tool("groupadd"), "--system", group], check=False)
+            assert _account_exists("group", group), f"could not create group {group}"
+    for user in GANETI_USERS:
+        if not _account_exists("user", user):
+            subprocess.run(
+                [
+                    require_tool("useradd"),
+                    "--system",
+                    "--gid",
+                    user,
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    user,
+                ],
+                check=False,
+            )
+            assert _account_exists("user", user), f"could not create user {user}"
 
 
 def strace_argv(

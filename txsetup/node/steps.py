@@ -19,7 +19,7 @@ from structlog.typing import FilteringBoundLogger
 
 from txsetup.errors import Busy, InternalError, RefusedByVerification
 from txsetup.node.config import FilesConfig, resolve_ownership
-from txsetup.node.files import GANETI_DIR, desired_files
+from txsetup.node.files import GANETI_DIR, FileOwner, desired_files, ganeti_owners
 from txsetup.node.payload import NodeDaemonSetup, decode_node_daemon_setup, read_document
 from txsetup.node.restart import (
     DaemonControl,
@@ -70,7 +70,7 @@ class Setup:
     stdin: BinaryIO
     log: FilteringBoundLogger
     daemon: DaemonControl
-    owners: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    owners: Mapping[str, FileOwner] = field(default_factory=dict)
     lock_timeout: float = 60.0
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     lock: FileLock | None = None
@@ -211,16 +211,28 @@ def verify_cert(ctx: Setup) -> bool:
 # --- stage and commit -------------------------------------------------------------------
 
 
-def resolve_owners(files: FilesConfig) -> dict[str, tuple[int, int]]:
-    """``[files]`` as uid/gid per secret file (-1: keep), resolved before any step.
+def resolve_owners(
+    files: FilesConfig, *, defaults: Mapping[str, tuple[int, int]] | None = None
+) -> dict[str, FileOwner]:
+    """Owners per secret file: ``[files]`` (resolved before any step) over the defaults.
+
+    The defaults are Ganeti's (:func:`ganeti_owners`) when running as root;
+    a run that is not root (a demo or test root) cannot give files away, so
+    it keeps new files as its own.
 
     Raises:
         InvalidInput: a user or group this node does not know (exit 3).
     """
-    return {
+    if defaults is None:
+        defaults = ganeti_owners() if os.geteuid() == 0 else {}
+    configured = {
         "server.pem": resolve_ownership(files.server_pem),
         "hmac.key": resolve_ownership(files.hmac_key),
         "client.pem": resolve_ownership(files.client_pem),
+    }
+    return {
+        name: FileOwner(uid, gid, *defaults.get(name, (-1, -1)))
+        for name, (uid, gid) in configured.items()
     }
 
 

@@ -127,11 +127,11 @@ def stage_changes(layout: Layout, txid: str, planned: Sequence[PlannedFile]) -> 
         want = item.desired
         target = layout.path(want.relpath)
         staged, hold_path = _copy_names(layout, txid, index, target)
-        uid, gid = want.uid, want.gid
-        if item.old is not None and item.old.kind == "file":
-            # An existing file keeps its owner unless configured otherwise (SPEC §4).
-            uid = item.old.uid if uid == -1 else uid
-            gid = item.old.gid if gid == -1 else gid
+        # Unless configured otherwise, an existing file keeps its owner (SPEC §4)
+        # and a new one gets the default owner.
+        old = item.old if item.old is not None and item.old.kind == "file" else None
+        uid = want.uid if want.uid != -1 else old.uid if old else want.new_uid
+        gid = want.gid if want.gid != -1 else old.gid if old else want.new_gid
         if uid == os.geteuid():
             uid = -1
         if gid == os.getegid():

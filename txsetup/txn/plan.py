@@ -72,13 +72,22 @@ class Layout:
 
 @dataclass(frozen=True, repr=False)
 class DesiredFile:
-    """A file the payload wants: its place, bytes, mode and (optional) owner."""
+    """A file the payload wants: its place, bytes, mode and (optional) owner.
+
+    Two owners, because an existing file keeps its owner unless one is
+    configured (SPEC §4) while a new file still needs one: ``uid``/``gid``
+    apply always (-1: keep an existing file's), ``new_uid``/``new_gid`` only
+    to a file that is created, or replaces something that is not a regular
+    file (-1: the process's own, normally root).
+    """
 
     relpath: str
     content: bytes
     mode: int
     uid: int = -1
     gid: int = -1
+    new_uid: int = -1
+    new_gid: int = -1
 
     def __repr__(self) -> str:
         return f"DesiredFile({self.relpath!r}, {len(self.content)} bytes, {self.mode:#o})"
