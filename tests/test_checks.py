@@ -26,6 +26,7 @@ from txsetup.node.checks import (
     verify_node_certificate,
     verify_public_certificate,
 )
+from txsetup.node.config import ClientPemProfile
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 EC_PARAMETERS = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n"
@@ -416,9 +417,20 @@ def load_client(client_pem: bytes) -> tuple[x509.Certificate, bytes]:
     return x509.load_pem_x509_certificate(cert_text.encode()), public
 
 
+def spki(key: CertificateIssuerPrivateKeyTypes) -> bytes:
+    """A private key's public half, DER."""
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+GANETI_VALIDITY = timedelta(days=1825)
+CLIENT_START = NOW - timedelta(hours=1)
+
+
 @pytest.mark.parametrize("kind", ["ec_key", "rsa_key", "ed25519_key"])
-def test_client_certificate_is_signed_by_the_node_certificate(keys: Keys, kind: str) -> None:
-    """client.pem holds a new key of the node key's kind and a certificate for CN=node_name."""
+def test_client_certificate_is_minted_as_ganeti_does(keys: Keys, kind: str) -> None:
+    """Whatever the node key, client.pem is a new RSA 2048 key, CN=node_name, 1825 days."""
     server_key: CertificateIssuerPrivateKeyTypes = getattr(keys, kind)
     server_pem = pair(server_key)
     server = x509.load_pem_x509_certificate(split_pem(server_pem)[1].encode())
@@ -428,21 +440,47 @@ def test_client_certificate_is_signed_by_the_node_certificate(keys: Keys, kind: 
     cert.verify_directly_issued_by(server)
     assert cert.subject.rfc4514_string() == "CN=node2.example.com"
     assert cert.issuer == server.subject
-    assert cert.not_valid_before_utc == NOW - timedelta(hours=1)
-    assert cert.not_valid_after_utc == server.not_valid_after_utc
-    assert type(cert.public_key()) is type(server_key.public_key())
-    assert public != server_key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    client_key = cert.public_key()
+    assert isinstance(client_key, rsa.RSAPublicKey)
+    assert (client_key.key_size, client_key.public_numbers().e) == (2048, 65537)
+    if kind != "ed25519_key":
+        assert isinstance(cert.signature_hash_algorithm, hashes.SHA256)
+    assert cert.not_valid_before_utc == CLIENT_START
+    assert cert.not_valid_after_utc == CLIENT_START + GANETI_VALIDITY
+    assert cert.not_valid_after_utc > server.not_valid_after_utc  # not cut, as in Ganeti
+    assert public != spki(server_key)
     assert verify_node_certificate(client_pem.decode(), local_pem=None, now=NOW)
     assert client_certificate_is_current(client_pem, server_pem, "node2.example.com", now=NOW)
 
 
+@pytest.mark.parametrize(
+    ("kind", "algorithm"),
+    [
+        ("ec_key", ec.EllipticCurvePublicKey),
+        ("rsa_key", rsa.RSAPublicKey),
+        ("ed25519_key", ed25519.Ed25519PublicKey),
+    ],
+)
+def test_like_node_profile_mints_the_node_key_kind(
+    keys: Keys, kind: str, algorithm: type[object]
+) -> None:
+    """client_pem_key = "like-node" and client_pem_days mint the node key's kind, that long."""
+    server_pem = pair(getattr(keys, kind))
+    profile = ClientPemProfile(key="like-node", days=400)
+    client_pem = make_client_certificate(server_pem, "node2", now=NOW, profile=profile)
+    cert, _ = load_client(client_pem)
+    assert isinstance(cert.public_key(), algorithm)
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=400)
+    assert client_certificate_is_current(client_pem, server_pem, "node2", now=NOW, profile=profile)
+    assert not client_certificate_is_current(client_pem, server_pem, "node2", now=NOW)
+
+
 def test_client_certificate_never_starts_before_the_node_certificate(keys: Keys) -> None:
-    """A node certificate younger than an hour bounds the client certificate's start."""
+    """A node certificate younger than an hour bounds the start; the validity stays 1825 days."""
     server_pem = pair(keys.ec_key, not_before=NOW - timedelta(minutes=5))
     cert, _ = load_client(make_client_certificate(server_pem, "node2", now=NOW))
     assert cert.not_valid_before_utc == NOW - timedelta(minutes=5)
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == GANETI_VALIDITY
 
 
 def test_each_client_certificate_has_a_new_key(keys: Keys) -> None:
@@ -454,21 +492,34 @@ def test_each_client_certificate_has_a_new_key(keys: Keys) -> None:
 
 
 def test_client_certificate_is_not_current_when_anything_differs(keys: Keys) -> None:
-    """Another name, node certificate, renewal, time or garbage means a new client.pem."""
+    """Another name, signer, profile, time near or past its end, or garbage means a new one."""
     server_pem = pair(keys.ec_key)
     client_pem = make_client_certificate(server_pem, "node2", now=NOW)
-    renewed = pair(keys.ec_key, not_after=NOW + timedelta(days=700))
-    later = NOW + timedelta(days=400)
+    end = CLIENT_START + GANETI_VALIDITY
     assert client_certificate_is_current(client_pem, server_pem, "node2", now=NOW)
+    assert client_certificate_is_current(client_pem, server_pem, "node2", now=end - EXPIRY_WARNING)
     assert not client_certificate_is_current(client_pem, server_pem, "node3", now=NOW)
     assert not client_certificate_is_current(client_pem, pair(keys.other_ec_key), "node2", now=NOW)
-    assert not client_certificate_is_current(client_pem, renewed, "node2", now=NOW)
+    later = end - EXPIRY_WARNING + timedelta(seconds=1)  # cluster verify would warn now
     assert not client_certificate_is_current(client_pem, server_pem, "node2", now=later)
+    before = CLIENT_START - timedelta(seconds=1)
+    assert not client_certificate_is_current(client_pem, server_pem, "node2", now=before)
+    for profile in (ClientPemProfile(key="rsa-3072"), ClientPemProfile(days=365)):
+        assert not client_certificate_is_current(
+            client_pem, server_pem, "node2", now=NOW, profile=profile
+        )
     assert not client_certificate_is_current(server_pem.encode(), server_pem, NODE, now=NOW)
     assert not client_certificate_is_current(b"", server_pem, "node2", now=NOW)
     assert not client_certificate_is_current(b"\xff\x00garbage", server_pem, "node2", now=NOW)
     mixed = split_pem(client_pem.decode())[1] + key_pem(keys.other_ec_key)
     assert not client_certificate_is_current(mixed.encode(), server_pem, "node2", now=NOW)
+
+
+def test_client_certificate_outlives_a_renewal_with_the_same_key(keys: Keys) -> None:
+    """A node certificate renewed on the same key (and name) still signs the client.pem."""
+    client_pem = make_client_certificate(pair(keys.ec_key), "node2", now=NOW)
+    renewed = pair(keys.ec_key, not_after=NOW + timedelta(days=700))
+    assert client_certificate_is_current(client_pem, renewed, "node2", now=NOW)
 
 
 @pytest.mark.parametrize(

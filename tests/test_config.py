@@ -12,6 +12,7 @@ import pytest
 from txsetup.errors import ExitCode, InvalidInput, UsageError
 from txsetup.node.config import (
     DEFAULT_CONFIG_PATH,
+    ClientPemProfile,
     Config,
     DaemonConfig,
     FilesConfig,
@@ -40,6 +41,8 @@ hmac_key_owner = 0
 hmac_key_group = "root"
 client_pem_owner = "gnt-noded"
 client_pem_group = "gnt-noded"
+client_pem_key = "like-node"
+client_pem_days = 365
 
 [sshd]
 reload = [["systemctl", "reload", "sshd"], ["true"]]
@@ -77,6 +80,7 @@ def test_no_file_gives_ganeti_defaults(tmp_path: Path) -> None:
     assert config.daemon.health_timeout == 30.0
     assert config.daemon.command_timeout == 60.0
     assert config.files == FilesConfig(Ownership(), Ownership(), Ownership())
+    assert config.files.client_pem_profile == ClientPemProfile(key="rsa-2048", days=1825)
     assert config.sshd.reload == (("systemctl", "reload", "ssh"),)
     assert config.sshd.health_address == HealthTarget("127.0.0.1", 22)
 
@@ -106,6 +110,7 @@ def test_full_file(tmp_path: Path) -> None:
         server_pem=Ownership("root", "gnt-masterd"),
         hmac_key=Ownership("0", "root"),
         client_pem=Ownership("gnt-noded", "gnt-noded"),
+        client_pem_profile=ClientPemProfile(key="like-node", days=365),
     )
     assert config.sshd == SshdConfig(
         reload=(("systemctl", "reload", "sshd"), ("true",)),
@@ -159,6 +164,13 @@ def test_unknown_table_or_key_is_named(tmp_path: Path, text: str, named: str) ->
         ("[files]\nserver_pem_owner = true\n", "[files].server_pem_owner: expected a user"),
         ("[files]\nhmac_key_group = ''\n", "[files].hmac_key_group: expected a user"),
         ("[files]\nclient_pem_owner = -1\n", "[files].client_pem_owner: expected a user"),
+        ("[files]\nclient_pem_key = 'rsa-1024'\n", "[files].client_pem_key: expected one of"),
+        ("[files]\nclient_pem_key = 2048\n", "[files].client_pem_key: expected one of"),
+        ("[files]\nclient_pem_days = '1825'\n", "[files].client_pem_days: expected a whole"),
+        ("[files]\nclient_pem_days = 365.5\n", "[files].client_pem_days: expected a whole"),
+        ("[files]\nclient_pem_days = true\n", "[files].client_pem_days: expected a whole"),
+        ("[files]\nclient_pem_days = 0\n", "[files].client_pem_days: expected 1 to 36500"),
+        ("[files]\nclient_pem_days = 36501\n", "[files].client_pem_days: expected 1 to 36500"),
         ("[sshd]\nreload = 'systemctl'\n", "[sshd].reload: expected a non-empty array"),
         ("[sshd]\nhealth_address = 22\n", "[sshd].health_address: expected a string"),
     ],

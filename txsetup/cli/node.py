@@ -99,6 +99,7 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         log,
         daemon_control(config, layout),
         owners=resolve_owners(config.files),
+        client_profile=config.files.client_pem_profile,
         lock_timeout=args.lock_timeout,
     )
     table = DRY_RUN_STEPS if args.dry_run else NODE_DAEMON_SETUP_STEPS

@@ -22,10 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     PrivateKeyTypes,
+    PublicKeyTypes,
 )
 from cryptography.x509.oid import NameOID
 
 from txsetup.errors import RefusedByVerification
+from txsetup.node.config import ClientPemProfile
 
 __all__ = [
     "EXPIRY_WARNING",
@@ -39,6 +41,11 @@ __all__ = [
 
 EXPIRY_WARNING: Final = timedelta(days=30)
 _CLIENT_BACKDATE: Final = timedelta(hours=1)
+_GANETI_CLIENT_PEM: Final = ClientPemProfile()
+_EC_CURVES: Final[dict[str, type[ec.EllipticCurve]]] = {
+    curve.name: curve for curve in (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+}
+_KeyKind = tuple[str, int | str]  # ("rsa", 2048), ("ec", "secp256r1"), ("ed25519", 0)
 
 _BEGIN: Final = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----")
 _HARMLESS_LABELS: Final = frozenset({"EC PARAMETERS"})  # OpenSSL may emit these beside a key
@@ -126,29 +133,41 @@ def verify_public_certificate(
     return _finish(cert, problems, local_pem, now)
 
 
-def make_client_certificate(server_pem: str, node_name: str, *, now: datetime) -> bytes:
+def make_client_certificate(
+    server_pem: str,
+    node_name: str,
+    *,
+    now: datetime,
+    profile: ClientPemProfile = _GANETI_CLIENT_PEM,
+) -> bytes:
     """Mint client.pem: a new key and a certificate for ``node_name`` signed by the node key.
 
-    The new key is of the node key's kind (RSA of the same size, EC on the same
-    curve, Ed25519; otherwise EC P-256), so the cluster keeps one key profile.
+    By default as Ganeti's ``GenerateSignedX509Cert`` does: an RSA 2048 key,
+    subject CN=node_name, issued by the node certificate, SHA-256, valid 1825
+    days — not cut at the node certificate's end, as Ganeti does not: noded
+    knows a peer by its certificate's digest, and cluster verify checks this
+    certificate's own dates. It starts an hour early (at most back to the node
+    certificate's start) so a peer whose clock lags does not see it as not
+    yet valid; its validity is still exactly ``profile.days``.
 
     Raises:
-        RefusedByVerification: the node certificate cannot issue, or the name
-            cannot be a common name.
+        RefusedByVerification: the node certificate cannot issue now, or the
+            name cannot be a common name.
     """
     server_cert, server_key = _issuer(server_pem)
-    key = _new_key_like(server_key)
+    if not server_cert.not_valid_before_utc <= now <= server_cert.not_valid_after_utc:
+        raise RefusedByVerification("cannot issue client certificate: node certificate not valid")
+    subject = _client_subject(node_name)
+    key = _generate_key(_wanted_key_kind(profile, server_key))
     not_before = max(now - _CLIENT_BACKDATE, server_cert.not_valid_before_utc)
-    if not_before >= server_cert.not_valid_after_utc:
-        raise RefusedByVerification("cannot issue client certificate: node certificate expired")
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_client_subject(node_name))
+        .subject_name(subject)
         .issuer_name(server_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
-        .not_valid_after(server_cert.not_valid_after_utc)
+        .not_valid_after(not_before + timedelta(days=profile.days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(server_key.public_key()),
@@ -162,15 +181,26 @@ def make_client_certificate(server_pem: str, node_name: str, *, now: datetime) -
 
 
 def client_certificate_is_current(
-    existing: bytes, server_pem: str, node_name: str, *, now: datetime
+    existing: bytes,
+    server_pem: str,
+    node_name: str,
+    *,
+    now: datetime,
+    profile: ClientPemProfile = _GANETI_CLIENT_PEM,
 ) -> bool:
-    """Tell whether client.pem already is what we would mint, so a re-run converges.
+    """Tell whether client.pem can stay, so a re-run converges instead of minting anew.
+
+    It can when it is what :func:`make_client_certificate` would mint (its
+    own key of the profile's kind, CN=node_name, signed by this node
+    certificate, valid exactly ``profile.days``), is valid now and does not
+    expire within 30 days (when Ganeti's cluster verify starts to warn).
+    Keeping it matters: the master records its digest once the node is added.
 
     Raises:
         RefusedByVerification: the node certificate cannot issue, or the name
             cannot be a common name.
     """
-    server_cert, _ = _issuer(server_pem)
+    server_cert, server_key = _issuer(server_pem)
     subject = _client_subject(node_name)
     client = _parse(existing.decode("ascii", "replace"))
     if client.problems or len(client.certificates) != 1 or len(client.keys) != 1:
@@ -178,14 +208,17 @@ def client_certificate_is_current(
     cert = client.certificates[0]
     try:
         cert.verify_directly_issued_by(server_cert)
+        kind = _key_kind(cert.public_key())
     except (*_PARSE_ERRORS, InvalidSignature):
         return False
     return (
         cert.subject == subject
         and _spki(cert) != _spki(server_cert)  # its own key, never the node key
         and not _pair_problems(cert, client.keys[0])
-        and not _validity_problems(cert, now)
-        and cert.not_valid_after_utc == server_cert.not_valid_after_utc
+        and kind == _wanted_key_kind(profile, server_key)
+        and cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=profile.days)
+        and cert.not_valid_before_utc <= now
+        and now + EXPIRY_WARNING <= cert.not_valid_after_utc
     )
 
 
@@ -317,15 +350,37 @@ def _issuer(server_pem: str) -> tuple[x509.Certificate, CertificateIssuerPrivate
     raise RefusedByVerification("cannot issue client certificate", problems=problems)
 
 
-def _new_key_like(key: CertificateIssuerPrivateKeyTypes) -> CertificateIssuerPrivateKeyTypes:
-    """A fresh key of the node key's kind (RSA of its size, EC on its curve, Ed25519)."""
-    if isinstance(key, rsa.RSAPrivateKey):
-        return rsa.generate_private_key(public_exponent=65537, key_size=key.key_size)
-    if isinstance(key, ed25519.Ed25519PrivateKey):
+def _key_kind(key: PublicKeyTypes) -> _KeyKind | None:
+    """What kind of key this is, as far as minting one like it goes."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return ("rsa", key.key_size)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return ("ec", key.curve.name)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return ("ed25519", 0)
+    return None
+
+
+def _wanted_key_kind(
+    profile: ClientPemProfile, node_key: CertificateIssuerPrivateKeyTypes
+) -> _KeyKind:
+    """``rsa-N``: RSA of N bits; ``like-node``: the node key's kind (else EC P-256)."""
+    if profile.key.startswith("rsa-"):
+        return ("rsa", int(profile.key.removeprefix("rsa-")))
+    kind = _key_kind(node_key.public_key())
+    if kind is None or (kind[0] == "ec" and kind[1] not in _EC_CURVES):
+        return ("ec", ec.SECP256R1.name)
+    return kind
+
+
+def _generate_key(kind: _KeyKind) -> CertificateIssuerPrivateKeyTypes:
+    """A fresh private key of ``kind``."""
+    algorithm, size = kind
+    if algorithm == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(size))
+    if algorithm == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
-    return ec.generate_private_key(
-        key.curve if isinstance(key, ec.EllipticCurvePrivateKey) else ec.SECP256R1()
-    )
+    return ec.generate_private_key(_EC_CURVES[str(size)]())
 
 
 def _signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | None:

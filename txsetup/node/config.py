@@ -22,8 +22,10 @@ from typing import Final, TypeVar
 from txsetup.errors import InvalidInput, UsageError
 
 __all__ = [
+    "CLIENT_PEM_KEYS",
     "DEFAULT_CONFIG_PATH",
     "Argv",
+    "ClientPemProfile",
     "Config",
     "DaemonConfig",
     "FilesConfig",
@@ -42,6 +44,8 @@ Argv = tuple[str, ...]
 _DAEMON_UTIL: Final = "/usr/lib/ganeti/daemon-util"
 _STOP_ALL: Final = (_DAEMON_UTIL, "stop-all")
 _TABLE_NAMES: Final = frozenset({"daemon", "files", "sshd"})
+CLIENT_PEM_KEYS: Final = ("rsa-2048", "rsa-3072", "rsa-4096", "like-node")
+_MAX_CLIENT_PEM_DAYS: Final = 36500
 _T = TypeVar("_T")
 
 
@@ -81,12 +85,27 @@ class Ownership:
 
 
 @dataclass(frozen=True)
+class ClientPemProfile:
+    """How ``client.pem`` is minted; the defaults are Ganeti's.
+
+    Ganeti's ``GenerateSignedX509Cert`` makes an RSA key of ``RSA_KEY_BITS``
+    (2048) and a certificate valid ``X509_CERT_DEFAULT_VALIDITY`` (1825) days,
+    and its cluster verify warns about any key under 2048 bits. ``like-node``
+    is the node key's kind and size instead (txsetup's earlier choice).
+    """
+
+    key: str = "rsa-2048"
+    days: int = 1825
+
+
+@dataclass(frozen=True)
 class FilesConfig:
-    """Ownership of the secret files (Ganeti gives ``server.pem`` to the masterd group)."""
+    """Ownership of the secret files (unset: Ganeti's defaults) and how client.pem is minted."""
 
     server_pem: Ownership = Ownership()
     hmac_key: Ownership = Ownership()
     client_pem: Ownership = Ownership()
+    client_pem_profile: ClientPemProfile = ClientPemProfile()
 
 
 @dataclass(frozen=True)
@@ -267,6 +286,20 @@ def _account(value: object) -> str:
     return value
 
 
+def _client_pem_key(value: object) -> str:
+    if value not in CLIENT_PEM_KEYS:
+        raise _Bad(f"expected one of {', '.join(CLIENT_PEM_KEYS)}, got {_describe(value)}")
+    return str(value)
+
+
+def _days(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"expected a whole number of days, got {_describe(value)}")
+    if not 0 < value <= _MAX_CLIENT_PEM_DAYS:
+        raise _Bad(f"expected 1 to {_MAX_CLIENT_PEM_DAYS} days, got {value}")
+    return value
+
+
 def _address(scheme: str | None) -> Callable[[object], HealthTarget | None]:
     def check(value: object) -> HealthTarget | None:
         if not isinstance(value, str):
@@ -318,7 +351,14 @@ def _read_files(table: _Table) -> FilesConfig:
         owner: str | None = table.read(f"{file}_owner", _account, None)
         return Ownership(owner, table.read(f"{file}_group", _account, None))
 
-    return FilesConfig(ownership("server_pem"), ownership("hmac_key"), ownership("client_pem"))
+    default = ClientPemProfile()
+    profile = ClientPemProfile(
+        key=table.read("client_pem_key", _client_pem_key, default.key),
+        days=table.read("client_pem_days", _days, default.days),
+    )
+    return FilesConfig(
+        ownership("server_pem"), ownership("hmac_key"), ownership("client_pem"), profile
+    )
 
 
 def _read_sshd(table: _Table) -> SshdConfig:

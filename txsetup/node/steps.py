@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 from structlog.typing import FilteringBoundLogger
 
 from txsetup.errors import Busy, InternalError, RefusedByVerification
-from txsetup.node.config import FilesConfig, resolve_ownership
+from txsetup.node.config import ClientPemProfile, FilesConfig, resolve_ownership
 from txsetup.node.files import GANETI_DIR, FileOwner, desired_files, ganeti_owners
 from txsetup.node.payload import NodeDaemonSetup, decode_node_daemon_setup, read_document
 from txsetup.node.restart import (
@@ -71,6 +71,7 @@ class Setup:
     log: FilteringBoundLogger
     daemon: DaemonControl
     owners: Mapping[str, FileOwner] = field(default_factory=dict)
+    client_profile: ClientPemProfile = field(default_factory=ClientPemProfile)
     lock_timeout: float = 60.0
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     lock: FileLock | None = None
@@ -194,17 +195,14 @@ def verify_cert(ctx: Setup) -> bool:
             fingerprint=ctx.cert.fingerprint_sha256,
         )
     if payload.node_name:
+        pem, name, profile = payload.node_daemon_certificate, payload.node_name, ctx.client_profile
         existing = read_regular(ctx.layout.path(f"{GANETI_DIR}/client.pem"), _LOCAL_LIMIT)
-        current = existing is not None and client_certificate_is_current(
-            existing, payload.node_daemon_certificate, payload.node_name, now=now
-        )
-        ctx.client_pem = (
-            existing
-            if current and existing is not None
-            else (
-                make_client_certificate(payload.node_daemon_certificate, payload.node_name, now=now)
-            )
-        )
+        if existing is not None and client_certificate_is_current(
+            existing, pem, name, now=now, profile=profile
+        ):
+            ctx.client_pem = existing
+        else:
+            ctx.client_pem = make_client_certificate(pem, name, now=now, profile=profile)
     return False
 
 
