@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from txsetup.errors import ExitCode, InvalidInput
+from txsetup.node.files import ssconf_content
 from txsetup.node.payload import (
     MAX_DOCUMENT_BYTES,
     MAX_SSCONF_VALUE_BYTES,
@@ -139,12 +140,17 @@ NODE_DAEMON_CASES = [
     (with_ssconf(MASTER_IP="a"), "$.ssconf.MASTER_IP: unknown ssconf key"),
     (with_ssconf(**{HUGE_KEY: "a"}), '$.ssconf["kkkkkkkkkk'),
     (
-        with_ssconf(node_list="a" * (MAX_SSCONF_VALUE_BYTES + 1)),
+        with_ssconf(node_list="a" * MAX_SSCONF_VALUE_BYTES + "\n"),
         "$.ssconf.node_list: value of 131073 bytes, more than 128 KiB",
     ),
     (
-        with_ssconf(node_list="é" * (MAX_SSCONF_VALUE_BYTES // 2) + "a"),
-        "$.ssconf.node_list: value of 131073 bytes",
+        with_ssconf(node_list="a" * MAX_SSCONF_VALUE_BYTES),
+        "$.ssconf.node_list: value of 131072 bytes, 131073 with the newline ssconf adds, "
+        "more than 128 KiB",
+    ),
+    (
+        with_ssconf(node_list="é" * (MAX_SSCONF_VALUE_BYTES // 2)),
+        "$.ssconf.node_list: value of 131072 bytes, 131073 with the newline",
     ),
     ({"start_node_daemon": "true"}, "$.start_node_daemon: expected boolean, got string"),
     ({"start_node_daemon": 1}, "$.start_node_daemon: expected boolean, got number"),
@@ -280,11 +286,19 @@ def test_older_ganeti_document_is_accepted() -> None:
     assert (setup.hmac_key, setup.node_name, setup.start_node_daemon) == (None, None, False)
 
 
-def test_ssconf_value_of_exactly_the_limit_is_accepted() -> None:
-    """128 KiB of UTF-8 is allowed, whether it is ASCII or two-byte characters."""
-    for value in ("a" * MAX_SSCONF_VALUE_BYTES, "é" * (MAX_SSCONF_VALUE_BYTES // 2)):
-        raw = changed(ganeti_document(), with_ssconf(node_list=value))
-        assert decode_node_daemon_setup(raw).ssconf["node_list"] == value
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a" * (MAX_SSCONF_VALUE_BYTES - 1),
+        "a" * (MAX_SSCONF_VALUE_BYTES - 1) + "\n",
+        "é" * (MAX_SSCONF_VALUE_BYTES // 2 - 1) + "a",
+    ],
+)
+def test_ssconf_file_of_exactly_the_limit_is_accepted(value: str) -> None:
+    """A value whose file (newline included) is 128 KiB of UTF-8 is allowed, ASCII or not."""
+    assert len(ssconf_content(value)) == MAX_SSCONF_VALUE_BYTES
+    raw = changed(ganeti_document(), with_ssconf(node_list=value))
+    assert decode_node_daemon_setup(raw).ssconf["node_list"] == value
 
 
 def test_all_problems_are_reported_at_once() -> None:

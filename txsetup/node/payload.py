@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, BinaryIO, Final, NoReturn, TypeVar
 
 from txsetup.errors import InvalidInput
+from txsetup.node.files import ssconf_content
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 MAX_DOCUMENT_BYTES: Final = 16 * 1024 * 1024
-MAX_SSCONF_VALUE_BYTES: Final = 128 * 1024  # measured in UTF-8 bytes
+MAX_SSCONF_VALUE_BYTES: Final = 128 * 1024  # the file's UTF-8 bytes, added newline included
 # fmt: off
 SSCONF_KEYS: Final[frozenset[str]] = frozenset({
     "cluster_name", "cluster_tags", "file_storage_dir", "shared_file_storage_dir",
@@ -305,11 +306,30 @@ def _ssconf(value: object, path: str, problems: list[str]) -> Mapping[str, str]:
             problems.append(f"{item_path}: unknown ssconf key")
             continue
         values[key] = _string(item, item_path, problems, empty_ok=True)
-        size = _utf8_size(values[key]) or 0
-        if size > MAX_SSCONF_VALUE_BYTES:
-            limit = _size(MAX_SSCONF_VALUE_BYTES)
-            problems.append(f"{item_path}: value of {size} bytes, more than {limit}")
+        problem = _ssconf_size_problem(values[key])
+        if problem:
+            problems.append(f"{item_path}: {problem}")
     return types.MappingProxyType(values)
+
+
+def _ssconf_size_problem(value: str) -> str | None:
+    """Cap the file a value makes, newline included, at 128 KiB of UTF-8.
+
+    That file is what Ganeti's ``ReadSsconfFile`` refuses beyond 128 KiB (by
+    its size in bytes), so a bigger one would break every ssconf read of the
+    key on the node. Ganeti's writer counts characters of the value plus the
+    newline, which is the same for ASCII and lets a longer UTF-8 file through.
+    """
+    size = _utf8_size(value)
+    if size is None or size + 1 <= MAX_SSCONF_VALUE_BYTES:  # fast path; a surrogate is reported
+        return None
+    file_size = len(ssconf_content(value))
+    if file_size <= MAX_SSCONF_VALUE_BYTES:
+        return None
+    limit = _size(MAX_SSCONF_VALUE_BYTES)
+    if file_size > size:
+        return f"value of {size} bytes, {file_size} with the newline ssconf adds, more than {limit}"
+    return f"value of {size} bytes, more than {limit}"
 
 
 def _key_triples(value: object, path: str, problems: list[str]) -> tuple[SshKeyTriple, ...]:
