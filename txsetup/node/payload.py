@@ -37,6 +37,7 @@ __all__ = [
     "SshSetup",
     "decode_node_daemon_setup",
     "decode_ssh_setup",
+    "json_path",
     "read_document",
 ]
 
@@ -422,6 +423,11 @@ def _key_line(value: object, path: str, problems: list[str]) -> str:
 
 
 # Messages: paths, types and sizes, never values.
+
+
+def json_path(path: str, key: str) -> str:
+    """The JSON path of ``key`` under ``path``, as every message here writes it."""
+    return _child(path, key)
 
 
 def _child(path: str, key: str) -> str:
