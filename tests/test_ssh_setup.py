@@ -79,14 +79,14 @@ def test_ganeti_30_document_installs_host_keys_and_generates_roots_pair(
     assert run.returncode == 0, run.stderr
     assert run.result["outcome"] == "committed"
     for kind, private, public in document["ssh_host_key"]:
-        key = node / f"etc/ssh/ssh_host_{kind}_key"
-        assert key.read_text() == private
-        assert Path(f"{key}.pub").read_text() == public
-        assert (mode(key), mode(Path(f"{key}.pub"))) == (0o600, 0o644)
-    private = (node / "root/.ssh/id_ed25519").read_bytes()
-    assert private.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
-    key = serialization.load_ssh_private_key(private, password=None)
-    assert isinstance(key, ed25519.Ed25519PrivateKey)
+        host_key = node / f"etc/ssh/ssh_host_{kind}_key"
+        assert host_key.read_text() == private
+        assert Path(f"{host_key}.pub").read_text() == public
+        assert (mode(host_key), mode(Path(f"{host_key}.pub"))) == (0o600, 0o644)
+    root_private = (node / "root/.ssh/id_ed25519").read_bytes()
+    assert root_private.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+    root_key = serialization.load_ssh_private_key(root_private, password=None)
+    assert isinstance(root_key, ed25519.Ed25519PrivateKey)
     public = (node / "root/.ssh/id_ed25519.pub").read_text()
     assert run.result["root_public_keys"] == [public.rstrip("\n")]
     assert public.startswith("ssh-ed25519 AAAA")
