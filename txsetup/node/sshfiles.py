@@ -1,5 +1,8 @@
 """The files ``ssh-setup`` installs: where, with which bytes and modes (SPEC §4).
 
+Standard library only: recovery (on every run's start-up path) imports the
+paths from here, and ``cryptography`` is loaded only when keys are checked.
+
 Host keys go to ``etc/ssh``, root's pair and ``authorized_keys`` to
 ``root/.ssh``, all under ``--root``. Private keys are 0600 and public keys
 0644, as ``ssh-keygen`` and Ganeti write them; ``authorized_keys`` is 0600.
@@ -12,15 +15,16 @@ from dataclasses import dataclass
 from typing import Final
 
 from txsetup.node.payload import SshKeyTriple
-from txsetup.node.sshkeys import authorized_key_identity
 from txsetup.txn.plan import DesiredFile
 
 __all__ = [
     "AUTHORIZED_KEYS",
     "DIR_MODES",
+    "KEY_LINE_TYPES",
     "ROOT_SSH_DIR",
     "SSH_DIR",
     "KeyPairFiles",
+    "authorized_key_identity",
     "desired_ssh_files",
     "host_key_paths",
     "merge_authorized_keys",
@@ -34,6 +38,19 @@ AUTHORIZED_KEYS: Final = f"{ROOT_SSH_DIR}/authorized_keys"
 # Directories a run may create: root's home and its .ssh are private (sshd's
 # StrictModes refuses a group- or world-writable one, and no one else needs them).
 DIR_MODES: Final = {"root": 0o700, ROOT_SSH_DIR: 0o700, "etc": 0o755, SSH_DIR: 0o755}
+# The key type names a public key line (or an authorized_keys line) may carry.
+KEY_LINE_TYPES: Final = frozenset(
+    {
+        "ssh-rsa",
+        "ssh-dss",
+        "ssh-ed25519",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+        "sk-ssh-ed25519@openssh.com",
+    }
+)
 
 
 def host_key_paths(kind: str) -> tuple[str, str]:
@@ -75,6 +92,18 @@ class KeyPairFiles:
             DesiredFile(self.paths[0], self.private, 0o600),
             DesiredFile(self.paths[1], self.public, 0o644),
         ]
+
+
+def authorized_key_identity(line: str) -> tuple[str, ...]:
+    """What makes two authorized_keys lines the same key, as Ganeti compares them.
+
+    A line without options is its type and blob (the comment and spacing do
+    not matter); a line with options is all of its words.
+    """
+    parts = line.split()
+    if parts and parts[0] in KEY_LINE_TYPES:
+        return ("", *parts[:2])
+    return ("options", *parts)
 
 
 def merge_authorized_keys(existing: bytes | None, lines: Iterable[str]) -> bytes:

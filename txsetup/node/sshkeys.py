@@ -30,11 +30,11 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from txsetup.node.payload import SshKeyTriple
+from txsetup.node.sshfiles import KEY_LINE_TYPES
 
 __all__ = [
     "DEFAULT_BITS",
     "KeyFacts",
-    "authorized_key_identity",
     "fingerprint_of_line",
     "generate_key_pair",
     "key_pair_fits",
@@ -45,19 +45,6 @@ __all__ = [
 # Key sizes used when a master names a type but no size (Ganeti's defaults).
 DEFAULT_BITS: Final = {"rsa": 2048, "dsa": 1024, "ecdsa": 256, "ed25519": 256}
 
-# The key type names a public key line (or an authorized_keys line) may carry.
-_LINE_TYPES: Final = frozenset(
-    {
-        "ssh-rsa",
-        "ssh-dss",
-        "ssh-ed25519",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-        "sk-ssh-ed25519@openssh.com",
-    }
-)
 _PRIVATE_CLASSES: Final[Mapping[str, type]] = {
     "rsa": rsa.RSAPrivateKey,
     "dsa": dsa.DSAPrivateKey,
@@ -188,7 +175,7 @@ def _key_at(parts: Sequence[str]) -> int | None:
     does not load, such as FIDO ``sk-`` keys, are accepted too.
     """
     for index, part in enumerate(parts[:-1]):
-        if part in _LINE_TYPES:
+        if part in KEY_LINE_TYPES:
             try:
                 blob = base64.b64decode(parts[index + 1], validate=True)
             except (binascii.Error, ValueError):
@@ -207,18 +194,6 @@ def verify_authorized_lines(authorized: Mapping[str, Sequence[str]], path: str) 
             if _key_at(line.split()) is None:
                 problems.append(f"{json_path(path, name)}[{index}]: no public key in the line")
     return problems
-
-
-def authorized_key_identity(line: str) -> tuple[str, ...]:
-    """What makes two authorized_keys lines the same key, as Ganeti compares them.
-
-    A line without options is its type and blob (the comment and spacing do
-    not matter); a line with options is all of its words.
-    """
-    parts = line.split()
-    if parts and parts[0] in _LINE_TYPES:
-        return ("", *parts[:2])
-    return ("options", *parts)
 
 
 def key_pair_fits(private: bytes | None, public: bytes | None, kind: str, bits: int | None) -> bool:
