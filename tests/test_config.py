@@ -48,6 +48,8 @@ client_pem_days = 365
 reload = [["systemctl", "reload", "sshd"], ["true"]]
 status = ["systemctl", "is-active", "sshd"]
 health_address = "tcp://[::1]:2222"
+health_timeout = 4
+command_timeout = 9.5
 """
 
 
@@ -81,8 +83,9 @@ def test_no_file_gives_ganeti_defaults(tmp_path: Path) -> None:
     assert config.daemon.command_timeout == 60.0
     assert config.files == FilesConfig(Ownership(), Ownership(), Ownership())
     assert config.files.client_pem_profile == ClientPemProfile(key="rsa-2048", days=1825)
-    assert config.sshd.reload == (("systemctl", "reload", "ssh"),)
+    assert config.sshd.reload == ((DAEMON_UTIL, "reload-ssh-keys"),)
     assert config.sshd.health_address == HealthTarget("127.0.0.1", 22)
+    assert config.sshd.health_timeout == 30.0
 
 
 def test_default_path_under_root_is_read(tmp_path: Path) -> None:
@@ -116,6 +119,8 @@ def test_full_file(tmp_path: Path) -> None:
         reload=(("systemctl", "reload", "sshd"), ("true",)),
         status=("systemctl", "is-active", "sshd"),
         health_address=HealthTarget("::1", 2222),
+        health_timeout=4.0,
+        command_timeout=9.5,
     )
 
 

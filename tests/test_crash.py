@@ -168,6 +168,7 @@ class Scenario:
     env: dict[str, str]
     traced_env: dict[str, str]
     strace: str
+    command: str = "node-daemon-setup"
 
     def fresh_root(self) -> Path:
         """A private copy of the old node."""
@@ -178,9 +179,7 @@ class Scenario:
 
     def run(self, root: Path, *extra: str, payload: bytes | None = None) -> Run:
         """A normal (untraced) run of the installed CLI against ``root``."""
-        return run_txsetup(
-            ["node-daemon-setup", "--root", str(root), *extra], stdin=payload, env=self.env
-        )
+        return run_txsetup([self.command, "--root", str(root), *extra], stdin=payload, env=self.env)
 
     def traced(
         self,
@@ -197,7 +196,7 @@ class Scenario:
         argv = [self.strace, "-f", "-qq", "-o", str(out), "-e", f"trace={names}"]
         if action is not None:
             argv += ["-e", f"inject={name}:{action}"]
-        argv += [txsetup_exe(), "node-daemon-setup", "--root", str(root), *extra]
+        argv += [txsetup_exe(), self.command, "--root", str(root), *extra]
         proc = subprocess.run(
             argv,
             input=payload or b"",
@@ -410,7 +409,7 @@ def test_kill_at_every_point_then_resume_is_old_or_new(
 
 
 _FAILED_STEP = re.compile(r'"event": "step\.failed".*?"step": "(?P<step>\w+)"')
-_BEFORE_CHANGES = ("lock", "decode", "verify_cluster", "verify_cert")
+_BEFORE_CHANGES = ("lock", "decode", "verify_cluster", "verify_cert", "verify_keys")
 
 
 def is_stream(call: Call) -> bool:

@@ -243,6 +243,17 @@ SSH_CASES = [
     ({"authorized_keys": {"n": ["a\0b"]}}, "$.authorized_keys.n[0]: line break or NUL"),
     ({"authorized_keys": {"n": ["a\n\n"]}}, "$.authorized_keys.n[0]: line break or NUL"),
     ({"authorized_keys": {"": []}}, '$.authorized_keys[""]: empty name'),
+    ({"ssh_key_type": "dss"}, "$.ssh_key_type: expected one of rsa, dsa, ecdsa, ed25519"),
+    ({"ssh_key_type": 1}, "$.ssh_key_type: expected string, got number"),
+    ({"ssh_key_type": "rsa", "ssh_key_bits": "2048"}, "$.ssh_key_bits: expected integer, got"),
+    ({"ssh_key_type": "rsa", "ssh_key_bits": 2048.0}, "$.ssh_key_bits: expected integer, got"),
+    ({"ssh_key_type": "rsa", "ssh_key_bits": 0}, "$.ssh_key_bits: expected a key size from 1"),
+    ({"ssh_key_type": "rsa", "ssh_key_bits": -5}, "$.ssh_key_bits: expected a key size from 1"),
+    ({"ssh_key_type": "rsa", "ssh_key_bits": 10**400}, "$.ssh_key_bits: expected a key size"),
+    ({"ssh_key_type": "rsa", "ssh_key_bits": 512}, "$.ssh_key_bits: a rsa key must have at"),
+    ({"ssh_key_type": "dsa", "ssh_key_bits": 2048}, "$.ssh_key_bits: a dsa key must have 1024"),
+    ({"ssh_key_type": "ecdsa", "ssh_key_bits": 255}, "$.ssh_key_bits: a ecdsa key must have"),
+    ({"ssh_key_bits": 2048}, "$.ssh_key_bits: given without $.ssh_key_type"),
     ({"ssconf": {}}, "$.ssconf: unknown key"),
     ({"start_node_daemon": True}, "$.start_node_daemon: unknown key"),
     (b'{"cluster_name": "a", "authorized_keys": {"n": [], "n": []}}', "$.authorized_keys.n: dup"),
@@ -336,6 +347,12 @@ def test_ssh_document_is_accepted() -> None:
     assert setup.authorized_keys["node1-uuid"][1] == "ssh-ed25519 AAAA2 x\n"
     minimal = decode_ssh_setup(b'{"cluster_name": "c"}')
     assert minimal == SshSetup("c", None, (), (), {})
+    ganeti_30 = decode_ssh_setup(
+        encode({**ssh_document(), "ssh_key_type": "rsa", "ssh_key_bits": 2048})
+    )
+    assert (ganeti_30.ssh_key_type, ganeti_30.ssh_key_bits) == ("rsa", 2048)
+    ed25519 = decode_ssh_setup(b'{"cluster_name": "c", "ssh_key_type": "ed25519"}')
+    assert (ed25519.ssh_key_type, ed25519.ssh_key_bits) == ("ed25519", None)
 
 
 def test_repr_never_shows_secrets() -> None:

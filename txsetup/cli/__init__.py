@@ -2,6 +2,8 @@
 
 ``txsetup node-daemon-setup`` (alias ``node-daemon-setup``) reads a document
 on stdin and runs the step table (:mod:`txsetup.cli.node`); ``txsetup
+ssh-setup`` (alias ``prepare-node-join``) does the same for SSH keys
+(:mod:`txsetup.cli.ssh`); ``txsetup
 status`` describes the last transaction; ``txsetup push`` runs it on nodes
 over ssh (:mod:`txsetup.cli.push`). stderr carries JSON log lines, stdout
 JSON results.
@@ -24,11 +26,12 @@ from typing import NoReturn
 from txsetup import __version__
 from txsetup.cli.node import Result, run_node_daemon_setup, run_resume
 from txsetup.cli.push import add_push_parser, run_push
+from txsetup.cli.ssh import run_ssh_setup
 from txsetup.errors import ExitCode, TxsetupError, UsageError
 from txsetup.log import configure_logging, default_log_format, get_logger
 from txsetup.txn.plan import Layout
 
-__all__ = ["main", "node_daemon_setup_main"]
+__all__ = ["main", "node_daemon_setup_main", "prepare_node_join_main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,38 +69,51 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read a JSON document on stdin; verify it; install the ssconf files and "
         "the node daemon certificate as one transaction; restart the node daemon if asked.",
     )
-    _common(nds)
-    nds.add_argument(
+    _run_options(nds)
+    ssh = sub.add_parser(
+        "ssh-setup",
+        help="install SSH host keys, root's key pair and authorized_keys from stdin",
+        description="Read a JSON document on stdin (as Ganeti's prepare-node-join does); "
+        "verify it; install the SSH host keys, root's key pair and authorized_keys as one "
+        "transaction; reload sshd when a host key changed.",
+    )
+    _run_options(ssh)
+    status = sub.add_parser("status", help="describe the last or unfinished transaction")
+    _common(status)
+    add_push_parser(sub)
+    return parser
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """The options node-daemon-setup and ssh-setup share (SPEC §2)."""
+    _common(parser)
+    parser.add_argument(
         "--dry-run", action="store_true", help="decode, verify and print the plan; touch nothing"
     )
-    nds.add_argument(
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="read no stdin; finish or undo the unfinished transaction",
     )
-    nds.add_argument(
+    parser.add_argument(
         "--abort",
         action="store_true",
         help="with --resume: undo the unfinished transaction instead",
     )
-    nds.add_argument(
+    parser.add_argument(
         "--lock-timeout",
         type=float,
         default=60.0,
         metavar="SECONDS",
         help="how long to wait for the lock (default 60)",
     )
-    nds.add_argument(
+    parser.add_argument(
         "--config",
         type=Path,
         default=None,
         metavar="FILE",
         help="TOML configuration (default: <root>/etc/txsetup/config.toml when it exists)",
     )
-    status = sub.add_parser("status", help="describe the last or unfinished transaction")
-    _common(status)
-    add_push_parser(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,7 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--abort goes with --resume")
         if args.resume and args.dry_run:
             raise UsageError("--resume and --dry-run exclude each other")
-        result = run_resume(args) if args.resume else run_node_daemon_setup(args)
+        if args.resume:
+            result = run_resume(args)
+        elif args.command == "ssh-setup":
+            result = run_ssh_setup(args)
+        else:
+            result = run_node_daemon_setup(args)
     except TxsetupError as error:  # before any step: usage or configuration
         get_logger().error("config.error", error=str(error), error_code=error.error_code)
         result = Result(
@@ -185,6 +206,11 @@ def _emit(result: Result) -> None:
 def node_daemon_setup_main() -> NoReturn:
     """Entry point of the ``node-daemon-setup`` alias (Ganeti's master runs it)."""
     sys.exit(main(["node-daemon-setup", *sys.argv[1:]]))
+
+
+def prepare_node_join_main() -> NoReturn:
+    """Entry point of the ``prepare-node-join`` alias of ``ssh-setup`` (Ganeti's name)."""
+    sys.exit(main(["ssh-setup", *sys.argv[1:]]))
 
 
 def console_main() -> NoReturn:

@@ -1,4 +1,4 @@
-"""``node-daemon-setup`` and its ``--resume``: the run, and the result it prints.
+"""``node-daemon-setup`` and ``--resume`` (of either command): the run, and its result.
 
 Failures become a :class:`Result` with the exit code their error carries;
 nothing here prints or exits: :mod:`txsetup.cli` does.
@@ -23,8 +23,9 @@ from txsetup.txn.plan import Layout
 
 if TYPE_CHECKING:
     from txsetup.node.restart import DaemonControl
+    from txsetup.txn.recovery import Hooks
 
-__all__ = ["Result", "run_node_daemon_setup", "run_resume"]
+__all__ = ["Result", "all_recovery_hooks", "run_node_daemon_setup", "run_resume"]
 
 
 @dataclass
@@ -55,6 +56,19 @@ def daemon_control(config: Config, layout: Layout) -> DaemonControl:
     from txsetup.node.restart import DaemonControl
 
     return DaemonControl(config.daemon, get_logger(), layout.path("var/lib/ganeti/server.pem"))
+
+
+def all_recovery_hooks(config: Config, layout: Layout) -> Hooks:
+    """Recovery for a transaction of any step table: whichever command runs next
+    (or ``--resume``) must finish what another one began."""
+    from txsetup.node.restart import recovery_hooks
+    from txsetup.node.sshd import SshdControl, sshd_recovery_hooks
+    from txsetup.txn.recovery import combine_hooks
+
+    return combine_hooks(
+        recovery_hooks(daemon_control(config, layout)),
+        sshd_recovery_hooks(SshdControl(config.sshd, get_logger())),
+    )
 
 
 def new_txid() -> str:
@@ -101,6 +115,7 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         owners=resolve_owners(config.files),
         client_profile=config.files.client_pem_profile,
         lock_timeout=args.lock_timeout,
+        hooks=all_recovery_hooks(config, layout),
     )
     table = DRY_RUN_STEPS if args.dry_run else NODE_DAEMON_SETUP_STEPS
     names = [s.name for s in NODE_DAEMON_SETUP_STEPS]
@@ -152,13 +167,12 @@ def run_resume(args: argparse.Namespace) -> Result:
     """``--resume [--abort]``: finish or undo the unfinished transaction."""
     from filelock import FileLock, Timeout
 
-    from txsetup.node.restart import recovery_hooks
     from txsetup.txn.recovery import recover_pending
 
     layout = Layout(args.root)
     structlog.contextvars.bind_contextvars(txid=None)
     log = get_logger()
-    log.info("txn.begin", command="node-daemon-setup", resume=True, abort=args.abort)
+    log.info("txn.begin", command=args.command, resume=True, abort=args.abort)
     config = load_config(args.config, root=args.root)
     try:
         layout.make_state_dir()
@@ -166,7 +180,7 @@ def run_resume(args: argparse.Namespace) -> Result:
             found = recover_pending(
                 layout,
                 log,
-                hooks=recovery_hooks(daemon_control(config, layout)),
+                hooks=all_recovery_hooks(config, layout),
                 abort=args.abort,
                 lock_timeout=args.lock_timeout,
             )

@@ -110,11 +110,17 @@ class FilesConfig:
 
 @dataclass(frozen=True)
 class SshdConfig:
-    """How ``ssh-setup`` reloads the SSH daemon and checks it still answers."""
+    """How ``ssh-setup`` reloads the SSH daemon and tells that it serves the new host keys.
 
-    reload: tuple[Argv, ...] = (("systemctl", "reload", "ssh"),)
+    The default reload is Ganeti's own (``daemon-util reload-ssh-keys``), so a
+    node without a file behaves as Ganeti's ``prepare-node-join`` would.
+    """
+
+    reload: tuple[Argv, ...] = ((_DAEMON_UTIL, "reload-ssh-keys"),)
     status: Argv = ("systemctl", "is-active", "ssh")
     health_address: HealthTarget | None = HealthTarget("127.0.0.1", 22)
+    health_timeout: float = 30.0
+    command_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -367,6 +373,8 @@ def _read_sshd(table: _Table) -> SshdConfig:
         reload=table.read("reload", _commands, default.reload),
         status=table.read("status", _argv, default.status),
         health_address=table.read("health_address", _address(None), default.health_address),
+        health_timeout=table.read("health_timeout", _seconds, default.health_timeout),
+        command_timeout=table.read("command_timeout", _seconds, default.command_timeout),
     )
 
 

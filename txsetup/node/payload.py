@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_DOCUMENT_BYTES",
     "MAX_SSCONF_VALUE_BYTES",
+    "MAX_SSH_KEY_BITS",
     "SSCONF_KEYS",
     "SSH_KEY_TYPES",
     "NodeDaemonSetup",
@@ -37,6 +38,7 @@ __all__ = [
     "SshSetup",
     "decode_node_daemon_setup",
     "decode_ssh_setup",
+    "json_path",
     "read_document",
 ]
 
@@ -55,6 +57,8 @@ SSCONF_KEYS: Final[frozenset[str]] = frozenset({
 })
 # fmt: on
 SSH_KEY_TYPES: Final = ("rsa", "dsa", "ecdsa", "ed25519")
+MAX_SSH_KEY_BITS: Final = 16384
+MIN_RSA_KEY_BITS: Final = 1024
 
 _PLAIN_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _SHOWN_KEY_CHARS: Final = 40
@@ -101,6 +105,8 @@ class SshSetup:
     ssh_host_key: tuple[SshKeyTriple, ...]
     ssh_root_key: tuple[SshKeyTriple, ...]
     authorized_keys: Mapping[str, tuple[str, ...]]
+    ssh_key_type: str | None = None  # Ganeti 3.0: root's key pair is made on the node
+    ssh_key_bits: int | None = None
 
     def __repr__(self) -> str:
         """Leaves out the certificate too: until verified it may still carry a private key."""
@@ -169,15 +175,28 @@ def decode_ssh_setup(raw: bytes) -> SshSetup:
         authorized_keys=_optional(
             top, "authorized_keys", _authorized_keys, types.MappingProxyType({}), problems
         ),
+        ssh_key_type=_optional(top, "ssh_key_type", _key_type, None, problems),
+        ssh_key_bits=_optional(top, "ssh_key_bits", _key_bits, None, problems),
     )
+    _check_key_size(setup, problems)
     _raise_if_any(problems)
     return setup
 
 
-# Parsing. Numbers are never converted (no key takes one, and converting a
-# huge one is slow); a missing key is _ABSENT, as None is JSON null.
+# Parsing. Numbers are never converted while parsing (converting a huge one
+# is slow): an integer is kept as its digits, anything else as _NUMBER. A
+# missing key is _ABSENT, as None is JSON null.
 _ABSENT: Final = object()
 _NUMBER: Final = object()
+
+
+class _Integer:
+    """A JSON integer, still as its text; only a check that wants a number converts it."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
 
 
 class _Object(dict[str, object]):
@@ -209,7 +228,7 @@ def _parse(raw: bytes) -> object:
             raw.decode("utf-8"),
             object_pairs_hook=_object_from_pairs,
             parse_constant=_refuse_constant,
-            parse_int=lambda _: _NUMBER,
+            parse_int=_Integer,
             parse_float=lambda _: _NUMBER,
         )
     except UnicodeDecodeError as err:
@@ -266,6 +285,49 @@ def _string(value: object, path: str, problems: list[str], *, empty_ok: bool = F
     elif _utf8_size(value) is None:
         problems.append(f"{path}: not writable as UTF-8 (lone surrogate escape)")
     return value
+
+
+def _key_type(value: object, path: str, problems: list[str]) -> str:
+    if not isinstance(value, str):
+        problems.append(_wrong_type(path, "string", value))
+        return ""
+    if value not in SSH_KEY_TYPES:
+        problems.append(f"{path}: expected one of {', '.join(SSH_KEY_TYPES)}")
+    return value
+
+
+def _key_bits(value: object, path: str, problems: list[str]) -> int:
+    """A positive integer of sane size (its digits are counted before any conversion)."""
+    if not isinstance(value, _Integer):
+        problems.append(_wrong_type(path, "integer", value))
+        return 0
+    digits = value.digits
+    if len(digits) > len(str(MAX_SSH_KEY_BITS)) or not 0 < int(digits) <= MAX_SSH_KEY_BITS:
+        problems.append(f"{path}: expected a key size from 1 to {MAX_SSH_KEY_BITS} bits")
+        return 0
+    return int(digits)
+
+
+def _check_key_size(setup: SshSetup, problems: list[str]) -> None:
+    """Sizes ssh-keygen accepts for the type, so the node can make the key Ganeti asks for."""
+    bits, kind = setup.ssh_key_bits, setup.ssh_key_type
+    if bits is not None and kind is None:
+        problems.append("$.ssh_key_bits: given without $.ssh_key_type")
+    if not bits or kind not in SSH_KEY_TYPES:
+        return
+    allowed = {
+        "rsa": bits >= MIN_RSA_KEY_BITS,
+        "dsa": bits == 1024,
+        "ecdsa": bits in (256, 384, 521),
+        "ed25519": True,  # ssh-keygen ignores -b for ed25519, as Ganeti passes it anyway
+    }
+    if not allowed[kind]:
+        sizes = {
+            "rsa": f"at least {MIN_RSA_KEY_BITS}",
+            "dsa": "1024",
+            "ecdsa": "256, 384 or 521",
+        }
+        problems.append(f"$.ssh_key_bits: a {kind} key must have {sizes[kind]} bits")
 
 
 def _boolean(value: object, path: str, problems: list[str]) -> bool:
@@ -383,6 +445,11 @@ def _key_line(value: object, path: str, problems: list[str]) -> str:
 # Messages: paths, types and sizes, never values.
 
 
+def json_path(path: str, key: str) -> str:
+    """The JSON path of ``key`` under ``path``, as every message here writes it."""
+    return _child(path, key)
+
+
 def _child(path: str, key: str) -> str:
     """``$.a`` for a plain key, else ``$["../x"]``: escaped, and cut short when long."""
     if len(key) <= _SHOWN_KEY_CHARS and _PLAIN_KEY.fullmatch(key):
@@ -399,7 +466,7 @@ def _wrong_type(path: str, expected: str, value: object) -> str:
 
 
 def _json_type(value: object) -> str:
-    if value is _NUMBER:
+    if value is _NUMBER or isinstance(value, _Integer):
         return "number"
     kinds = ((dict, "object"), (list, "array"), (str, "string"), (bool, "boolean"))
     return next((kind for cls, kind in kinds if isinstance(value, cls)), "null")

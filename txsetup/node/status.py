@@ -15,8 +15,11 @@ _STEP_OF_STATE = {
     TxnState.PREPARED: "commit",
     TxnState.COMMITTED: "restart_daemon",
     TxnState.RESTARTING_DAEMON: "restart_daemon",
+    TxnState.RELOADING_SSHD: "reload_sshd",
     TxnState.ROLLING_BACK: "compensate",
 }
+# ssh-setup's step after commit (the journal's first record names the command).
+_AFTER_COMMIT = {"ssh-setup": "reload_sshd"}
 
 
 def describe_last_transaction(layout: Layout) -> dict[str, Any]:
@@ -41,11 +44,14 @@ def describe_last_transaction(layout: Layout) -> dict[str, Any]:
         for c in merged.get("changes", [])
     ]
     finished = last.state in FINISHED_STATES
+    step = _STEP_OF_STATE.get(last.state)
+    if last.state is TxnState.COMMITTED:
+        step = _AFTER_COMMIT.get(str(merged.get("command")), step)
     return {
         "txid": last.txid,
         "state": str(last.state),
         "finished": finished,
-        "step": None if finished else _STEP_OF_STATE.get(last.state),
+        "step": None if finished else step,
         "command": merged.get("command"),
         "started_at": merged.get("started_at"),
         "ended_at": merged.get("ended_at") if finished else None,

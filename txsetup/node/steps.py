@@ -82,6 +82,7 @@ class Setup:
     client_pem: bytes | None = None
     plan: list[PlannedFile] = field(default_factory=list)
     txn: recovery.PendingTxn | None = None
+    hooks: recovery.Hooks | None = None  # recovery of any table's transaction; default: ours
 
     @property
     def journal(self) -> Journal:
@@ -118,7 +119,7 @@ def take_lock(ctx: Setup) -> bool:
     found = recovery.recover_pending(
         ctx.layout,
         ctx.log,
-        hooks=recovery_hooks(ctx.daemon),
+        hooks=ctx.hooks or recovery_hooks(ctx.daemon),
         abort=False,
         lock_timeout=ctx.lock_timeout,
     )

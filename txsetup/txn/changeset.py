@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,12 +106,20 @@ def missing_dirs(layout: Layout, planned: Iterable[PlannedFile]) -> list[str]:
     return missing
 
 
-def make_dirs(layout: Layout, dirs: Sequence[str]) -> None:
-    """Create ``dirs`` (parents first), each durably."""
+def make_dirs(
+    layout: Layout, dirs: Sequence[str], *, modes: Mapping[str, int] | None = None
+) -> None:
+    """Create ``dirs`` (parents first), each durably, 0755 unless ``modes`` says otherwise.
+
+    A directory is created with its final mode (``root/.ssh`` 0700), so it
+    is never wider, not even for an instant.
+    """
     for rel in dirs:
         path = layout.path(rel)
+        mode = (modes or {}).get(rel, 0o755)
         with contextlib.suppress(FileExistsError):
-            path.mkdir(mode=0o755)
+            path.mkdir(mode=mode)
+            os.chmod(path, mode)
         fsync_dir(path.parent)
 
 

@@ -37,6 +37,7 @@ class TxnState(StrEnum):
     PREPARED = "prepared"
     COMMITTED = "committed"
     RESTARTING_DAEMON = "restarting_daemon"
+    RELOADING_SSHD = "reloading_sshd"
     ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"
     DONE = "done"

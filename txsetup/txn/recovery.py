@@ -44,6 +44,7 @@ __all__ = [
     "Hooks",
     "PendingTxn",
     "RecoveryAction",
+    "combine_hooks",
     "finish_forward",
     "finish_undo",
     "load_pending",
@@ -243,6 +244,27 @@ class Hooks:
     after_commit: Callable[[PendingTxn, Journal], None] = _nothing_after_commit
     after_undo: Callable[[PendingTxn], None] = _nothing_after_undo
     sweep_dirs: tuple[str, ...] = ()
+
+
+def combine_hooks(*hooks: Hooks) -> Hooks:
+    """Hooks that do what each of ``hooks`` does, in order, and sweep all their directories.
+
+    A node runs more than one step table, and whichever run comes next must
+    finish or undo whatever transaction is pending, so recovery gets every
+    table's hooks at once. Each hook acts only on its own journal records
+    (a daemon restart, an sshd reload), so running them all is safe.
+    """
+
+    def after_commit(txn: PendingTxn, journal: Journal) -> None:
+        for each in hooks:
+            each.after_commit(txn, journal)
+
+    def after_undo(txn: PendingTxn) -> None:
+        for each in hooks:
+            each.after_undo(txn)
+
+    sweep = tuple(dict.fromkeys(d for each in hooks for d in each.sweep_dirs))
+    return Hooks(after_commit=after_commit, after_undo=after_undo, sweep_dirs=sweep)
 
 
 def recover_pending(

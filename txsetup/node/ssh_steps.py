@@ -1,0 +1,355 @@
+"""The ``ssh-setup`` step table (Ganeti's ``prepare-node-join``), as data.
+
+A second table for the same engine, journal and recovery as
+``node-daemon-setup`` (:mod:`txsetup.node.steps`): host keys, root's key pair
+and ``authorized_keys`` are staged and committed as one transaction, and sshd
+is reloaded only when a host key changed. Steps share one typed context,
+:class:`SshRun`, filled in as they go.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from filelock import FileLock, Timeout
+from structlog.typing import FilteringBoundLogger
+
+from txsetup.errors import Busy, InternalError, RefusedByVerification
+from txsetup.node.files import GANETI_DIR
+from txsetup.node.payload import SshSetup, decode_ssh_setup, read_document
+from txsetup.node.sshd import SshdControl, reload_journaled
+from txsetup.node.sshd import restore_if_reloaded as restore_sshd
+from txsetup.node.sshfiles import (
+    AUTHORIZED_KEYS,
+    DIR_MODES,
+    KeyPairFiles,
+    desired_ssh_files,
+    host_key_paths,
+    merge_authorized_keys,
+    root_key_paths,
+)
+from txsetup.node.steps import read_local
+from txsetup.txn import recovery
+from txsetup.txn.changeset import (
+    commit_changes,
+    discard_copies,
+    make_dirs,
+    missing_dirs,
+    stage_changes,
+)
+from txsetup.txn.engine import Step
+from txsetup.txn.journal import Journal, Record, TxnState
+from txsetup.txn.plan import Action, Layout, PlannedFile, plan_files
+
+__all__ = ["SSH_DRY_RUN_STEPS", "SSH_SETUP_STEPS", "SshRun", "finish_ssh", "release_ssh_lock"]
+
+
+@dataclass
+class SshRun:
+    """The context the ``ssh-setup`` steps share."""
+
+    layout: Layout
+    txid: str
+    stdin: BinaryIO
+    log: FilteringBoundLogger
+    sshd: SshdControl
+    hooks: recovery.Hooks
+    lock_timeout: float = 60.0
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    hostname: Callable[[], str] = socket.gethostname
+    lock: FileLock | None = None
+    recovered: list[dict[str, str]] = field(default_factory=list)
+    payload: SshSetup | None = None
+    host_keys: dict[str, str] = field(default_factory=dict)  # kind → new fingerprint
+    old_host_keys: dict[str, str] = field(default_factory=dict)  # kind → old fingerprint
+    existing_authorized: bytes | None = None
+    existing_root: dict[str, tuple[bytes | None, bytes | None]] = field(default_factory=dict)
+    root_public_keys: list[str] = field(default_factory=list)
+    plan: list[PlannedFile] = field(default_factory=list)
+    txn: recovery.PendingTxn | None = None
+
+    @property
+    def journal(self) -> Journal:
+        """This transaction's journal writer."""
+        return Journal(self.layout.journal, self.txid)
+
+    @property
+    def changed_paths(self) -> list[str]:
+        """Root-relative paths this transaction changes."""
+        return [p.desired.relpath for p in self.plan if p.action is not Action.UNCHANGED]
+
+    @property
+    def reload_needed(self) -> bool:
+        """Whether a host key file changes (sshd reads them only when reloaded)."""
+        return any(p.startswith("etc/ssh/ssh_host_") for p in self.changed_paths)
+
+    def need_payload(self) -> SshSetup:
+        """The decoded payload (the ``decode`` step has run)."""
+        if self.payload is None:
+            raise InternalError("decode must run before the steps that use the payload")
+        return self.payload
+
+
+# --- lock -------------------------------------------------------------------------------
+
+
+def take_ssh_lock(ctx: SshRun) -> bool:
+    """Take the transaction lock, then recover whatever a crash left behind (any table's)."""
+    ctx.layout.make_state_dir()
+    lock = FileLock(ctx.layout.lock_file, timeout=ctx.lock_timeout)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise Busy(
+            f"lock: {ctx.layout.relative(ctx.layout.lock_file)} is held by another "
+            f"run (waited {ctx.lock_timeout:g}s)"
+        ) from exc
+    ctx.lock = lock
+    found = recovery.recover_pending(
+        ctx.layout, ctx.log, hooks=ctx.hooks, abort=False, lock_timeout=ctx.lock_timeout
+    )
+    if found:
+        ctx.recovered.append(found)
+    return found is not None
+
+
+def release_ssh_lock(ctx: SshRun) -> None:
+    """Release the transaction lock (idempotent)."""
+    if ctx.lock is not None:
+        ctx.lock.release(force=True)
+        ctx.lock = None
+
+
+# --- decode and verify ------------------------------------------------------------------
+
+
+def decode(ctx: SshRun) -> bool:
+    """Read and validate the document on stdin."""
+    ctx.payload = decode_ssh_setup(read_document(ctx.stdin))
+    return False
+
+
+def verify_cluster(ctx: SshRun) -> bool:
+    """Cluster name: equal to this node's when it has one (there is no ssconf here)."""
+    from txsetup.node.checks import verify_cluster_name
+
+    given = ctx.need_payload().cluster_name
+    local = read_local(ctx.layout, f"{GANETI_DIR}/ssconf_cluster_name")
+    verify_cluster_name(
+        given=given,
+        in_ssconf=given,
+        local=local.decode("utf-8", "replace").strip() if local is not None else None,
+    )
+    return False
+
+
+def verify_cert(ctx: SshRun) -> bool:
+    """The node daemon certificate, when sent: no private key, and this node's key."""
+    from txsetup.node.checks import verify_public_certificate
+
+    pem = ctx.need_payload().node_daemon_certificate
+    if pem is not None:
+        local = read_local(ctx.layout, f"{GANETI_DIR}/server.pem")
+        verify_public_certificate(pem, local_pem=local, now=ctx.now())
+    return False
+
+
+def verify_keys(ctx: SshRun) -> bool:
+    """Every pair parses and its halves match; every authorized line holds a key.
+
+    Also reads what the plan keeps (``authorized_keys``, root's pair) and
+    refuses what is there but cannot be read as a plain file: replacing a
+    symlink at ``authorized_keys`` would silently drop its lines.
+    """
+    from txsetup.node.sshkeys import (
+        fingerprint_of_line,
+        verify_authorized_lines,
+        verify_key_pairs,
+    )
+
+    payload = ctx.need_payload()
+    hosts, problems = verify_key_pairs("$.ssh_host_key", payload.ssh_host_key)
+    _, root_problems = verify_key_pairs("$.ssh_root_key", payload.ssh_root_key)
+    problems += root_problems
+    problems += verify_authorized_lines(payload.authorized_keys, "$.authorized_keys")
+    ctx.host_keys = {facts.kind: facts.fingerprint for facts in hosts}
+    if problems:
+        raise RefusedByVerification("key verification failed", problems=problems)
+    for kind in ctx.host_keys:
+        old = read_local(ctx.layout, host_key_paths(kind)[1])
+        old_fingerprint = fingerprint_of_line(old.decode("utf-8", "replace")) if old else None
+        if old_fingerprint is not None:
+            ctx.old_host_keys[kind] = old_fingerprint
+    scans = ctx.host_keys and ctx.sshd.config.health_address is not None
+    if scans and shutil.which("ssh-keyscan") is None:
+        raise RefusedByVerification(
+            "ssh-keyscan is not installed: the new host keys could not be checked after "
+            'the reload (install the OpenSSH client, or set [sshd] health_address = "none")'
+        )
+    ctx.existing_authorized = read_local(ctx.layout, AUTHORIZED_KEYS)
+    if payload.ssh_key_type is not None:
+        private, public = root_key_paths(payload.ssh_key_type)
+        ctx.existing_root[payload.ssh_key_type] = (
+            read_local(ctx.layout, private),
+            read_local(ctx.layout, public),
+        )
+    return False
+
+
+# --- stage and commit -------------------------------------------------------------------
+
+
+def _root_pairs(ctx: SshRun) -> list[KeyPairFiles]:
+    """Root's pair: made here with ``ssh_key_type`` (kept when it fits), else the given ones."""
+    from txsetup.node.sshkeys import generate_key_pair, key_pair_fits
+
+    payload = ctx.need_payload()
+    kind = payload.ssh_key_type
+    if kind is None:
+        return [KeyPairFiles.of(root_key_paths(t.type), t) for t in payload.ssh_root_key]
+    private, public = ctx.existing_root.get(kind, (None, None))
+    if (
+        private is None
+        or public is None
+        or not key_pair_fits(private, public, kind, payload.ssh_key_bits)
+    ):
+        private, public = generate_key_pair(kind, payload.ssh_key_bits, f"root@{ctx.hostname()}")
+        ctx.log.info("ssh.root_key_generated", kind=kind, path=root_key_paths(kind)[0])
+    return [KeyPairFiles(root_key_paths(kind), private, public)]
+
+
+def plan(ctx: SshRun) -> bool:
+    """Compare wanted files with the disk (the dry run's stage); root's key is made here."""
+    payload = ctx.need_payload()
+    hosts = [KeyPairFiles.of(host_key_paths(t.type), t) for t in payload.ssh_host_key]
+    roots = _root_pairs(ctx)
+    ctx.root_public_keys = [pair.public.decode().rstrip("\n") for pair in roots]
+    # Root's own keys first, as Ganeti adds them, then the cluster's.
+    lines = [*ctx.root_public_keys]
+    for listed in payload.authorized_keys.values():
+        lines.extend(listed)
+    authorized = merge_authorized_keys(ctx.existing_authorized, lines)
+    wanted = desired_ssh_files(hosts, roots, authorized)
+    if ctx.existing_authorized is None and not authorized:
+        wanted = wanted[:-1]  # no key for it and no file: do not create an empty one
+    ctx.plan = plan_files(ctx.layout, wanted)
+    return False
+
+
+def stage(ctx: SshRun) -> bool:
+    """Stage every changing file durably, then journal the plan: the commit point."""
+    plan(ctx)
+    if not ctx.changed_paths:
+        return False
+    layout = ctx.layout
+    dirs = missing_dirs(layout, ctx.plan)
+    target_dirs = sorted({Path(p.desired.relpath).parent.as_posix() for p in ctx.plan})
+    ctx.journal.begin(
+        {
+            "command": "ssh-setup",
+            "started_at": recovery.utc_now(),
+            "created_dirs": dirs,
+            "target_dirs": target_dirs,
+        },
+        durable=bool(dirs),
+    )
+    ctx.txn = recovery.PendingTxn(ctx.txid, [], created_dirs=dirs, target_dirs=target_dirs)
+    make_dirs(layout, dirs, modes=DIR_MODES)
+    ctx.txn.changes = stage_changes(layout, ctx.txid, ctx.plan)
+    ctx.journal.append(
+        TxnState.PREPARED,
+        {
+            "changes": [c.to_json() for c in ctx.txn.changes],
+            "reload_sshd": ctx.reload_needed,
+            "host_keys": ctx.host_keys,
+            "old_host_keys": ctx.old_host_keys,
+        },
+        durable=True,
+    )
+    ctx.txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
+    return True
+
+
+def unstage(ctx: SshRun) -> None:
+    """Undo stage (and anything commit and reload did): old files back, sshd on them."""
+    if ctx.txn is not None:
+        sshd, txn = ctx.sshd, ctx.txn
+        ctx.txn = None  # this undo runs once: stage, commit and reload_sshd share it
+        recovery.finish_undo(
+            ctx.layout,
+            txn,
+            ctx.journal,
+            lock_timeout=ctx.lock_timeout,
+            reason="step failed",
+            after_undo=lambda t: restore_sshd(sshd, t.records),
+        )
+
+
+def commit(ctx: SshRun) -> bool:
+    """Rename the staged files into place."""
+    if ctx.txn is None or not ctx.txn.changes:
+        return False
+    commit_changes(ctx.layout, ctx.txn.changes)
+    ctx.journal.append(TxnState.COMMITTED, durable=False)
+    return True
+
+
+def reload_sshd(ctx: SshRun) -> bool:
+    """Reload sshd and wait until it serves the new host keys (only when one changed).
+
+    Whether sshd ran and which keys it had are journaled durably first: that
+    is what undo (or ``--resume`` after a kill right here) brings it back to.
+    """
+    if ctx.txn is None or not ctx.reload_needed:
+        return False
+    reload_journaled(
+        ctx.sshd, ctx.journal, ctx.txn.records, old=ctx.old_host_keys, new=ctx.host_keys
+    )
+    return True
+
+
+def finish_ssh(ctx: SshRun) -> None:
+    """Past every step: drop the copies and record the end (best effort, as in steps.finish)."""
+    if ctx.txn is None:
+        return
+    try:
+        discard_copies(ctx.layout, ctx.txid, ctx.txn.target_dirs)
+        ctx.journal.append(
+            TxnState.DONE, {"ended_at": recovery.utc_now(), "outcome": "committed"}, durable=False
+        )
+    except OSError as exc:
+        ctx.log.warning("txn.cleanup_deferred", error=str(exc))
+
+
+SSH_SETUP_STEPS: tuple[Step[SshRun], ...] = (
+    Step(
+        "lock",
+        "take the transaction lock; recover an unfinished transaction",
+        take_ssh_lock,
+        release_ssh_lock,
+    ),
+    Step("decode", "read and validate the document on stdin", decode),
+    Step("verify_cluster", "check the cluster name", verify_cluster),
+    Step("verify_cert", "check the node daemon certificate (public part)", verify_cert),
+    Step("verify_keys", "check every SSH key pair and authorized key line", verify_keys),
+    Step("stage", "write staged copies durably; journal the plan", stage, unstage, writes=True),
+    Step("commit", "put the staged files in place", commit, unstage, writes=True),
+    Step(
+        "reload_sshd",
+        "reload sshd; wait until it serves the new host keys",
+        reload_sshd,
+        unstage,
+        writes=True,
+    ),
+)
+
+SSH_DRY_RUN_STEPS: tuple[Step[SshRun], ...] = (
+    *SSH_SETUP_STEPS[1:5],
+    Step("stage", "plan the changes; write nothing", plan),
+)

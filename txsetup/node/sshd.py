@@ -1,0 +1,221 @@
+"""The ``reload_sshd`` step's do and undo, journaled (SPEC §5, §6 ``[sshd]``).
+
+Do: note (durably, in the journal) whether sshd runs and which host keys the
+old files held, reload it, and wait until it presents every new host key.
+Undo, after the old files are back: reload again and wait for the *old*
+keys if sshd was running before. Both read what they need from the journal,
+so ``--resume`` after a kill during the reload does what a live run would.
+
+Healthy means the server at ``health_address`` presents the new host key in
+its SSH handshake: an sshd that still answers with the old key is running the
+old configuration. The key is read with ``ssh-keyscan -t KIND`` (OpenSSH's
+own client code, so no SSH implementation of ours to trust) and compared by
+the SHA-256 of its blob. DSA is not checked: OpenSSH has not offered DSA
+host keys by default since 7.0, so a master's old DSA key is installed but
+never served.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from structlog.typing import FilteringBoundLogger
+
+from txsetup.errors import RecoveryFailed
+from txsetup.node.config import HealthTarget, SshdConfig
+from txsetup.node.daemon import RunCommand, is_running, run_all, run_command, wait_healthy
+from txsetup.node.sshfiles import ROOT_SSH_DIR, SSH_DIR
+from txsetup.txn.journal import Journal, Record, TxnState
+from txsetup.txn.recovery import ForwardFailed, Hooks, PendingTxn
+
+__all__ = [
+    "UNCHECKED_KINDS",
+    "SshdControl",
+    "SshdUnhealthy",
+    "keyscan",
+    "sshd_recovery_hooks",
+]
+
+UNCHECKED_KINDS = frozenset({"dsa"})
+
+
+class SshdUnhealthy(ForwardFailed):
+    """sshd did not reload, or does not serve the new host keys; the step is undone."""
+
+    error_code = "sshd_unhealthy"
+    step = "reload_sshd"
+
+
+def keyscan(
+    target: HealthTarget, /, *, kind: str, timeout: float, run: RunCommand = run_command
+) -> str:
+    """The fingerprint of the ``kind`` host key the server at ``target`` presents.
+
+    Raises:
+        OSError: no answer, or no key of that kind (what :func:`wait_healthy` retries).
+        SshdUnhealthy: ssh-keyscan is not installed (nothing to retry).
+    """
+    program = shutil.which("ssh-keyscan")
+    if program is None:
+        raise SshdUnhealthy(
+            "reload_sshd: ssh-keyscan is not installed; it checks that sshd serves the new "
+            'host key (install the OpenSSH client, or set [sshd] health_address = "none")'
+        )
+    seconds = str(max(1, round(timeout)))
+    argv = [program, "-T", seconds, "-p", str(target.port), "-t", kind, target.host]
+    result = run(argv, timeout=timeout + 1)
+    for line in result.output.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and not line.startswith("#"):
+            try:
+                return hashlib.sha256(base64.b64decode(fields[2], validate=True)).hexdigest()
+            except (binascii.Error, ValueError):
+                continue
+    raise OSError(f"no {kind} host key from {target} (ssh-keyscan exited {result.returncode})")
+
+
+def _checked(fingerprints: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in sorted(fingerprints.items()) if k not in UNCHECKED_KINDS}
+
+
+@dataclass(frozen=True)
+class SshdControl:
+    """Reload sshd as configured and check which host keys it serves."""
+
+    config: SshdConfig
+    log: FilteringBoundLogger
+    run: RunCommand = run_command
+
+    def is_running(self) -> bool:
+        """Whether sshd runs now (its ``status`` command exits 0)."""
+        return is_running(self.config.status, timeout=self.config.command_timeout, run=self.run)
+
+    def reload(self) -> None:
+        """Run the reload commands; raise :class:`SshdUnhealthy` when one fails."""
+        result = run_all(self.config.reload, timeout=self.config.command_timeout, run=self.run)
+        self.log.info(
+            "sshd.reload",
+            argv=list(result.argv),
+            returncode=result.returncode,
+            timed_out=result.timed_out,
+            duration_ms=result.duration_ms,
+            output=result.output,
+        )
+        if not result.ok:
+            why = "timed out" if result.timed_out else f"exited {result.returncode}"
+            raise SshdUnhealthy(f"sshd reload: {' '.join(result.argv)} {why}")
+
+    def serves(self, fingerprints: Mapping[str, str], *, timeout: float) -> bool:
+        """Whether sshd presents each ``kind → fingerprint`` within ``timeout`` in all."""
+        target = self.config.health_address
+        wanted = _checked(fingerprints)
+        if target is None or not wanted:
+            return self.is_running()
+        budget = timeout
+        for kind, fingerprint in wanted.items():
+            probe = functools.partial(keyscan, kind=kind, run=self.run)
+            health = wait_healthy(
+                target, expected_fingerprint=fingerprint, timeout=budget, probe=probe
+            )
+            self.log.info(
+                "sshd.healthy" if health.healthy else "sshd.unhealthy",
+                kind=kind,
+                attempts=health.attempts,
+                duration_ms=health.duration_ms,
+                fingerprint=health.fingerprint,
+                **({"error": health.last_error} if health.last_error else {}),
+            )
+            if not health.healthy:
+                return False
+            budget = max(budget - health.duration_ms / 1000, 0.01)
+        return True
+
+    def reload_healthy(self, fingerprints: Mapping[str, str]) -> None:
+        """Reload and wait for ``fingerprints``; raise :class:`SshdUnhealthy` if not served."""
+        self.reload()
+        if not self.serves(fingerprints, timeout=self.config.health_timeout):
+            raise SshdUnhealthy(
+                f"sshd reload: the new host key is not served within "
+                f"{self.config.health_timeout:g}s ({self.config.health_address or 'status'})"
+            )
+
+    def restore(self, *, was_running: bool, fingerprints: Mapping[str, str]) -> None:
+        """Make sshd read the old keys again (files already restored) and check it serves them.
+
+        sshd reads its keys only when reloaded, so it is reloaded whether or not
+        it ran before; only a running one is expected to answer. A reload that
+        fails here is not the end: if the first one failed too, sshd never left
+        the old keys, and serving them is all that counts.
+        """
+        try:
+            self.reload()
+        except SshdUnhealthy as exc:
+            self.log.warning("sshd.reload_failed", error=str(exc))
+        if was_running and not self.serves(fingerprints, timeout=self.config.health_timeout):
+            raise RecoveryFailed("restoring sshd failed: it does not serve the old host keys")
+
+
+def reload_journaled(
+    control: SshdControl,
+    journal: Journal,
+    records: list[Record],
+    *,
+    old: Mapping[str, str],
+    new: Mapping[str, str],
+) -> None:
+    """The whole ``reload_sshd`` do, for a live run and roll-forward alike: journal
+    sshd's earlier state (once, durably), reload, wait for the new host keys."""
+    if not any(r.state is TxnState.RELOADING_SSHD for r in records):
+        data: dict[str, object] = {"was_running": control.is_running(), "old_host_keys": dict(old)}
+        journal.append(TxnState.RELOADING_SSHD, data, durable=True)
+        records.append(Record(journal.txid, TxnState.RELOADING_SSHD, data))
+    control.reload_healthy(new)
+
+
+def restore_if_reloaded(control: SshdControl, records: list[Record]) -> None:
+    """Undo hook: put sshd back on the old keys only if this transaction reloaded it."""
+    for record in records:
+        if record.state is TxnState.RELOADING_SSHD:
+            old = record.data.get("old_host_keys")
+            control.restore(
+                was_running=bool(record.data.get("was_running")),
+                fingerprints=_strings(old),
+            )
+            return
+
+
+def _strings(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def sshd_recovery_hooks(control: SshdControl) -> Hooks:
+    """How recovery finishes or undoes ``reload_sshd``, from the journal alone.
+
+    Rolling forward reloads when the transaction changed host keys (raising
+    :class:`SshdUnhealthy`, so recovery undoes instead, when sshd does not
+    serve them); undoing reloads again only if the transaction had reloaded.
+    """
+
+    def after_commit(txn: PendingTxn, journal: Journal) -> None:
+        if txn.details.get("reload_sshd"):
+            reload_journaled(
+                control,
+                journal,
+                txn.records,
+                old=_strings(txn.details.get("old_host_keys")),
+                new=_strings(txn.details.get("host_keys")),
+            )
+
+    return Hooks(
+        after_commit=after_commit,
+        after_undo=lambda txn: restore_if_reloaded(control, txn.records),
+        sweep_dirs=(SSH_DIR, ROOT_SSH_DIR),
+    )
