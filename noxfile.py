@@ -1,4 +1,4 @@
-"""Sessions: ``tests``, ``lint``, ``demo`` (README's two commands use these)."""
+"""Sessions: ``tests``, ``lint``, ``demo`` (the README's two commands use these), ``bench``."""
 
 from __future__ import annotations
 
@@ -30,3 +30,14 @@ def demo(session: nox.Session) -> None:
     """Run txsetup on an embedded default: a temporary node root, a real run, a push."""
     session.install("-e", ".[master]")
     session.run("python", "-m", "txsetup.demo", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Measure push against real sshd nodes; writes bench/results.md (not a timed test).
+
+    Installs without extras, as on a node: rich, when present, is imported by
+    structlog and adds start-up time to every txsetup process.
+    """
+    session.install("-e", ".")
+    session.run("python", "-m", "bench.push", *session.posargs)
