@@ -94,11 +94,10 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         DRY_RUN_STEPS,
         NODE_DAEMON_SETUP_STEPS,
         Setup,
-        finish,
-        release_lock,
         resolve_owners,
     )
     from txsetup.txn.engine import StepReport, StepState, run_steps, signals_raise
+    from txsetup.txn.run import finish, release_lock
 
     layout = Layout(args.root)
     txid = new_txid()

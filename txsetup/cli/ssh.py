@@ -34,11 +34,10 @@ def run_ssh_setup(args: argparse.Namespace) -> Result:
         SSH_DRY_RUN_STEPS,
         SSH_SETUP_STEPS,
         SshRun,
-        finish_ssh,
-        release_ssh_lock,
     )
     from txsetup.node.sshd import SshdControl
     from txsetup.txn.engine import StepReport, StepState, run_steps, signals_raise
+    from txsetup.txn.run import finish, release_lock
 
     layout = Layout(args.root)
     txid = new_txid()
@@ -63,7 +62,7 @@ def run_ssh_setup(args: argparse.Namespace) -> Result:
         try:
             run_steps(table, ctx, log=log, hush=hush, reports=reports)
             if not args.dry_run:
-                finish_ssh(ctx)
+                finish(ctx)
         except TxsetupError as error:
             hush()
             result.outcome = "rolled_back" if isinstance(error, RolledBack) else "failed"
@@ -72,7 +71,7 @@ def run_ssh_setup(args: argparse.Namespace) -> Result:
             if isinstance(error, RolledBack):
                 log.warning("txn.rolled_back", reason=str(error))
         finally:
-            release_ssh_lock(ctx)
+            release_lock(ctx)
     done = {r.name: r for r in reports}
     result.steps = [done.get(n, StepReport(n, StepState.SKIPPED)).to_json() for n in names]
     if ctx.recovered:

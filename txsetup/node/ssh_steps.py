@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import Busy, InternalError, RefusedByVerification
+from txsetup.errors import InternalError, RefusedByVerification
 from txsetup.node.files import GANETI_DIR
 from txsetup.node.payload import SshSetup, decode_ssh_setup, read_document
 from txsetup.node.sshd import SshdControl, reload_journaled
@@ -38,7 +38,6 @@ from txsetup.node.steps import read_local
 from txsetup.txn import recovery
 from txsetup.txn.changeset import (
     commit_changes,
-    discard_copies,
     make_dirs,
     missing_dirs,
     stage_changes,
@@ -46,8 +45,9 @@ from txsetup.txn.changeset import (
 from txsetup.txn.engine import Step
 from txsetup.txn.journal import Journal, Record, TxnState
 from txsetup.txn.plan import Action, Layout, PlannedFile, plan_files
+from txsetup.txn.run import release_lock, take_lock
 
-__all__ = ["SSH_DRY_RUN_STEPS", "SSH_SETUP_STEPS", "SshRun", "finish_ssh", "release_ssh_lock"]
+__all__ = ["SSH_DRY_RUN_STEPS", "SSH_SETUP_STEPS", "SshRun"]
 
 
 @dataclass
@@ -74,6 +74,10 @@ class SshRun:
     plan: list[PlannedFile] = field(default_factory=list)
     txn: recovery.PendingTxn | None = None
 
+    def hooks_for_recovery(self) -> recovery.Hooks:
+        """Recovery of any table's transaction."""
+        return self.hooks
+
     @property
     def journal(self) -> Journal:
         """This transaction's journal writer."""
@@ -97,33 +101,6 @@ class SshRun:
 
 
 # --- lock -------------------------------------------------------------------------------
-
-
-def take_ssh_lock(ctx: SshRun) -> bool:
-    """Take the transaction lock, then recover whatever a crash left behind (any table's)."""
-    ctx.layout.make_state_dir()
-    lock = FileLock(ctx.layout.lock_file, timeout=ctx.lock_timeout)
-    try:
-        lock.acquire()
-    except Timeout as exc:
-        raise Busy(
-            f"lock: {ctx.layout.relative(ctx.layout.lock_file)} is held by another "
-            f"run (waited {ctx.lock_timeout:g}s)"
-        ) from exc
-    ctx.lock = lock
-    found = recovery.recover_pending(
-        ctx.layout, ctx.log, hooks=ctx.hooks, abort=False, lock_timeout=ctx.lock_timeout
-    )
-    if found:
-        ctx.recovered.append(found)
-    return found is not None
-
-
-def release_ssh_lock(ctx: SshRun) -> None:
-    """Release the transaction lock (idempotent)."""
-    if ctx.lock is not None:
-        ctx.lock.release(force=True)
-        ctx.lock = None
 
 
 # --- decode and verify ------------------------------------------------------------------
@@ -314,25 +291,12 @@ def reload_sshd(ctx: SshRun) -> bool:
     return True
 
 
-def finish_ssh(ctx: SshRun) -> None:
-    """Past every step: drop the copies and record the end (best effort, as in steps.finish)."""
-    if ctx.txn is None:
-        return
-    try:
-        discard_copies(ctx.layout, ctx.txid, ctx.txn.target_dirs)
-        ctx.journal.append(
-            TxnState.DONE, {"ended_at": recovery.utc_now(), "outcome": "committed"}, durable=False
-        )
-    except OSError as exc:
-        ctx.log.warning("txn.cleanup_deferred", error=str(exc))
-
-
 SSH_SETUP_STEPS: tuple[Step[SshRun], ...] = (
     Step(
         "lock",
         "take the transaction lock; recover an unfinished transaction",
-        take_ssh_lock,
-        release_ssh_lock,
+        take_lock,
+        release_lock,
     ),
     Step("decode", "read and validate the document on stdin", decode),
     Step("verify_cluster", "check the cluster name", verify_cluster),

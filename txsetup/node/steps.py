@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import Busy, InternalError, RefusedByVerification
+from txsetup.errors import InternalError, RefusedByVerification
 from txsetup.node.config import ClientPemProfile, FilesConfig, resolve_ownership
 from txsetup.node.files import GANETI_DIR, FileOwner, desired_files, ganeti_owners
 from txsetup.node.payload import NodeDaemonSetup, decode_node_daemon_setup, read_document
@@ -32,7 +32,6 @@ from txsetup.txn import recovery
 from txsetup.txn.atomic import read_regular
 from txsetup.txn.changeset import (
     commit_changes,
-    discard_copies,
     make_dirs,
     missing_dirs,
     stage_changes,
@@ -45,6 +44,7 @@ from txsetup.txn.plan import (
     PlannedFile,
     plan_files,
 )
+from txsetup.txn.run import release_lock, take_lock
 
 if TYPE_CHECKING:
     from txsetup.node.checks import CertificateFacts
@@ -53,8 +53,6 @@ __all__ = [
     "DRY_RUN_STEPS",
     "NODE_DAEMON_SETUP_STEPS",
     "Setup",
-    "finish",
-    "release_lock",
     "resolve_owners",
 ]
 
@@ -94,6 +92,10 @@ class Setup:
         """Root-relative paths this transaction changes."""
         return [p.desired.relpath for p in self.plan if p.action is not Action.UNCHANGED]
 
+    def hooks_for_recovery(self) -> recovery.Hooks:
+        """Recovery of any table's transaction, by default with this daemon's hooks."""
+        return self.hooks or recovery_hooks(self.daemon)
+
     def need_payload(self) -> NodeDaemonSetup:
         """The decoded payload (the ``decode`` step has run)."""
         if self.payload is None:
@@ -102,37 +104,6 @@ class Setup:
 
 
 # --- lock -------------------------------------------------------------------------------
-
-
-def take_lock(ctx: Setup) -> bool:
-    """Take the transaction lock, then recover whatever a crash left behind."""
-    ctx.layout.make_state_dir()
-    lock = FileLock(ctx.layout.lock_file, timeout=ctx.lock_timeout)
-    try:
-        lock.acquire()
-    except Timeout as exc:
-        raise Busy(
-            f"lock: {ctx.layout.relative(ctx.layout.lock_file)} is held by another "
-            f"run (waited {ctx.lock_timeout:g}s)"
-        ) from exc
-    ctx.lock = lock
-    found = recovery.recover_pending(
-        ctx.layout,
-        ctx.log,
-        hooks=ctx.hooks or recovery_hooks(ctx.daemon),
-        abort=False,
-        lock_timeout=ctx.lock_timeout,
-    )
-    if found:
-        ctx.recovered.append(found)
-    return found is not None
-
-
-def release_lock(ctx: Setup) -> None:
-    """Release the transaction lock (idempotent)."""
-    if ctx.lock is not None:
-        ctx.lock.release(force=True)
-        ctx.lock = None
 
 
 # --- decode and verify ------------------------------------------------------------------
@@ -332,25 +303,6 @@ def restart_daemon(ctx: Setup) -> bool:
         new_fingerprint=ctx.cert.fingerprint_sha256 if ctx.cert else None,
     )
     return True
-
-
-def finish(ctx: Setup) -> None:
-    """Past every step: drop the copies and record the end.
-
-    No fsync: if the ``done`` record or a removal is lost, the journal still
-    says prepared, and the next run rolls forward, which finds every file in
-    place. For the same reason a failure here (a full disk, an I/O error)
-    does not change the outcome, which was decided at commit.
-    """
-    if ctx.txn is None:
-        return
-    try:
-        discard_copies(ctx.layout, ctx.txid, ctx.txn.target_dirs)
-        ctx.journal.append(
-            TxnState.DONE, {"ended_at": recovery.utc_now(), "outcome": "committed"}, durable=False
-        )
-    except OSError as exc:
-        ctx.log.warning("txn.cleanup_deferred", error=str(exc))
 
 
 NODE_DAEMON_SETUP_STEPS: tuple[Step[Setup], ...] = (

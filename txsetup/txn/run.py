@@ -1,0 +1,93 @@
+"""What every transaction run shares, whatever its step table: the lock step and the end.
+
+``node-daemon-setup`` and ``ssh-setup`` have different steps but the same
+first and last moves: take the lock and finish (or undo) whatever a crash left
+unfinished, then, past every step, drop the copies and record the end. Their
+contexts satisfy :class:`TxnRun`, so these few functions serve both tables.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from filelock import FileLock, Timeout
+from structlog.typing import FilteringBoundLogger
+
+from txsetup.errors import Busy
+from txsetup.txn import recovery
+from txsetup.txn.changeset import discard_copies
+from txsetup.txn.journal import Journal, TxnState
+from txsetup.txn.plan import Layout
+
+__all__ = ["TxnRun", "finish", "release_lock", "take_lock"]
+
+
+class TxnRun(Protocol):
+    """The part of a step table's context that the lock step and the end use."""
+
+    layout: Layout
+    txid: str
+    log: FilteringBoundLogger
+    lock_timeout: float
+    lock: FileLock | None
+    recovered: list[dict[str, str]]
+    txn: recovery.PendingTxn | None
+
+    @property
+    def journal(self) -> Journal:
+        """This transaction's journal writer."""
+        ...
+
+    def hooks_for_recovery(self) -> recovery.Hooks:
+        """How to finish or undo an unfinished transaction of any table."""
+        ...
+
+
+def take_lock(ctx: TxnRun) -> bool:
+    """Take the transaction lock, then recover whatever a crash left behind."""
+    ctx.layout.make_state_dir()
+    lock = FileLock(ctx.layout.lock_file, timeout=ctx.lock_timeout)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise Busy(
+            f"lock: {ctx.layout.relative(ctx.layout.lock_file)} is held by another "
+            f"run (waited {ctx.lock_timeout:g}s)"
+        ) from exc
+    ctx.lock = lock
+    found = recovery.recover_pending(
+        ctx.layout,
+        ctx.log,
+        hooks=ctx.hooks_for_recovery(),
+        abort=False,
+        lock_timeout=ctx.lock_timeout,
+    )
+    if found:
+        ctx.recovered.append(found)
+    return found is not None
+
+
+def release_lock(ctx: TxnRun) -> None:
+    """Release the transaction lock (idempotent)."""
+    if ctx.lock is not None:
+        ctx.lock.release(force=True)
+        ctx.lock = None
+
+
+def finish(ctx: TxnRun) -> None:
+    """Past every step: drop the copies and record the end.
+
+    No fsync: if the ``done`` record or a removal is lost, the journal still
+    says prepared, and the next run rolls forward, which finds every file in
+    place. For the same reason a failure here (a full disk, an I/O error)
+    does not change the outcome, which was decided at commit.
+    """
+    if ctx.txn is None:
+        return
+    try:
+        discard_copies(ctx.layout, ctx.txid, ctx.txn.target_dirs)
+        ctx.journal.append(
+            TxnState.DONE, {"ended_at": recovery.utc_now(), "outcome": "committed"}, durable=False
+        )
+    except OSError as exc:
+        ctx.log.warning("txn.cleanup_deferred", error=str(exc))
