@@ -84,7 +84,7 @@ def test_kill_at_commit_then_resume_across_filesystems(
     old = installed(split_root, node_pem, setup_run)
     document = make_document(node_pem, ssconf=CHANGED)
     proc = run_traced(
-        split_root, encode(document), "rename,renameat,renameat2", "signal=SIGKILL:when=1"
+        split_root, encode(document), "rename,renameat,renameat2", "error=EIO:signal=SIGKILL:when=1"
     )
     assert proc.returncode in (-9, 137), proc.stderr.decode()
     assert copies_beside_targets(split_root) != []  # staged beside the targets, not in state

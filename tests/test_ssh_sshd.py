@@ -281,7 +281,7 @@ def test_resume_after_a_kill_at_commit_reloads_sshd(sshd: Sshd) -> None:
     renames = "rename,renameat,renameat2"
     proc = subprocess.run(
         [
-            *strace_argv(renames, "signal=SIGKILL:when=1"),
+            *strace_argv(renames, "error=EIO:signal=SIGKILL:when=1"),
             txsetup_exe(),
             "ssh-setup",
             "--root",
