@@ -149,8 +149,8 @@ class Master:
     """A Ganeti master and the node it is about to add."""
 
     namespace: Namespace
-    home: Path
     pkglib: Path
+    master_dir: Path
     node: SshNode
     daemon_port: int
     pem: str
@@ -231,8 +231,8 @@ def install_client_files(cluster: SshNodes, master: Path, home: Path) -> None:
     default key, which the node accepts.
     """
     key = home / ".ssh/id_ed25519"
-    shutil.copyfile(cluster.client_key, key)
-    key.chmod(0o600)
+    key.touch(mode=0o600)
+    key.write_bytes(cluster.client_key.read_bytes())
     (known,) = (o.partition("=")[2] for o in cluster.ssh_options if o.startswith("UserKnownHosts"))
     _, key_type, host_key = Path(known).read_text().split()[:3]
     (master / "known_hosts").write_text(f"{CLUSTER} {key_type} {host_key}\n")
@@ -292,7 +292,7 @@ def master(tmp_path: Path, node_pem: str) -> Iterator[Master]:
                 daemon_port = free_port()
                 write_config(node.root, daemon_port)
                 setup = Master(
-                    namespace, home, pkglib, node, daemon_port, node_pem, hmac_key, tmp_path
+                    namespace, pkglib, master_dir, node, daemon_port, node_pem, hmac_key, tmp_path
                 )
                 try:
                     yield setup
@@ -327,7 +327,7 @@ def test_gnt_node_add_sets_up_the_node_through_txsetup(
 
     # What Ganeti ran: the version check, then <pkglibdir>/node-daemon-setup with its flags.
     assert f"Ensure correct Ganeti version: {[str(NODE_DAEMON_SETUP), *flags]}" in run.ganeti_log
-    assert " ".join([str(NODE_DAEMON_SETUP), *flags]) + "'" in run.ganeti_log
+    assert " ".join([str(NODE_DAEMON_SETUP), *flags]) + "'" in run.ganeti_log  # and nothing else
     assert f"test -d {PKGLIBDIR}/3.0 && ln -s -f -T" in run.ganeti_log
     assert master.namespace.readlink(Path("/etc/ganeti/lib")) == f"{PKGLIBDIR}/3.0"
     assert master.namespace.readlink(Path("/etc/ganeti/share")) == f"{GANETI_LIB}"
@@ -340,7 +340,7 @@ def test_gnt_node_add_sets_up_the_node_through_txsetup(
     assert [s["name"] for s in node_run.result["steps"]][-1] == "restart_daemon"
     assert master.hmac_key.strip() not in run.stdout + run.stderr + run.ganeti_log
 
-    master_dir, node_dir = master.work / "var-lib-ganeti", master.node.root / "var/lib/ganeti"
+    master_dir, node_dir = master.master_dir, master.node.root / "var/lib/ganeti"
     ssconf = sorted(path.name for path in master_dir.glob("ssconf_*"))
     assert sorted(os.listdir(node_dir)) == sorted([*ssconf, "client.pem", "hmac.key", "server.pem"])
     for name in [*ssconf, "server.pem", "hmac.key"]:
