@@ -192,3 +192,19 @@ def test_env_that_sshd_would_misread_is_refused(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=message), start_ssh_nodes(1, tmp_path, env=env):
             pytest.fail("the start should have been refused")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_launcher_starts_sshd_in_place_and_its_sessions_inherit_it(tmp_path: Path) -> None:
+    """sshd runs through the launcher, exec'd in place, and sessions inherit what it set."""
+    wanted = os.nice(0) + 7
+    with start_ssh_nodes(1, tmp_path, launcher=["nice", "-n", "7"]) as nodes:
+        node = nodes.nodes[0]
+        assert Path(f"/proc/{node.pid}/exe").resolve().name == "sshd"
+        proc = subprocess.run(
+            nodes.ssh_argv(node, "cut -d' ' -f19 /proc/$$/stat"),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert int(proc.stdout) == wanted

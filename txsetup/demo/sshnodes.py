@@ -284,6 +284,7 @@ class _Settings:
     """What every node's sshd_config and command line share within one start."""
 
     sshd: str
+    launcher: tuple[str, ...]
     authorized_keys: Path
     env: tuple[tuple[str, str], ...]
     extra_lines: tuple[str, ...]
@@ -341,13 +342,23 @@ class _Daemon:
         """Start sshd in the foreground, logging to this node's log file.
 
         sshd stays in the caller's process group, so a runner that kills the
-        group on a timeout takes the daemons with it.
+        group on a timeout takes the daemons with it. A launcher (see
+        :func:`start_ssh_nodes`) goes in front of sshd's own argv.
         """
         self.pidfile.unlink(missing_ok=True)
         self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [settings.sshd, "-D", "-e", "-f", str(self.config), "-E", str(self.log)],
+                [
+                    *settings.launcher,
+                    settings.sshd,
+                    "-D",
+                    "-e",
+                    "-f",
+                    str(self.config),
+                    "-E",
+                    str(self.log),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -527,6 +538,7 @@ def start_ssh_nodes(
     *,
     env: Mapping[str, str] = _NO_ENV,
     ports: Sequence[int] | None = None,
+    launcher: Sequence[str] = (),
 ) -> Iterator[SshNodes]:
     """Start ``count`` sshd nodes on loopback; stop them all on exit.
 
@@ -543,6 +555,13 @@ def start_ssh_nodes(
         env: More session variables, set by sshd next to ``TXSETUP_ROOT``.
         ports: One port per node; 0 picks a free one. By default all are picked,
             and a node whose port was taken meanwhile is retried once elsewhere.
+        launcher: Words put in front of every sshd command line, so the daemons
+            and all their sessions run in a context the caller prepares — for
+            example ``nsenter --mount=/proc/PID/ns/mnt --`` to serve from a
+            private mount namespace, where a path such as Ganeti's
+            ``/usr/lib/ganeti/node-daemon-setup`` can lead elsewhere than on
+            the machine. The launcher must ``exec`` sshd in place: readiness
+            compares sshd's pid file with the pid that was started.
 
     Yields:
         The running nodes and the client options to reach them.
@@ -582,6 +601,7 @@ def start_ssh_nodes(
     penalties = daemons and _supports_penalty_switch(sshd, daemons[0].host_key)
     settings = _Settings(
         sshd=sshd,
+        launcher=tuple(launcher),
         authorized_keys=authorized_keys,
         env=tuple(variables),
         extra_lines=("PerSourcePenalties no",) if penalties else (),

@@ -1,0 +1,393 @@
+"""A real Ganeti 3.0 master, unchanged, adds a node whose node-daemon-setup is txsetup's.
+
+``gnt-node add`` ends in Ganeti's ``bootstrap.SetupNodeDaemon``: it builds the
+document from the master's own files, and ``ssh.RunSshCmdWithStdin`` runs, over
+ssh with the document on stdin::
+
+    /bin/sh -c 'test -d /usr/lib/ganeti/3.0 && ln -s -f -T /usr/lib/ganeti/3.0
+    /etc/ganeti/lib && ln -s -f -T /usr/share/ganeti/3.0 /etc/ganeti/share &&
+    /usr/lib/ganeti/node-daemon-setup [--debug] [--verbose]'
+
+Here that code runs for real (``tests/ganeti_master_driver.py``, with the
+system Python and Ganeti on its path) against a real sshd node from
+:mod:`txsetup.demo.sshnodes`, on which ``/usr/lib/ganeti/node-daemon-setup``
+is a symlink to txsetup's ``node-daemon-setup`` console script, installed as
+``docs/ganeti.md`` says. Ganeti's paths and inputs are set up; its ssh
+command line is its own.
+
+Both sides live in one private mount namespace, so this machine's own files
+are never touched. In it:
+
+* ``/usr/lib/ganeti`` is a directory holding ``3.0/`` (what the version check
+  tests for) and the ``node-daemon-setup`` symlink;
+* ``/etc/ganeti`` is an empty tmpfs, where the version check links ``lib``
+  and ``share``;
+* ``/var/lib/ganeti`` is the master's directory: ssconf files, ``server.pem``,
+  ``hmac.key``, and ``known_hosts`` with the node's host key under the
+  cluster's name (Ganeti's ``HostKeyAlias``);
+* ``/etc/passwd`` is this machine's with root's home moved to a directory
+  whose ``.ssh/id_ed25519`` the node accepts (ssh finds root's key through
+  the password database, not ``$HOME``); the node's sessions start there too,
+  away from root's rc files;
+* ``/etc/hosts`` resolves the node's name to loopback.
+
+A keeper process (``unshare``) holds the namespace; sshd enters it through
+the harness's ``launcher`` (``nsenter``) and so does the driver. The node's
+sessions find the node root in ``TXSETUP_ROOT``, and its configuration drives
+the demo daemon, so the restart and the TLS health check are real.
+
+Needs root, ``unshare``, ``nsenter``, OpenSSH and Debian's ``ganeti-3.0``:
+skipped without them, failed under ``TXSETUP_SYSTEM_TESTS=1``. The empty
+mount points ``/etc/ganeti`` and ``/var/lib/ganeti`` are created on this
+machine when missing, as installing Ganeti would; nothing is mounted outside
+the namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from tests.conftest import (
+    CLUSTER,
+    SYSTEM_TESTS,
+    Run,
+    make_document,
+    parse_run,
+    require_root,
+    require_tool,
+    snapshot,
+)
+from txsetup.demo.__main__ import free_port, pem_fingerprint, write_config
+from txsetup.demo.certs import split_pem
+from txsetup.demo.noded import NOT_RUNNING
+from txsetup.demo.sshnodes import SshNode, SshNodes, start_ssh_nodes
+from txsetup.node.config import HealthTarget
+from txsetup.node.daemon import probe_tls
+from txsetup.node.files import ssconf_content
+
+pytestmark = pytest.mark.system
+
+GANETI_LIB = Path("/usr/share/ganeti/3.0")
+SYSTEM_PYTHON = "/usr/bin/python3"
+DRIVER = Path(__file__).with_name("ganeti_master_driver.py")
+PKGLIBDIR = Path("/usr/lib/ganeti")  # pathutils.PKGLIBDIR
+NODE_DAEMON_SETUP = PKGLIBDIR / "node-daemon-setup"  # pathutils.NODE_DAEMON_SETUP
+NODE_NAME = "node1.cluster.example.com"
+OTHER_CLUSTER = "other-cluster.example.com"
+
+# The keeper: prepares the namespace, says so, and holds it until its stdin closes.
+_KEEPER = r"""
+set -e
+pkglib=$1 master=$2 passwd=$3 hosts=$4
+mount --bind "$pkglib" /usr/lib/ganeti
+mount -t tmpfs -o mode=0755 tmpfs /etc/ganeti
+mount --bind "$master" /var/lib/ganeti
+mount --bind "$passwd" /etc/passwd
+mount --bind "$hosts" /etc/hosts
+echo ready
+exec cat >/dev/null
+"""
+
+# What the namespace covers, and so what must look the same on the machine afterwards.
+_COVERED = (PKGLIBDIR, Path("/etc/ganeti"), Path("/var/lib/ganeti"))
+_COVERED_FILES = (Path("/etc/passwd"), Path("/etc/hosts"))
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """The private mount namespace both the master and the node run in."""
+
+    nsenter: str
+    keeper: int
+
+    def enter(self) -> list[str]:
+        """The words that run a command in this namespace (exec'd in place)."""
+        return [self.nsenter, f"--mount=/proc/{self.keeper}/ns/mnt", "--"]
+
+    def readlink(self, path: Path) -> str | None:
+        """Where the symlink ``path`` points, as seen in the namespace (None: no symlink)."""
+        proc = subprocess.run(
+            [*self.enter(), "readlink", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class MasterRun:
+    """What ``SetupNodeDaemon`` did: what it raised, and what reached the operator."""
+
+    raised: dict[str, str] | None
+    waited_for: list[str]
+    stdout: str
+    stderr: str
+    ganeti_log: str
+
+    def node_run(self, exit_code: int) -> Run:
+        """The node's txsetup run as the operator saw it, its output contract checked."""
+        return parse_run(exit_code, self.stdout, self.stderr)
+
+
+@dataclass(frozen=True)
+class Master:
+    """A Ganeti master and the node it is about to add."""
+
+    namespace: Namespace
+    pkglib: Path
+    master_dir: Path
+    node: SshNode
+    daemon_port: int
+    pem: str
+    hmac_key: str
+    work: Path
+
+    def gnt_node_add(self, *flags: str) -> MasterRun:
+        """Run Ganeti's ``SetupNodeDaemon`` for this node, with gnt-node's ``flags``."""
+        report, log = self.work / "report.json", self.work / "ganeti.log"
+        report.unlink(missing_ok=True)
+        log.unlink(missing_ok=True)
+        argv = [SYSTEM_PYTHON, str(DRIVER), str(report), str(log), NODE_NAME, str(self.node.port)]
+        proc = subprocess.run(
+            [*self.namespace.enter(), *argv, *flags],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(GANETI_LIB)},
+        )
+        assert proc.returncode == 0, f"the driver failed:\n{proc.stderr[-3000:]}"
+        outcome = json.loads(report.read_text())
+        return MasterRun(
+            outcome["raised"], outcome["waited_for"], proc.stdout, proc.stderr, log.read_text()
+        )
+
+    def noded(self, action: str) -> subprocess.CompletedProcess[str]:
+        """Control the node's demo daemon directly (status, stop)."""
+        argv = [sys.executable, "-m", "txsetup.demo.noded", action, "--root", str(self.node.root)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def require_ganeti() -> None:
+    """Skip without Debian's ganeti-3.0; fail instead under TXSETUP_SYSTEM_TESTS=1."""
+    if not (GANETI_LIB / "ganeti/bootstrap.py").exists() or not PKGLIBDIR.is_dir():
+        if SYSTEM_TESTS:
+            pytest.fail(f"Ganeti 3.0 ({GANETI_LIB}) is required when TXSETUP_SYSTEM_TESTS=1")
+        pytest.skip(f"Ganeti 3.0 not installed ({GANETI_LIB})")
+
+
+def machine_state() -> dict[str, Any]:
+    """What the namespace covers, as this machine has it outside: to prove it is untouched."""
+    state: dict[str, Any] = {}
+    for directory in _COVERED:
+        state[str(directory)] = sorted(os.listdir(directory)) if directory.exists() else None
+    for path in _COVERED_FILES:
+        state[str(path)] = path.read_bytes()
+    return state
+
+
+def passwd_with_root_home(home: Path) -> str:
+    """This machine's password database, root's home moved to ``home``."""
+    lines = []
+    for line in Path("/etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == "root" and len(fields) == 7:
+            fields[5] = str(home)
+        lines.append(":".join(fields))
+    return "\n".join(lines) + "\n"
+
+
+def write_master_files(master: Path, pem: str, hmac_key: str) -> None:
+    """The files ``SetupNodeDaemon`` reads from a master's ``/var/lib/ganeti``."""
+    ssconf = make_document(
+        pem, ssconf={"primary_ip_family": "2", "master_node": f"master.{CLUSTER}"}
+    )["ssconf"]
+    for key, value in ssconf.items():
+        (master / f"ssconf_{key}").write_bytes(ssconf_content(value))
+    (master / "server.pem").write_text(pem)
+    (master / "hmac.key").write_text(hmac_key)
+
+
+def install_client_files(cluster: SshNodes, master: Path, home: Path) -> None:
+    """Give the master what Ganeti's ssh needs to reach the node: root's key, the host key.
+
+    Ganeti checks the node's host key under the cluster's name
+    (``HostKeyAlias``), in its own ``known_hosts``; ssh offers root's
+    default key, which the node accepts.
+    """
+    key = home / ".ssh/id_ed25519"
+    key.touch(mode=0o600)
+    key.write_bytes(cluster.client_key.read_bytes())
+    (known,) = (o.partition("=")[2] for o in cluster.ssh_options if o.startswith("UserKnownHosts"))
+    _, key_type, host_key = Path(known).read_text().split()[:3]
+    (master / "known_hosts").write_text(f"{CLUSTER} {key_type} {host_key}\n")
+
+
+@pytest.fixture
+def master(tmp_path: Path, node_pem: str) -> Iterator[Master]:
+    """A Ganeti master and a fresh sshd node, in one private mount namespace (see above).
+
+    The node root has ``var/lib`` and ``var/lock`` and a configuration that
+    drives the demo daemon on a free port; the daemon is stopped afterwards,
+    and the machine's own Ganeti paths are checked to be as they were.
+    """
+    require_ganeti()
+    require_root("mounting in a private namespace")
+    unshare, nsenter = require_tool("unshare"), require_tool("nsenter")
+    for tool in ("sshd", "ssh", "ssh-keygen"):
+        require_tool(tool)
+    console_script = Path(sys.executable).with_name("node-daemon-setup")
+    assert console_script.exists(), "the node-daemon-setup console script is not installed"
+    for mount_point in _COVERED:
+        mount_point.mkdir(parents=True, exist_ok=True)
+    before = machine_state()
+
+    pkglib = tmp_path / "usr-lib-ganeti"
+    (pkglib / "3.0").mkdir(parents=True)
+    (pkglib / "node-daemon-setup").symlink_to(console_script)
+    master_dir = tmp_path / "var-lib-ganeti"
+    master_dir.mkdir()
+    hmac_key = secrets.token_hex(20) + "\n"  # utils.GenerateSecret(), as bootstrap.py makes it
+    write_master_files(master_dir, node_pem, hmac_key)
+    home = tmp_path / "root-home"
+    (home / ".ssh").mkdir(mode=0o700, parents=True)
+    passwd, hosts = tmp_path / "passwd", tmp_path / "hosts"
+    passwd.write_text(passwd_with_root_home(home))
+    hosts.write_text(f"127.0.0.1\tlocalhost {NODE_NAME}\n::1\tlocalhost\n")
+
+    keeper_argv = [unshare, "--mount", "--propagation", "private", "sh", "-c", _KEEPER, "sh"]
+    with subprocess.Popen(
+        [*keeper_argv, str(pkglib), str(master_dir), str(passwd), str(hosts)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as keeper:
+        assert keeper.stdin is not None
+        assert keeper.stdout is not None
+        try:
+            if keeper.stdout.readline() != b"ready\n":  # unshare or mount was denied
+                _, error = keeper.communicate(timeout=30)
+                why = f"cannot prepare a private mount namespace: {error.decode().strip()}"
+                if SYSTEM_TESTS:
+                    pytest.fail(why)
+                pytest.skip(why)
+            namespace = Namespace(nsenter, keeper.pid)
+            with start_ssh_nodes(1, tmp_path / "nodes", launcher=namespace.enter()) as cluster:
+                node = cluster.nodes[0]
+                install_client_files(cluster, master_dir, home)
+                (node.root / "var/lib").mkdir(parents=True)
+                (node.root / "var/lock").mkdir()
+                daemon_port = free_port()
+                write_config(node.root, daemon_port)
+                setup = Master(
+                    namespace, pkglib, master_dir, node, daemon_port, node_pem, hmac_key, tmp_path
+                )
+                try:
+                    yield setup
+                finally:
+                    setup.noded("stop")
+        finally:
+            keeper.stdin.close()
+            keeper.wait(timeout=30)
+    assert machine_state() == before
+
+
+def served_fingerprint(port: int) -> str:
+    """The SHA-256 fingerprint of what the daemon presents in a real TLS handshake."""
+    return probe_tls(HealthTarget("127.0.0.1", port), timeout=5)
+
+
+def client_common_name(pem: bytes) -> list[str]:
+    """The common name(s) of the certificate in a ``client.pem``."""
+    cert = x509.load_pem_x509_certificate(split_pem(pem.decode())[1].encode())
+    return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
+@pytest.mark.parametrize("flags", [(), ("--debug", "--verbose")], ids=["plain", "debug-verbose"])
+def test_gnt_node_add_sets_up_the_node_through_txsetup(
+    master: Master, flags: tuple[str, ...]
+) -> None:
+    """Ganeti's SetupNodeDaemon, flags and version check included, returns: txsetup installed
+    the master's files and restarted a daemon that serves the new certificate."""
+    run = master.gnt_node_add(*flags)
+    assert run.raised is None, run.stderr[-3000:]
+    assert run.waited_for == [NODE_NAME]  # Ganeti went on, as after its own tool
+
+    # What Ganeti ran: the version check, then <pkglibdir>/node-daemon-setup with its flags.
+    assert f"Ensure correct Ganeti version: {[str(NODE_DAEMON_SETUP), *flags]}" in run.ganeti_log
+    assert " ".join([str(NODE_DAEMON_SETUP), *flags]) + "'" in run.ganeti_log  # and nothing else
+    assert f"test -d {PKGLIBDIR}/3.0 && ln -s -f -T" in run.ganeti_log
+    assert master.namespace.readlink(Path("/etc/ganeti/lib")) == f"{PKGLIBDIR}/3.0"
+    assert master.namespace.readlink(Path("/etc/ganeti/share")) == f"{GANETI_LIB}"
+
+    # What txsetup did, as the operator saw it: one result line and JSON log lines.
+    node_run = run.node_run(0)
+    assert node_run.result["outcome"] == "committed"
+    begin = next(event for event in node_run.events if event["event"] == "txn.begin")
+    assert begin["root"] == str(master.node.root)  # TXSETUP_ROOT reached the alias
+    assert [s["name"] for s in node_run.result["steps"]][-1] == "restart_daemon"
+    assert master.hmac_key.strip() not in run.stdout + run.stderr + run.ganeti_log
+
+    master_dir, node_dir = master.master_dir, master.node.root / "var/lib/ganeti"
+    ssconf = sorted(path.name for path in master_dir.glob("ssconf_*"))
+    assert sorted(os.listdir(node_dir)) == sorted([*ssconf, "client.pem", "hmac.key", "server.pem"])
+    for name in [*ssconf, "server.pem", "hmac.key"]:
+        assert (node_dir / name).read_bytes() == (master_dir / name).read_bytes(), name
+    assert client_common_name((node_dir / "client.pem").read_bytes()) == [NODE_NAME]
+    assert served_fingerprint(master.daemon_port) == pem_fingerprint(master.pem)
+
+
+def test_node_of_another_cluster_refuses_and_ganeti_raises(master: Master) -> None:
+    """A node set up for another cluster refuses Ganeti's document (exit 4, cluster name):
+    SetupNodeDaemon raises, the operator sees txsetup's reason, and the node is unchanged."""
+    node_dir = master.node.root / "var/lib/ganeti"
+    node_dir.mkdir()
+    (node_dir / "ssconf_cluster_name").write_bytes(ssconf_content(OTHER_CLUSTER))
+    (node_dir / "ssconf_cluster_name").chmod(0o444)
+    before = snapshot(master.node.root)
+
+    run = master.gnt_node_add()
+    assert run.raised is not None
+    assert run.raised["type"] == "OpExecError"
+    assert run.raised["message"].endswith("failed: exited with exit code 4")
+    assert run.waited_for == []
+
+    node_run = run.node_run(4)
+    assert node_run.result["outcome"] == "failed"
+    assert "cluster name verification failed" in node_run.result["error"]
+    assert OTHER_CLUSTER in node_run.result["error"]
+    failed = [e for e in node_run.events if e["event"] == "step.failed"]
+    assert [e["step"] for e in failed] == ["verify_cluster"]
+    assert snapshot(master.node.root) == before
+    assert master.noded("status").returncode == NOT_RUNNING
+
+
+def test_version_check_stops_a_node_without_this_ganeti_version(master: Master) -> None:
+    """Without /usr/lib/ganeti/3.0 on the node, Ganeti's version check fails before
+    node-daemon-setup runs: Ganeti raises, and txsetup never touched the node."""
+    shutil.rmtree(master.pkglib / "3.0")
+    before = snapshot(master.node.root, skip=())
+
+    run = master.gnt_node_add()
+    assert run.raised is not None
+    assert run.raised["type"] == "OpExecError"
+    assert run.raised["message"].endswith("failed: exited with exit code 1")
+    assert run.waited_for == []
+    assert (run.stdout, run.stderr) == ("", "")
+    assert snapshot(master.node.root, skip=()) == before
+    assert master.namespace.readlink(Path("/etc/ganeti/lib")) is None
