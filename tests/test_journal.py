@@ -281,7 +281,9 @@ def crashed(tmp_path_factory: pytest.TempPathFactory, node_pem: str) -> Crashed:
     root = tmp / "crashed"
     shutil.copytree(old_root, root, symlinks=True)
     # The first rename is the first thing commit does, right after the commit point.
-    proc = run_traced(root, payload, "rename,renameat,renameat2", "error=EIO:signal=SIGKILL:when=1", env=env)
+    proc = run_traced(
+        root, payload, "rename,renameat,renameat2", "error=EIO:signal=SIGKILL:when=1", env=env
+    )
     assert proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), proc.stderr.decode()
     journal = root / "var/lib/txsetup/journal"
     assert [r.state for r in read_journal(journal)] == [TxnState.BEGUN, TxnState.PREPARED]
