@@ -1,8 +1,15 @@
-"""A real Ganeti 3.0 master, unchanged, adds a node whose node-daemon-setup is txsetup's.
+"""A real Ganeti 3.0 master, unchanged, adds a node whose setup tools are txsetup's.
 
-``gnt-node add`` ends in Ganeti's ``bootstrap.SetupNodeDaemon``: it builds the
-document from the master's own files, and ``ssh.RunSshCmdWithStdin`` runs, over
-ssh with the document on stdin::
+``gnt-node add`` (``client/gnt_node.py``, ``AddNode``) runs two tools on the
+new node over ssh, each with a JSON document on stdin:
+
+* ``_SetupSSH`` builds the SSH document (the master's ``/etc/ssh`` host keys,
+  the master candidates' keys from ``ganeti_pub_keys``, the cluster's
+  ``ssh_key_type``/``ssh_key_bits``) and runs ``/usr/lib/ganeti/prepare-node-join``;
+  then it reads root's new public key back over a second connection
+  (``cat ~root/.ssh/id_<type>.pub``) and records it with ``ssh.AddPublicKey``.
+* ``bootstrap.SetupNodeDaemon`` builds the node daemon document from the
+  master's own files and runs::
 
     /bin/sh -c 'test -d /usr/lib/ganeti/3.0 && ln -s -f -T /usr/lib/ganeti/3.0
     /etc/ganeti/lib && ln -s -f -T /usr/share/ganeti/3.0 /etc/ganeti/share &&
@@ -11,25 +18,36 @@ ssh with the document on stdin::
 Here that code runs for real (``tests/ganeti_master_driver.py``, with the
 system Python and Ganeti on its path) against a real sshd node from
 :mod:`txsetup.demo.sshnodes`, on which ``/usr/lib/ganeti/node-daemon-setup``
-is a symlink to txsetup's ``node-daemon-setup`` console script, installed as
-``docs/ganeti.md`` says. Ganeti's paths and inputs are set up; its ssh
-command line is its own.
+and ``/usr/lib/ganeti/prepare-node-join`` are symlinks to txsetup's console
+scripts, installed as ``docs/ganeti.md`` says. Ganeti's paths and inputs are
+set up; its ssh command lines are its own.
 
 Both sides live in one private mount namespace, so this machine's own files
 are never touched. In it:
 
 * ``/usr/lib/ganeti`` is a directory holding ``3.0/`` (what the version check
-  tests for) and the ``node-daemon-setup`` symlink;
+  tests for) and the two symlinks;
 * ``/etc/ganeti`` is an empty tmpfs, where the version check links ``lib``
   and ``share``;
 * ``/var/lib/ganeti`` is the master's directory: ssconf files, ``server.pem``,
-  ``hmac.key``, and ``known_hosts`` with the node's host key under the
-  cluster's name (Ganeti's ``HostKeyAlias``);
-* ``/etc/passwd`` is this machine's with root's home moved to a directory
-  whose ``.ssh/id_ed25519`` the node accepts (ssh finds root's key through
-  the password database, not ``$HOME``); the node's sessions start there too,
-  away from root's rc files;
+  ``hmac.key``, ``ganeti_pub_keys`` (prepare-node-join's tests), and
+  ``known_hosts`` with the node's host key under the cluster's name (Ganeti's
+  ``HostKeyAlias`` for node-daemon-setup) and under the node's name and port
+  (what prepare-node-join's connections check);
+* ``/etc/passwd`` is this machine's with root's home moved to the node
+  root's ``root/``, whose ``.ssh/id_ed25519`` the node accepts (ssh finds
+  root's key through the password database, not ``$HOME``); the node's
+  sessions start there too, away from root's rc files. Master and node are
+  one machine here, and Ganeti reads the node's new key back at the path of
+  root's key on the master, so that path is where txsetup writes it;
 * ``/etc/hosts`` resolves the node's name to loopback.
+
+The master's ``/etc/ssh`` host keys are the one input not taken from its
+usual place: the driver points ``constants.SSH_DAEMON_KEYFILES`` at keys the
+test makes, and answers ``_SetupSSH``'s two luxi queries itself (no master
+daemon runs). The node's sshd loads its ecdsa and rsa host keys from
+``<node root>/etc/ssh``, and its ``[sshd]`` configuration reloads it with
+``kill -HUP`` and checks the served keys with ssh-keyscan.
 
 A keeper process (``unshare``) holds the namespace; sshd enters it through
 the harness's ``launcher`` (``nsenter``) and so does the driver. The node's
