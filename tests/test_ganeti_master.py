@@ -1,8 +1,15 @@
-"""A real Ganeti 3.0 master, unchanged, adds a node whose node-daemon-setup is txsetup's.
+"""A real Ganeti 3.0 master, unchanged, adds a node whose setup tools are txsetup's.
 
-``gnt-node add`` ends in Ganeti's ``bootstrap.SetupNodeDaemon``: it builds the
-document from the master's own files, and ``ssh.RunSshCmdWithStdin`` runs, over
-ssh with the document on stdin::
+``gnt-node add`` (``client/gnt_node.py``, ``AddNode``) runs two tools on the
+new node over ssh, each with a JSON document on stdin:
+
+* ``_SetupSSH`` builds the SSH document (the master's ``/etc/ssh`` host keys,
+  the master candidates' keys from ``ganeti_pub_keys``, the cluster's
+  ``ssh_key_type``/``ssh_key_bits``) and runs ``/usr/lib/ganeti/prepare-node-join``;
+  then it reads root's new public key back over a second connection
+  (``cat ~root/.ssh/id_<type>.pub``) and records it with ``ssh.AddPublicKey``.
+* ``bootstrap.SetupNodeDaemon`` builds the node daemon document from the
+  master's own files and runs::
 
     /bin/sh -c 'test -d /usr/lib/ganeti/3.0 && ln -s -f -T /usr/lib/ganeti/3.0
     /etc/ganeti/lib && ln -s -f -T /usr/share/ganeti/3.0 /etc/ganeti/share &&
@@ -11,25 +18,36 @@ ssh with the document on stdin::
 Here that code runs for real (``tests/ganeti_master_driver.py``, with the
 system Python and Ganeti on its path) against a real sshd node from
 :mod:`txsetup.demo.sshnodes`, on which ``/usr/lib/ganeti/node-daemon-setup``
-is a symlink to txsetup's ``node-daemon-setup`` console script, installed as
-``docs/ganeti.md`` says. Ganeti's paths and inputs are set up; its ssh
-command line is its own.
+and ``/usr/lib/ganeti/prepare-node-join`` are symlinks to txsetup's console
+scripts, installed as ``docs/ganeti.md`` says. Ganeti's paths and inputs are
+set up; its ssh command lines are its own.
 
 Both sides live in one private mount namespace, so this machine's own files
 are never touched. In it:
 
 * ``/usr/lib/ganeti`` is a directory holding ``3.0/`` (what the version check
-  tests for) and the ``node-daemon-setup`` symlink;
+  tests for) and the two symlinks;
 * ``/etc/ganeti`` is an empty tmpfs, where the version check links ``lib``
   and ``share``;
 * ``/var/lib/ganeti`` is the master's directory: ssconf files, ``server.pem``,
-  ``hmac.key``, and ``known_hosts`` with the node's host key under the
-  cluster's name (Ganeti's ``HostKeyAlias``);
-* ``/etc/passwd`` is this machine's with root's home moved to a directory
-  whose ``.ssh/id_ed25519`` the node accepts (ssh finds root's key through
-  the password database, not ``$HOME``); the node's sessions start there too,
-  away from root's rc files;
+  ``hmac.key``, ``ganeti_pub_keys`` (prepare-node-join's tests), and
+  ``known_hosts`` with the node's host key under the cluster's name (Ganeti's
+  ``HostKeyAlias`` for node-daemon-setup) and under the node's name and port
+  (what prepare-node-join's connections check);
+* ``/etc/passwd`` is this machine's with root's home moved to the node
+  root's ``root/``, whose ``.ssh/id_ed25519`` the node accepts (ssh finds
+  root's key through the password database, not ``$HOME``); the node's
+  sessions start there too, away from root's rc files. Master and node are
+  one machine here, and Ganeti reads the node's new key back at the path of
+  root's key on the master, so that path is where txsetup writes it;
 * ``/etc/hosts`` resolves the node's name to loopback.
+
+The master's ``/etc/ssh`` host keys are the one input not taken from its
+usual place: the driver points ``constants.SSH_DAEMON_KEYFILES`` at keys the
+test makes, and answers ``_SetupSSH``'s two luxi queries itself (no master
+daemon runs). The node's sshd loads its ecdsa and rsa host keys from
+``<node root>/etc/ssh``, and its ``[sshd]`` configuration reloads it with
+``kill -HUP`` and checks the served keys with ssh-keyscan.
 
 A keeper process (``unshare``) holds the namespace; sshd enters it through
 the harness's ``launcher`` (``nsenter``) and so does the driver. The node's
@@ -70,6 +88,7 @@ from tests.conftest import (
     require_tool,
     snapshot,
 )
+from tests.sshdoc import fingerprint
 from txsetup.demo.__main__ import free_port, pem_fingerprint, write_config
 from txsetup.demo.certs import split_pem
 from txsetup.demo.noded import NOT_RUNNING
@@ -85,6 +104,13 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 DRIVER = Path(__file__).with_name("ganeti_master_driver.py")
 PKGLIBDIR = Path("/usr/lib/ganeti")  # pathutils.PKGLIBDIR
 NODE_DAEMON_SETUP = PKGLIBDIR / "node-daemon-setup"  # pathutils.NODE_DAEMON_SETUP
+PREPARE_NODE_JOIN = PKGLIBDIR / "prepare-node-join"  # pathutils.PREPARE_NODE_JOIN
+# What a Ganeti 3.0 cluster sends by default (SSH_DEFAULT_KEY_TYPE, _BITS): root's
+# pair is made on the node. Ganeti 3.0 knows dsa, ecdsa and rsa only (SSHK_ALL).
+SSH_KEY_TYPE, SSH_KEY_BITS = "rsa", 2048
+# The host keys Ganeti sends: those of SSH_DAEMON_KEYFILES that exist on the master.
+HOST_KEY_KINDS = ("ecdsa", "rsa")
+CANDIDATE = "3b9f1c2e-master-uuid"  # the master's UUID in ganeti_pub_keys
 NODE_NAME = "node1.cluster.example.com"
 OTHER_CLUSTER = "other-cluster.example.com"
 
@@ -159,6 +185,19 @@ class Master:
 
     def gnt_node_add(self, *flags: str) -> MasterRun:
         """Run Ganeti's ``SetupNodeDaemon`` for this node, with gnt-node's ``flags``."""
+        return self._drive(*flags)
+
+    def setup_ssh(self, master_ssh: Path) -> MasterRun:
+        """Run Ganeti's ``_SetupSSH`` for this node, the master's host keys in ``master_ssh``."""
+        return self._drive(
+            f"--prepare-node-join={master_ssh}",
+            f"--candidate={CANDIDATE}",
+            f"--ssh-key-type={SSH_KEY_TYPE}",
+            f"--ssh-key-bits={SSH_KEY_BITS}",
+        )
+
+    def _drive(self, *flags: str) -> MasterRun:
+        """Run the driver in the namespace with ``flags``; what Ganeti did and printed."""
         report, log = self.work / "report.json", self.work / "ganeti.log"
         report.unlink(missing_ok=True)
         log.unlink(missing_ok=True)
@@ -226,16 +265,29 @@ def write_master_files(master: Path, pem: str, hmac_key: str) -> None:
 def install_client_files(cluster: SshNodes, master: Path, home: Path) -> None:
     """Give the master what Ganeti's ssh needs to reach the node: root's key, the host key.
 
-    Ganeti checks the node's host key under the cluster's name
-    (``HostKeyAlias``), in its own ``known_hosts``; ssh offers root's
+    Ganeti checks the node's host key in its own ``known_hosts``: under the
+    cluster's name (``HostKeyAlias``) for node-daemon-setup, under the node's
+    name and port for prepare-node-join and the read-back of root's key (an
+    operator accepts it at ``gnt-node add``'s prompt). ssh offers root's
     default key, which the node accepts.
+
+    Root's home, ``home``, is the node root's ``root/``: master and node are
+    one machine here, and Ganeti reads the node's new public key back at the
+    path of root's key *on the master* (``~root/.ssh/id_<type>.pub``), which
+    on a real cluster is the same path on the node. So the path Ganeti reads
+    is where txsetup writes it.
     """
+    (home / ".ssh").mkdir(mode=0o700, parents=True)
+    home.chmod(0o700)
     key = home / ".ssh/id_ed25519"
     key.touch(mode=0o600)
     key.write_bytes(cluster.client_key.read_bytes())
     (known,) = (o.partition("=")[2] for o in cluster.ssh_options if o.startswith("UserKnownHosts"))
     _, key_type, host_key = Path(known).read_text().split()[:3]
-    (master / "known_hosts").write_text(f"{CLUSTER} {key_type} {host_key}\n")
+    port = cluster.nodes[0].port
+    (master / "known_hosts").write_text(
+        f"{CLUSTER} {key_type} {host_key}\n[{NODE_NAME}]:{port} {key_type} {host_key}\n"
+    )
 
 
 @pytest.fixture
@@ -252,7 +304,8 @@ def master(tmp_path: Path, node_pem: str) -> Iterator[Master]:
     for tool in ("sshd", "ssh", "ssh-keygen"):
         require_tool(tool)
     console_script = Path(sys.executable).with_name("node-daemon-setup")
-    assert console_script.exists(), "the node-daemon-setup console script is not installed"
+    for script in (console_script, console_script.with_name("prepare-node-join")):
+        assert script.exists(), f"the {script.name} console script is not installed"
     for mount_point in _COVERED:
         mount_point.mkdir(parents=True, exist_ok=True)
     before = machine_state()
@@ -260,12 +313,14 @@ def master(tmp_path: Path, node_pem: str) -> Iterator[Master]:
     pkglib = tmp_path / "usr-lib-ganeti"
     (pkglib / "3.0").mkdir(parents=True)
     (pkglib / "node-daemon-setup").symlink_to(console_script)
+    (pkglib / "prepare-node-join").symlink_to(console_script.with_name("prepare-node-join"))
     master_dir = tmp_path / "var-lib-ganeti"
     master_dir.mkdir()
     hmac_key = secrets.token_hex(20) + "\n"  # utils.GenerateSecret(), as bootstrap.py makes it
     write_master_files(master_dir, node_pem, hmac_key)
-    home = tmp_path / "root-home"
-    (home / ".ssh").mkdir(mode=0o700, parents=True)
+    # Root's home is the node root's root/: see install_client_files.
+    node_root = (tmp_path / "nodes").resolve() / "node0/root"
+    home = node_root / "root"
     passwd, hosts = tmp_path / "passwd", tmp_path / "hosts"
     passwd.write_text(passwd_with_root_home(home))
     hosts.write_text(f"127.0.0.1\tlocalhost {NODE_NAME}\n::1\tlocalhost\n")
@@ -287,8 +342,11 @@ def master(tmp_path: Path, node_pem: str) -> Iterator[Master]:
                     pytest.fail(why)
                 pytest.skip(why)
             namespace = Namespace(nsenter, keeper.pid)
-            with start_ssh_nodes(1, tmp_path / "nodes", launcher=namespace.enter()) as cluster:
+            with start_ssh_nodes(
+                1, tmp_path / "nodes", launcher=namespace.enter(), root_host_keys=HOST_KEY_KINDS
+            ) as cluster:
                 node = cluster.nodes[0]
+                assert node.root == node_root
                 install_client_files(cluster, master_dir, home)
                 (node.root / "var/lib").mkdir(parents=True)
                 (node.root / "var/lock").mkdir()
@@ -391,3 +449,159 @@ def test_version_check_stops_a_node_without_this_ganeti_version(master: Master) 
     assert (run.stdout, run.stderr) == ("", "")
     assert snapshot(master.node.root, skip=()) == before
     assert master.namespace.readlink(Path("/etc/ganeti/lib")) is None
+
+
+@dataclass(frozen=True)
+class Joining:
+    """A master about to run prepare-node-join on a node whose sshd serves its own keys."""
+
+    master: Master
+    master_ssh: Path
+    master_root_key: str
+
+    @property
+    def pub_keys(self) -> Path:
+        """The master's record of root's public keys (``pathutils.SSH_PUB_KEYS``)."""
+        return self.master.master_dir / "ganeti_pub_keys"
+
+    def host_key(self, kind: str) -> str:
+        """The master's public ``kind`` host key line."""
+        return (self.master_ssh / f"ssh_host_{kind}_key.pub").read_text()
+
+
+def keygen(key: Path, kind: str, comment: str) -> str:
+    """Make an OpenSSH key pair at ``key`` with ssh-keygen; its public line."""
+    bits = ["-b", "2048"] if kind == "rsa" else []
+    argv = ["ssh-keygen", "-q", "-t", kind, *bits, "-N", "", "-C", comment, "-f", str(key)]
+    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    return Path(f"{key}.pub").read_text()
+
+
+def served_host_key(port: int, kind: str) -> str | None:
+    """The fingerprint of the ``kind`` host key the node's sshd presents, via ssh-keyscan."""
+    argv = ["ssh-keyscan", "-T", "5", "-p", str(port), "-t", kind, "127.0.0.1"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
+    lines = [line for line in out.splitlines() if line and not line.startswith("#")]
+    return fingerprint(" ".join(lines[0].split()[1:])) if lines else None
+
+
+@pytest.fixture
+def joining(master: Master, tmp_path: Path) -> Joining:
+    """The master's host keys and root key; the node's own host keys, served by its sshd.
+
+    The node's sshd loads ``<root>/etc/ssh/ssh_host_{ecdsa,rsa}_key`` (see the
+    ``master`` fixture), and its ``[sshd]`` configuration reloads that very
+    sshd with ``kill -HUP`` and checks the keys it serves with ssh-keyscan.
+    """
+    require_tool("ssh-keyscan")
+    node = master.node
+    master_ssh = tmp_path / "master-etc-ssh"
+    master_ssh.mkdir()
+    (node.root / "etc/ssh").mkdir(parents=True)
+    for kind in HOST_KEY_KINDS:
+        keygen(master_ssh / f"ssh_host_{kind}_key", kind, "root@master")
+        keygen(node.root / f"etc/ssh/ssh_host_{kind}_key", kind, f"root@{NODE_NAME}")
+    master_root_key = keygen(tmp_path / "master_id_rsa", "rsa", "root@master").strip()
+    (master.master_dir / "ganeti_pub_keys").write_text(f"{CANDIDATE} {master_root_key}\n")
+    with (node.root / "etc/txsetup/config.toml").open("a") as config:
+        config.write(
+            "\n[sshd]\n"
+            f'reload = ["kill", "-HUP", "{node.pid}"]\n'
+            f'status = ["kill", "-0", "{node.pid}"]\n'
+            f'health_address = "127.0.0.1:{node.port}"\n'
+            "health_timeout = 10\n"
+        )
+    for kind in HOST_KEY_KINDS:
+        own = (node.root / f"etc/ssh/ssh_host_{kind}_key.pub").read_text()
+        assert served_host_key(node.port, kind) == fingerprint(own)
+    return Joining(master, master_ssh, master_root_key)
+
+
+def test_prepare_node_join_installs_ssh_keys_through_txsetup(joining: Joining) -> None:
+    """Ganeti's _SetupSSH returns: txsetup installed the master's host keys (sshd, reloaded,
+    serves them), made root's pair, authorized the master's key; Ganeti read the new key back."""
+    master, root = joining.master, joining.master.node.root
+    run = master.setup_ssh(joining.master_ssh)
+    assert run.raised is None, run.stderr[-3000:]
+    # Ganeti's own command lines: prepare-node-join (no version check, no flags), then
+    # the read-back of root's new public key.
+    commands = [line.rpartition(f"root@{NODE_NAME} ")[2] for line in run.ganeti_log.splitlines()]
+    home = root / "root"
+    assert commands == [
+        f"'/bin/sh -c {PREPARE_NODE_JOIN}'",
+        f"'cat {home}/.ssh/id_{SSH_KEY_TYPE}.pub'",
+    ]
+
+    node_run = run.node_run(0)
+    assert node_run.result["outcome"] == "committed"
+    begin = next(event for event in node_run.events if event["event"] == "txn.begin")
+    assert begin["root"] == str(root)
+    reloads = [e for e in node_run.events if e["event"] == "sshd.reload"]
+    assert [(e["argv"], e["returncode"]) for e in reloads] == [
+        (["kill", "-HUP", str(master.node.pid)], 0)
+    ]
+    healthy = [e["kind"] for e in node_run.events if e["event"] == "sshd.healthy"]
+    assert sorted(healthy) == sorted(HOST_KEY_KINDS)
+
+    # The master's /etc/ssh host keys, as Ganeti read and sent them, and served.
+    for kind in HOST_KEY_KINDS:
+        for suffix in ("", ".pub"):
+            name = f"ssh_host_{kind}_key{suffix}"
+            sent = (joining.master_ssh / name).read_bytes()
+            assert (root / "etc/ssh" / name).read_bytes() == sent, name
+        assert served_host_key(master.node.port, kind) == fingerprint(joining.host_key(kind))
+
+    # Root's pair of the cluster's type, made on the node, and authorized_keys.
+    ssh_dir = root / "root/.ssh"
+    public = (ssh_dir / f"id_{SSH_KEY_TYPE}.pub").read_text().strip()
+    assert node_run.result["root_public_keys"] == [public]
+    length = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(ssh_dir / f"id_{SSH_KEY_TYPE}")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split()[0]
+    assert int(length) == SSH_KEY_BITS
+    assert (ssh_dir / f"id_{SSH_KEY_TYPE}").stat().st_mode & 0o777 == 0o600
+    assert (ssh_dir / "authorized_keys").read_text().splitlines() == [
+        public,
+        joining.master_root_key,
+    ]
+
+    # Ganeti read root's new public key back over ssh and recorded it under the node's
+    # name, as it read it: the public line's own newline plus the one it adds.
+    assert joining.pub_keys.read_text() == (
+        f"{CANDIDATE} {joining.master_root_key}\n{NODE_NAME} {public}\n\n"
+    )
+
+
+def test_prepare_node_join_on_a_node_of_another_cluster_refuses(joining: Joining) -> None:
+    """A node set up for another cluster refuses Ganeti's SSH document (exit 4): _SetupSSH
+    raises, nothing on the node changes, and sshd still serves the node's own host keys."""
+    master, root = joining.master, joining.master.node.root
+    node_dir = root / "var/lib/ganeti"
+    node_dir.mkdir()
+    (node_dir / "ssconf_cluster_name").write_bytes(ssconf_content(OTHER_CLUSTER))
+    (node_dir / "ssconf_cluster_name").chmod(0o444)
+    before = snapshot(root)
+    pub_keys = joining.pub_keys.read_bytes()
+
+    run = master.setup_ssh(joining.master_ssh)
+    assert run.raised is not None
+    assert run.raised["type"] == "OpExecError"
+    assert run.raised["message"].endswith("failed: exited with exit code 4")
+    assert str(PREPARE_NODE_JOIN) in run.raised["message"]
+
+    node_run = run.node_run(4)
+    assert node_run.result["outcome"] == "failed"
+    assert "cluster name verification failed" in node_run.result["error"]
+    assert OTHER_CLUSTER in node_run.result["error"]
+    failed = [e for e in node_run.events if e["event"] == "step.failed"]
+    assert [e["step"] for e in failed] == ["verify_cluster"]
+    assert "sshd.reload" not in node_run.event_names()
+    assert snapshot(root) == before
+    assert joining.pub_keys.read_bytes() == pub_keys  # Ganeti stopped at the refusal
+    for kind in HOST_KEY_KINDS:
+        own = (root / f"etc/ssh/ssh_host_{kind}_key.pub").read_text()
+        assert served_host_key(master.node.port, kind) == fingerprint(own)

@@ -194,6 +194,16 @@ def test_env_that_sshd_would_misread_is_refused(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_unknown_root_host_key_kind_is_refused(tmp_path: Path) -> None:
+    """A kind that would name a file sshd cannot load raises before anything is made."""
+    with (
+        pytest.raises(ValueError, match="unknown host key kinds: ed448"),
+        start_ssh_nodes(1, tmp_path, root_host_keys=["ecdsa", "ed448"]),
+    ):
+        pytest.fail("the start should have been refused")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_launcher_starts_sshd_in_place_and_its_sessions_inherit_it(tmp_path: Path) -> None:
     """sshd runs through the launcher, exec'd in place, and sessions inherit what it set."""
     wanted = os.nice(0) + 7

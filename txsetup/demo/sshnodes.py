@@ -60,6 +60,7 @@ _PROBE_TIMEOUT: Final = 2.0
 _LOG_TAIL: Final = 2000
 _PORT_TAKEN: Final = b"Address already in use"
 _NO_ENV: Final[Mapping[str, str]] = MappingProxyType({})
+_HOST_KEY_KINDS: Final = frozenset({"dsa", "ecdsa", "ed25519", "rsa"})
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -288,6 +289,7 @@ class _Settings:
     authorized_keys: Path
     env: tuple[tuple[str, str], ...]
     extra_lines: tuple[str, ...]
+    root_host_keys: tuple[str, ...] = ()
 
 
 class _Daemon:
@@ -321,6 +323,10 @@ class _Daemon:
             f"ListenAddress {HOST}",
             f"Port {self.port}",
             f"HostKey {_quote(self.host_key)}",
+            *(
+                f"HostKey {_quote(self.root / f'etc/ssh/ssh_host_{kind}_key')}"
+                for kind in settings.root_host_keys
+            ),
             f"PidFile {_quote(self.pidfile)}",
             f"AuthorizedKeysFile {_quote(str(settings.authorized_keys).replace('%', '%%'))}",
             "PasswordAuthentication no",
@@ -539,6 +545,7 @@ def start_ssh_nodes(
     env: Mapping[str, str] = _NO_ENV,
     ports: Sequence[int] | None = None,
     launcher: Sequence[str] = (),
+    root_host_keys: Sequence[str] = (),
 ) -> Iterator[SshNodes]:
     """Start ``count`` sshd nodes on loopback; stop them all on exit.
 
@@ -562,6 +569,12 @@ def start_ssh_nodes(
             ``/usr/lib/ganeti/node-daemon-setup`` can lead elsewhere than on
             the machine. The launcher must ``exec`` sshd in place: readiness
             compares sshd's pid file with the pid that was started.
+        root_host_keys: Key kinds (``ecdsa``, ``rsa``...) whose host key sshd
+            also loads from the node root, ``<root>/etc/ssh/ssh_host_<kind>_key``,
+            as a node's sshd loads ``/etc/ssh``'s: so what ``txsetup ssh-setup``
+            installs there is what the node serves once sshd reads its keys
+            again. sshd skips a file that is missing (it always has the node's
+            own ed25519 key), so the root can start empty.
 
     Yields:
         The running nodes and the client options to reach them.
@@ -569,7 +582,8 @@ def start_ssh_nodes(
     Raises:
         RuntimeError: sshd or ssh-keygen is missing, or a node failed to start
             (the message holds the tail of its log). No sshd is left running.
-        ValueError: ``ports`` has the wrong length, or ``env`` cannot be passed.
+        ValueError: ``ports`` has the wrong length, ``env`` cannot be passed,
+            or a ``root_host_keys`` kind is not one OpenSSH knows.
     """
     sshd = sshd_path()
     keygen = shutil.which("ssh-keygen")
@@ -579,6 +593,9 @@ def start_ssh_nodes(
     if len(wanted) != count:
         raise ValueError(f"{len(wanted)} ports given for {count} nodes")
     variables = _checked_env(env)
+    unknown = sorted(set(root_host_keys) - _HOST_KEY_KINDS)
+    if unknown:
+        raise ValueError(f"unknown host key kinds: {', '.join(unknown)}")
     if os.geteuid() == 0:
         _ensure_privsep_dir()
     user = pwd.getpwuid(os.geteuid()).pw_name
@@ -605,6 +622,7 @@ def start_ssh_nodes(
         authorized_keys=authorized_keys,
         env=tuple(variables),
         extra_lines=("PerSourcePenalties no",) if penalties else (),
+        root_host_keys=tuple(root_host_keys),
     )
     started: list[subprocess.Popen[bytes]] = []
     try:
