@@ -331,6 +331,15 @@ def snapshot(
     return entries
 
 
+def copy_root(source: Path, target: Path) -> None:
+    """Copy a node root exactly: bytes, modes, owners, symlinks (``cp -a``).
+
+    ``shutil.copytree`` drops owners, and files now belong to Ganeti's accounts
+    when the node has them: a copy must keep them, or "exactly as before" fails.
+    """
+    subprocess.run(["cp", "-a", str(source), str(target)], check=True)
+
+
 def state_dir_leftovers(root: Path) -> list[str]:
     """Files in the state directory other than the journal (staged or hold copies)."""
     state = root / "var/lib/txsetup"

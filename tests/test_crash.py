@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -48,6 +47,7 @@ from tests.conftest import (
     Entry,
     Run,
     check_log_lines,
+    copy_root,
     encode,
     make_document,
     require_tool,
@@ -174,7 +174,7 @@ class Scenario:
         """A private copy of the old node."""
         where = Path(tempfile.mkdtemp(dir=self.work))
         root = where / "root"
-        shutil.copytree(self.old_root, root, symlinks=True)
+        copy_root(self.old_root, root)
         return root
 
     def run(self, root: Path, *extra: str, payload: bytes | None = None) -> Run:
@@ -286,7 +286,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, node_pem: str) -> Scenari
     assert first.returncode == 0, first.stderr
     payload = encode(document_b(node_pem))
     new_root = work / "new"
-    shutil.copytree(old_root, new_root, symlinks=True)
+    copy_root(old_root, new_root)
     applied = run_txsetup(["node-daemon-setup", "--root", str(new_root)], stdin=payload, env=env)
     assert applied.result["outcome"] == "committed", applied.stderr
     # Warm the cache for the failure and recovery paths too.

@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import (
     Entry,
+    copy_root,
     encode,
     make_document,
     require_tool,
@@ -245,7 +246,7 @@ class Crashed:
     def torn_copy(self, size: int) -> Path:
         """A copy of the crashed node with its journal cut to ``size`` bytes."""
         root = Path(tempfile.mkdtemp(dir=self.tmp)) / "root"
-        shutil.copytree(self.root, root, symlinks=True)
+        copy_root(self.root, root)
         with (root / "var/lib/txsetup/journal").open("r+b") as stream:
             stream.truncate(size)
         return root
@@ -271,7 +272,7 @@ def crashed(tmp_path_factory: pytest.TempPathFactory, node_pem: str) -> Crashed:
     assert installed.returncode == 0, installed.stderr
     payload = encode(make_document(node_pem, ssconf={"master_ip": "192.0.2.50"}))
     new_root = tmp / "new"
-    shutil.copytree(old_root, new_root, symlinks=True)
+    copy_root(old_root, new_root)
     assert (
         run_txsetup(
             ["node-daemon-setup", "--root", str(new_root)], stdin=payload, env=env
@@ -279,7 +280,7 @@ def crashed(tmp_path_factory: pytest.TempPathFactory, node_pem: str) -> Crashed:
         == 0
     )
     root = tmp / "crashed"
-    shutil.copytree(old_root, root, symlinks=True)
+    copy_root(old_root, root)
     # The first rename is the first thing commit does, right after the commit point.
     proc = run_traced(
         root, payload, "rename,renameat,renameat2", "error=EIO:signal=SIGKILL:when=1", env=env

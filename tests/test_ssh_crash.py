@@ -18,12 +18,11 @@ that reloads it.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import encode, require_tool, run_txsetup, snapshot
+from tests.conftest import copy_root, encode, require_tool, run_txsetup, snapshot
 from tests.sshdoc import key_pair, ssh_document, write_sshd_config
 from tests.test_crash import (
     FULL,
@@ -64,7 +63,7 @@ def ssh_scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     )
     payload = encode(document_b)
     new_root = work / "new"
-    shutil.copytree(old_root, new_root, symlinks=True)
+    copy_root(old_root, new_root)
     applied = run_txsetup(["ssh-setup", "--root", str(new_root)], stdin=payload, env=env)
     assert applied.result["outcome"] == "committed", applied.stderr
     assert len(applied.result["changed"]) == 7
