@@ -10,6 +10,7 @@ import argparse
 import io
 import secrets
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -23,7 +24,9 @@ from txsetup.txn.plan import Layout
 
 if TYPE_CHECKING:
     from txsetup.node.restart import DaemonControl
+    from txsetup.txn.engine import Step
     from txsetup.txn.recovery import Hooks
+    from txsetup.txn.run import TableRun
 
 __all__ = ["Result", "all_recovery_hooks", "run_node_daemon_setup", "run_resume"]
 
@@ -96,8 +99,6 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         Setup,
         resolve_owners,
     )
-    from txsetup.txn.engine import StepReport, StepState, run_steps, signals_raise
-    from txsetup.txn.run import finish, release_lock
 
     layout = Layout(args.root)
     txid = new_txid()
@@ -117,13 +118,28 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         hooks=all_recovery_hooks(config, layout),
     )
     table = DRY_RUN_STEPS if args.dry_run else NODE_DAEMON_SETUP_STEPS
-    names = [s.name for s in NODE_DAEMON_SETUP_STEPS]
-    result = Result(txid, "dry_run" if args.dry_run else "committed")
+    return run_table(ctx, table, NODE_DAEMON_SETUP_STEPS, dry_run=args.dry_run)
+
+
+def run_table(
+    ctx: TableRun, table: Sequence[Step[Any]], full: Sequence[Step[Any]], *, dry_run: bool
+) -> Result:
+    """Run a step table (or its dry-run table) and turn what happened into the result.
+
+    Shared by every command that runs a step table: ``steps`` lists each step
+    of the ``full`` table, ``skipped`` where a dry run or a failure never got
+    there; a dry run reports its plan, a real run what it changed.
+    """
+    from txsetup.txn.engine import StepReport, StepState, run_steps, signals_raise
+    from txsetup.txn.run import finish, release_lock
+
+    log, layout = ctx.log, ctx.layout
+    result = Result(ctx.txid, "dry_run" if dry_run else "committed")
     reports: list[StepReport] = []
     with signals_raise() as hush:
         try:
             run_steps(table, ctx, log=log, hush=hush, reports=reports)
-            if not args.dry_run:
+            if not dry_run:
                 finish(ctx)
         except TxsetupError as error:
             hush()
@@ -135,10 +151,10 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         finally:
             release_lock(ctx)
     done = {r.name: r for r in reports}
-    result.steps = [done.get(n, StepReport(n, StepState.SKIPPED)).to_json() for n in names]
+    result.steps = [done.get(s.name, StepReport(s.name, StepState.SKIPPED)).to_json() for s in full]
     if ctx.recovered:
         result.extra["recovered"] = ctx.recovered
-    if args.dry_run and result.exit_code == ExitCode.OK:
+    if dry_run and result.exit_code == ExitCode.OK:
         result.extra["plan"] = [p.describe() for p in ctx.plan]
         pending = unfinished_txid(layout)
         if pending is not None:

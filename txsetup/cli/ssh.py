@@ -14,13 +14,12 @@ import structlog
 
 from txsetup.cli.node import (
     Result,
-    _failure,
     _stdin,
     all_recovery_hooks,
     new_txid,
-    unfinished_txid,
+    run_table,
 )
-from txsetup.errors import ExitCode, RolledBack, TxsetupError
+from txsetup.errors import ExitCode
 from txsetup.log import get_logger
 from txsetup.node.config import load_config
 from txsetup.txn.plan import Layout
@@ -36,8 +35,6 @@ def run_ssh_setup(args: argparse.Namespace) -> Result:
         SshRun,
     )
     from txsetup.node.sshd import SshdControl
-    from txsetup.txn.engine import StepReport, StepState, run_steps, signals_raise
-    from txsetup.txn.run import finish, release_lock
 
     layout = Layout(args.root)
     txid = new_txid()
@@ -55,40 +52,7 @@ def run_ssh_setup(args: argparse.Namespace) -> Result:
         lock_timeout=args.lock_timeout,
     )
     table = SSH_DRY_RUN_STEPS if args.dry_run else SSH_SETUP_STEPS
-    names = [s.name for s in SSH_SETUP_STEPS]
-    result = Result(txid, "dry_run" if args.dry_run else "committed")
-    reports: list[StepReport] = []
-    with signals_raise() as hush:
-        try:
-            run_steps(table, ctx, log=log, hush=hush, reports=reports)
-            if not args.dry_run:
-                finish(ctx)
-        except TxsetupError as error:
-            hush()
-            result.outcome = "rolled_back" if isinstance(error, RolledBack) else "failed"
-            result.exit_code = error.exit_code
-            result.extra.update(_failure(error, layout))
-            if isinstance(error, RolledBack):
-                log.warning("txn.rolled_back", reason=str(error))
-        finally:
-            release_lock(ctx)
-    done = {r.name: r for r in reports}
-    result.steps = [done.get(n, StepReport(n, StepState.SKIPPED)).to_json() for n in names]
-    if ctx.recovered:
-        result.extra["recovered"] = ctx.recovered
-    if result.exit_code != ExitCode.OK:
-        return result
-    result.extra["root_public_keys"] = ctx.root_public_keys
-    if args.dry_run:
-        result.extra["plan"] = [p.describe() for p in ctx.plan]
-        pending = unfinished_txid(layout)
-        if pending is not None:
-            result.extra["pending_recovery"] = pending
-        return result
-    result.changed = ctx.changed_paths
-    if ctx.txn is None:
-        result.outcome = "converged"
-        log.info("txn.converged")
-    else:
-        log.info("txn.committed", changed=result.changed)
+    result = run_table(ctx, table, SSH_SETUP_STEPS, dry_run=args.dry_run)
+    if result.exit_code == ExitCode.OK:
+        result.extra["root_public_keys"] = ctx.root_public_keys
     return result

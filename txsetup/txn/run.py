@@ -17,9 +17,9 @@ from txsetup.errors import Busy
 from txsetup.txn import recovery
 from txsetup.txn.changeset import discard_copies
 from txsetup.txn.journal import Journal, TxnState
-from txsetup.txn.plan import Layout
+from txsetup.txn.plan import Layout, PlannedFile
 
-__all__ = ["TxnRun", "finish", "release_lock", "take_lock"]
+__all__ = ["TableRun", "TxnRun", "finish", "release_lock", "take_lock"]
 
 
 class TxnRun(Protocol):
@@ -40,6 +40,17 @@ class TxnRun(Protocol):
 
     def hooks_for_recovery(self) -> recovery.Hooks:
         """How to finish or undo an unfinished transaction of any table."""
+        ...
+
+
+class TableRun(TxnRun, Protocol):
+    """A step table's context, as the command line reads it to make the result."""
+
+    plan: list[PlannedFile]
+
+    @property
+    def changed_paths(self) -> list[str]:
+        """Root-relative paths the transaction changes."""
         ...
 
 
