@@ -52,7 +52,6 @@ def write_journal(path: Path) -> list[Record]:
             "created_dirs": ["var/lib/ganeti"],
             "target_dirs": ["var/lib/ganeti"],
         },
-        durable=True,
     )
     journal.append(
         TxnState.PREPARED,
@@ -116,10 +115,22 @@ def test_begin_replaces_the_previous_transaction(tmp_path: Path) -> None:
     """A new transaction's first record starts a fresh journal: no record of the last one stays."""
     path = tmp_path / "journal"
     write_journal(path)
-    Journal(path, "20300601T130000Z-00000001").begin({"command": "x"}, durable=False)
+    inode = path.stat().st_ino
+    # The last transaction reached ``prepared``: its writer made the entries durable.
+    assert Journal(path, "20300601T130000Z-00000001").begin({"command": "x"}) is False
     assert [(r.txid, r.state) for r in read_journal(path)] == [
         ("20300601T130000Z-00000001", TxnState.BEGUN)
     ]
+    assert path.stat().st_ino == inode  # truncated in place, the same directory entry
+
+
+def test_begin_says_when_the_journal_entries_still_need_an_fsync(tmp_path: Path) -> None:
+    """A new journal, or one whose last transaction never reached ``prepared``: entries unsynced."""
+    path = tmp_path / "journal"
+    assert Journal(path, "20300601T130000Z-00000001").begin({"command": "x"}) is True
+    assert Journal(path, "20300601T130000Z-00000002").begin({"command": "x"}) is True
+    write_journal(path)
+    assert Journal(path, "20300601T130000Z-00000003").begin({"command": "x"}) is False
 
 
 def test_a_missing_or_empty_journal_has_no_records(tmp_path: Path) -> None:

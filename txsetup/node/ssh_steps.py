@@ -14,7 +14,6 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import BinaryIO
 
 from filelock import FileLock
@@ -38,14 +37,11 @@ from txsetup.node.steps import read_local
 from txsetup.txn import recovery
 from txsetup.txn.changeset import (
     commit_changes,
-    make_dirs,
-    missing_dirs,
-    stage_changes,
 )
 from txsetup.txn.engine import Step
-from txsetup.txn.journal import Journal, Record, TxnState
+from txsetup.txn.journal import Journal, TxnState
 from txsetup.txn.plan import Action, Layout, PlannedFile, plan_files
-from txsetup.txn.run import release_lock, take_lock
+from txsetup.txn.run import prepare, release_lock, take_lock
 
 __all__ = ["SSH_DRY_RUN_STEPS", "SSH_SETUP_STEPS", "SshRun"]
 
@@ -224,32 +220,17 @@ def stage(ctx: SshRun) -> bool:
     plan(ctx)
     if not ctx.changed_paths:
         return False
-    layout = ctx.layout
-    dirs = missing_dirs(layout, ctx.plan)
-    target_dirs = sorted({Path(p.desired.relpath).parent.as_posix() for p in ctx.plan})
-    ctx.journal.begin(
-        {
-            "command": "ssh-setup",
-            "started_at": recovery.utc_now(),
-            "created_dirs": dirs,
-            "target_dirs": target_dirs,
-        },
-        durable=bool(dirs),
-    )
-    ctx.txn = recovery.PendingTxn(ctx.txid, [], created_dirs=dirs, target_dirs=target_dirs)
-    make_dirs(layout, dirs, modes=DIR_MODES)
-    ctx.txn.changes = stage_changes(layout, ctx.txid, ctx.plan)
-    ctx.journal.append(
-        TxnState.PREPARED,
-        {
-            "changes": [c.to_json() for c in ctx.txn.changes],
+    prepare(
+        ctx,
+        ctx.plan,
+        command="ssh-setup",
+        details={
             "reload_sshd": ctx.reload_needed,
             "host_keys": ctx.host_keys,
             "old_host_keys": ctx.old_host_keys,
         },
-        durable=True,
+        dir_modes=DIR_MODES,
     )
-    ctx.txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
     return True
 
 

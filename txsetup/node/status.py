@@ -57,6 +57,10 @@ def describe_last_transaction(layout: Layout) -> dict[str, Any]:
         "ended_at": merged.get("ended_at") if finished else None,
         "outcome": merged.get("outcome") if finished else None,
         "reason": merged.get("reason"),
+        # Staged or hold copies a recovery removed that no unfinished
+        # transaction of the journal named (a crash, a power loss).
+        "leftovers_removed": merged.get("leftovers_removed", 0),
+        "leftovers_of": merged.get("leftovers_of", []),
         "files": files,
         "states": [str(r.state) for r in records],
     }

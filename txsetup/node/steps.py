@@ -11,7 +11,6 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from filelock import FileLock
@@ -32,19 +31,16 @@ from txsetup.txn import recovery
 from txsetup.txn.atomic import read_regular
 from txsetup.txn.changeset import (
     commit_changes,
-    make_dirs,
-    missing_dirs,
-    stage_changes,
 )
 from txsetup.txn.engine import Step
-from txsetup.txn.journal import Journal, Record, TxnState
+from txsetup.txn.journal import Journal, TxnState
 from txsetup.txn.plan import (
     Action,
     Layout,
     PlannedFile,
     plan_files,
 )
-from txsetup.txn.run import release_lock, take_lock
+from txsetup.txn.run import prepare, release_lock, take_lock
 
 if TYPE_CHECKING:
     from txsetup.node.checks import CertificateFacts
@@ -226,35 +222,18 @@ def stage(ctx: Setup) -> bool:
     plan(ctx)
     if not ctx.changed_paths and not _daemon_needs_restart(ctx):
         return False
-    layout = ctx.layout
-    dirs = missing_dirs(layout, ctx.plan)
-    target_dirs = sorted({Path(p.desired.relpath).parent.as_posix() for p in ctx.plan})
-    # The begin record must be durable only when it announces directories to create.
-    ctx.journal.begin(
-        {
-            "command": "node-daemon-setup",
-            "started_at": recovery.utc_now(),
-            "created_dirs": dirs,
-            "target_dirs": target_dirs,
-        },
-        durable=bool(dirs),
-    )
-    ctx.txn = recovery.PendingTxn(ctx.txid, [], created_dirs=dirs, target_dirs=target_dirs)
-    make_dirs(layout, dirs)
-    ctx.txn.changes = stage_changes(layout, ctx.txid, ctx.plan)
     payload = ctx.need_payload()
-    ctx.journal.append(
-        TxnState.PREPARED,
-        {
-            "changes": [c.to_json() for c in ctx.txn.changes],
+    txn = prepare(
+        ctx,
+        ctx.plan,
+        command="node-daemon-setup",
+        details={
             "start_node_daemon": payload.start_node_daemon,
             "fingerprint": ctx.cert.fingerprint_sha256 if ctx.cert else None,
             "old_fingerprint": ctx.old_fingerprint,
         },
-        durable=True,
     )
-    ctx.txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
-    return bool(ctx.txn.changes)
+    return bool(txn.changes)
 
 
 def unstage(ctx: Setup) -> None:

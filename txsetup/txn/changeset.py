@@ -41,6 +41,7 @@ __all__ = [
     "missing_dirs",
     "remove_created_dirs",
     "stage_changes",
+    "txid_of_copy",
     "undo_changes",
 ]
 
@@ -109,10 +110,11 @@ def missing_dirs(layout: Layout, planned: Iterable[PlannedFile]) -> list[str]:
 def make_dirs(
     layout: Layout, dirs: Sequence[str], *, modes: Mapping[str, int] | None = None
 ) -> None:
-    """Create ``dirs`` (parents first), each durably, 0755 unless ``modes`` says otherwise.
+    """Create ``dirs`` (parents first), 0755 unless ``modes`` says otherwise.
 
     A directory is created with its final mode (``root/.ssh`` 0700), so it
-    is never wider, not even for an instant.
+    is never wider, not even for an instant. Not durably: the caller fsyncs
+    each one's parent with the staged copies, before the commit point.
     """
     for rel in dirs:
         path = layout.path(rel)
@@ -120,12 +122,16 @@ def make_dirs(
         with contextlib.suppress(FileExistsError):
             path.mkdir(mode=mode)
             os.chmod(path, mode)
-        fsync_dir(path.parent)
 
 
-def stage_changes(layout: Layout, txid: str, planned: Sequence[PlannedFile]) -> list[Change]:
+def stage_changes(
+    layout: Layout, txid: str, planned: Sequence[PlannedFile], *, entries: Iterable[Path] = ()
+) -> list[Change]:
     """Write staged copies and hold links for every file that changes; fsync them.
 
+    Each copy is fsynced, then each directory holding copies, together with
+    ``entries`` (directories whose new entries must be durable by the commit
+    point too: the parents of created directories, the journal's), once.
     Does not journal: the caller journals the returned changes (``prepared``)
     once this returns, which is what makes them the commit point.
     """
@@ -156,7 +162,7 @@ def stage_changes(layout: Layout, txid: str, planned: Sequence[PlannedFile]) -> 
             )
         )
         staging_dirs.add(staged.parent)
-    for directory in sorted(staging_dirs):
+    for directory in sorted(staging_dirs.union(entries)):
         fsync_dir(directory)
     return changes
 
@@ -227,25 +233,42 @@ def changed_in_place(layout: Layout, changes: Sequence[Change]) -> list[Change]:
     return [c for c in changes if _ino(layout.path(c.path)) == c.new_ino]
 
 
-def discard_copies(layout: Layout, txid: str | None, target_dirs: Iterable[str] = ()) -> int:
+def discard_copies(
+    layout: Layout,
+    txid: str | None,
+    target_dirs: Iterable[str] = (),
+    *,
+    keep: str | None = None,
+) -> list[str]:
     """Remove staged and hold copies of ``txid`` (of any transaction when None).
 
-    No fsync, and best effort: the outcome is decided before this runs, so a
-    copy that cannot be removed now (an I/O error), or that reappears after a
-    crash, must not change it; the next run finds and removes it. Returns how
-    many were removed.
+    ``keep`` spares one transaction's copies (the one recovery is about to
+    finish, which needs them). No fsync, and best effort: the outcome is
+    decided before this runs, so a copy that cannot be removed now (an I/O
+    error), or that reappears after a crash, must not change it; the next run
+    finds and removes it. Returns the root-relative paths removed.
     """
-    removed = 0
+    removed: list[str] = []
     places = [(layout.state_dir, "")] + [(layout.path(d), _STAGE_PREFIX) for d in target_dirs]
     for directory, prefix in places:
         want = f"{prefix}{txid}-" if txid else prefix
+        spare = f"{prefix}{keep}-" if keep else None
         try:
             names = os.listdir(directory)
         except OSError:
             continue
         for name in names:
-            if name.startswith(want) and name.endswith((".new", ".old")):
-                with contextlib.suppress(OSError):
-                    os.unlink(directory / name)
-                    removed += 1
+            if not name.startswith(want) or not name.endswith((".new", ".old")):
+                continue
+            if spare is not None and name.startswith(spare):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(directory / name)
+                removed.append(layout.relative(directory / name))
     return removed
+
+
+def txid_of_copy(relpath: str) -> str:
+    """The transaction a staged or hold copy belongs to, from its name."""
+    name = Path(relpath).name.removeprefix(_STAGE_PREFIX)
+    return name.rsplit("-", 1)[0]

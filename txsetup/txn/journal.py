@@ -25,8 +25,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from txsetup.txn.atomic import fsync_dir
-
 __all__ = ["FINISHED_STATES", "Journal", "Record", "TxnState", "read_journal", "repair_journal"]
 
 
@@ -129,27 +127,34 @@ class Journal:
         self.path = path
         self.txid = txid
 
-    def begin(self, data: Mapping[str, Any], *, durable: bool) -> None:
-        """Start this transaction's records, replacing the last transaction's.
+    def begin(self, data: Mapping[str, Any]) -> bool:
+        """Start this transaction's records, replacing the last transaction's; not durable.
 
-        The file is truncated in place, so its directory entry stays durable;
-        only the very first transaction on a node creates it, and then fsyncs
-        the state directory once so that a later durable record can never
-        vanish with its file.
+        The ``begun`` record only names what undo needs before the commit
+        point; a crash of the process leaves it in the page cache, and a power
+        loss that drops it drops nothing else that matters (see
+        ``docs/journal.md``). The file is truncated in place, so its directory
+        entry stays what it was.
+
+        Returns whether the journal's directory entries (the journal in the
+        state directory, the state directory in its parent) may not be
+        durable yet: when this run created the journal, or when no earlier
+        transaction in it ever reached ``prepared`` (whose writer made them
+        durable). The caller then fsyncs both before its ``prepared`` record.
         """
         flags = os.O_WRONLY | os.O_CLOEXEC
         try:
             fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-            created = True
+            unsynced = True
         except FileExistsError:
+            earlier = read_journal(self.path)
+            unsynced = not any(r.state is TxnState.PREPARED for r in earlier)
             fd = os.open(self.path, flags | os.O_TRUNC)
-            created = False
         try:
-            self._write(fd, TxnState.BEGUN, data, durable=durable)
+            self._write(fd, TxnState.BEGUN, data, durable=False)
         finally:
             os.close(fd)
-        if created:
-            fsync_dir(self.path.parent)
+        return unsynced
 
     def append(
         self, state: TxnState, data: Mapping[str, Any] | None = None, *, durable: bool

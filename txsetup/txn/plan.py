@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from txsetup.txn.atomic import fsync_dir, read_regular
+from txsetup.txn.atomic import read_regular
 
 __all__ = [
     "Action",
@@ -54,11 +54,15 @@ class Layout:
         return self.root / "var/lock/ganeti-ssconf.lock"
 
     def make_state_dir(self) -> None:
-        """Create the lock and state directories (state 0700), durably, once."""
+        """Create the lock and state directories (state 0700).
+
+        Not durably: nothing depends on them until a transaction's ``prepared``
+        record, and the run that writes the first one fsyncs them with its
+        staged copies (:meth:`txsetup.txn.journal.Journal.begin`).
+        """
         self.lock_file.parent.mkdir(parents=True, exist_ok=True)
         if not self.state_dir.is_dir():
             self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fsync_dir(self.state_dir.parent)
         os.chmod(self.state_dir, 0o700)
 
     def path(self, relpath: str) -> Path:

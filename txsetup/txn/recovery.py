@@ -17,7 +17,7 @@ an undo) comes in as :class:`Hooks`, so one recovery serves every step table.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -34,9 +34,17 @@ from txsetup.txn.changeset import (
     commit_changes,
     discard_copies,
     remove_created_dirs,
+    txid_of_copy,
     undo_changes,
 )
-from txsetup.txn.journal import FINISHED_STATES, Journal, Record, TxnState, repair_journal
+from txsetup.txn.journal import (
+    FINISHED_STATES,
+    Journal,
+    Record,
+    TxnState,
+    read_journal,
+    repair_journal,
+)
 from txsetup.txn.plan import Layout
 
 __all__ = [
@@ -150,8 +158,12 @@ def finish_forward(
     *,
     lock_timeout: float,
     after_commit: Callable[[PendingTxn], None] = lambda _: None,
+    end: Mapping[str, Any] | None = None,
 ) -> None:
-    """Roll a prepared transaction forward: commit what is left, then ``after_commit``."""
+    """Roll a prepared transaction forward: commit what is left, then ``after_commit``.
+
+    ``end`` adds to the ``done`` record (what recovery removed besides).
+    """
     with (
         _or_recovery_failed(layout, txn, "rolling forward"),
         ssconf_locked(layout, _touches_ssconf(txn.changes), lock_timeout),
@@ -159,7 +171,9 @@ def finish_forward(
         commit_changes(layout, txn.changes)
     after_commit(txn)
     discard_copies(layout, txn.txid, txn.target_dirs)
-    _record_end(journal, TxnState.DONE, {"ended_at": utc_now(), "outcome": "resumed"})
+    _record_end(
+        journal, TxnState.DONE, {"ended_at": utc_now(), "outcome": "resumed", **(end or {})}
+    )
 
 
 def finish_undo(
@@ -170,8 +184,11 @@ def finish_undo(
     lock_timeout: float,
     reason: str,
     after_undo: Callable[[PendingTxn], None] = lambda _: None,
+    end: Mapping[str, Any] | None = None,
 ) -> None:
     """Undo a transaction at any point: old files back, copies and new dirs gone.
+
+    ``end`` adds to the ``rolled_back`` record (what recovery removed besides).
 
     Once prepared, ``rolling_back`` is journaled durably first, so a crash
     during the undo can never be mistaken for a transaction to roll forward.
@@ -189,7 +206,9 @@ def finish_undo(
     after_undo(txn)
     discard_copies(layout, txn.txid, txn.target_dirs)
     remove_created_dirs(layout, txn.created_dirs)
-    _record_end(journal, TxnState.ROLLED_BACK, {"ended_at": utc_now(), "reason": reason})
+    _record_end(
+        journal, TxnState.ROLLED_BACK, {"ended_at": utc_now(), "reason": reason, **(end or {})}
+    )
 
 
 @contextlib.contextmanager
@@ -293,10 +312,16 @@ def recover_pending(
     with _io_errors_need_help():
         txn = load_pending(layout)
         if txn is None:
-            # Copies a crash left before any journal record named them.
-            discard_copies(layout, None, hooks.sweep_dirs)
+            # Copies a crash left before any journal record named them, or
+            # that reappeared after their removal (it is not fsynced).
+            note = _leftovers(log, discard_copies(layout, None, hooks.sweep_dirs))
+            if note:
+                _note_in_journal(layout, note)
             return None
         journal = Journal(layout.journal, txn.txid)
+        # Any other transaction's copies go first: this one's are still needed.
+        sweep = (*hooks.sweep_dirs, *txn.target_dirs)
+        note = _leftovers(log, discard_copies(layout, None, sweep, keep=txn.txid))
 
         def undo(reason: str) -> None:
             finish_undo(
@@ -306,6 +331,7 @@ def recover_pending(
                 lock_timeout=lock_timeout,
                 reason=reason,
                 after_undo=hooks.after_undo,
+                end=note,
             )
 
         action = RecoveryAction.ROLLED_BACK
@@ -319,6 +345,7 @@ def recover_pending(
                     journal,
                     lock_timeout=lock_timeout,
                     after_commit=lambda t: hooks.after_commit(t, journal),
+                    end=note,
                 )
                 action = RecoveryAction.ROLLED_FORWARD
             except ForwardFailed as exc:
@@ -326,6 +353,39 @@ def recover_pending(
                 undo(f"{exc.step} did not finish: {exc}")
         log.warning("txn.recovered", recovered_txid=txn.txid, action=str(action))
         return {"txid": txn.txid, "action": str(action)}
+
+
+def _leftovers(log: FilteringBoundLogger, removed: Sequence[str]) -> dict[str, Any]:
+    """What the journal and ``status`` say about copies recovery removed (empty for none)."""
+    if not removed:
+        return {}
+    txids = sorted({txid_of_copy(path) for path in removed})
+    log.warning("txn.leftovers_removed", count=len(removed), txids=txids)
+    return {"leftovers_removed": len(removed), "leftovers_of": txids}
+
+
+def _note_in_journal(layout: Layout, note: Mapping[str, Any]) -> None:
+    """Record removed leftovers when no unfinished transaction was there to carry them.
+
+    A finished journal gets one more record in its final state. An empty one
+    (a power loss took even the ``begun`` record of the transaction whose
+    copies these were) gets that transaction, rolled back. Best effort and
+    not durable, like every end record.
+    """
+    records = read_journal(layout.journal)
+    with contextlib.suppress(OSError):
+        if records:
+            last = records[-1]
+            Journal(layout.journal, last.txid).append(last.state, note, durable=False)
+            return
+        journal = Journal(layout.journal, note["leftovers_of"][-1])
+        journal.begin({"command": None, "started_at": None, "records_lost": True})
+        reason = "its journal records were lost in a crash before the commit point"
+        journal.append(
+            TxnState.ROLLED_BACK,
+            {"ended_at": utc_now(), "reason": reason, **note},
+            durable=False,
+        )
 
 
 @contextlib.contextmanager
