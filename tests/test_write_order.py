@@ -113,11 +113,13 @@ def traced(
     return proc, Trace(out.read_text(errors="replace"), root, complete=inject is None)
 
 
-def committed(proc: subprocess.CompletedProcess[bytes]) -> dict[str, object]:
-    """The result of a run that must have committed."""
+def finished(
+    proc: subprocess.CompletedProcess[bytes], outcome: str = "committed"
+) -> dict[str, object]:
+    """The result of a run that must have ended with ``outcome``."""
     run = parse_run(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
-    assert run.returncode == 0, run.stderr
-    assert run.result["outcome"] == "committed", run.result
+    assert run.result["outcome"] == outcome, run.stderr
+    assert run.returncode == (0 if outcome == "committed" else 6), run.stderr
     return run.result
 
 
@@ -130,23 +132,32 @@ def fresh_root(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def traces(tmp_path_factory: pytest.TempPathFactory, node_pem: str) -> dict[str, Trace]:
-    """Clean traced runs: fresh, re-add, ssh-setup, and a recovery (killed run, then a new one)."""
+    """Clean traced runs: fresh, re-add, ssh-setup, its rollback, a killed run, its recovery."""
     work = tmp_path_factory.mktemp("write-order")
     found: dict[str, Trace] = {}
 
     node = fresh_root(work / "node")
     proc, found["fresh"] = traced(work / "fresh.log", node, encode(make_document(node_pem)))
-    committed(proc)
+    finished(proc)
     readd = make_document(node_pem, ssconf={"master_ip": "192.0.2.7"})
     proc, found["re-add"] = traced(work / "re-add.log", node, encode(readd))
-    assert committed(proc)["changed"] == ["var/lib/ganeti/ssconf_master_ip"]
+    assert finished(proc)["changed"] == ["var/lib/ganeti/ssconf_master_ip"]
 
     ssh = fresh_root(work / "ssh")
     write_sshd_config(ssh, reload=counting_reload(ssh), status=["true"], health_address="none")
     proc, found["ssh-setup"] = traced(
         work / "ssh.log", ssh, encode(ssh_document()), command="ssh-setup"
     )
-    committed(proc)
+    finished(proc)
+    # A reload that fails after the commit: journaled undo, holds renamed back.
+    write_sshd_config(
+        ssh, reload=counting_reload(ssh, exit_code=1), status=["true"], health_address="none"
+    )
+    proc, found["rolled-back"] = traced(
+        work / "rolled-back.log", ssh, encode(ssh_document(label="new")), command="ssh-setup"
+    )
+    finished(proc, "rolled_back")
+    assert '\\"state\\":\\"rolling_back\\"' in found["rolled-back"].log
 
     crashed = fresh_root(work / "crashed")
     proc, found["killed"] = traced(
@@ -158,7 +169,7 @@ def traces(tmp_path_factory: pytest.TempPathFactory, node_pem: str) -> dict[str,
     assert proc.returncode in (-9, 137), proc.stderr
     other = make_document(node_pem, ssconf={"master_ip": "192.0.2.8", "master_netdev": "br1"})
     proc, found["recovered"] = traced(work / "recovered.log", crashed, encode(other))
-    result = committed(proc)
+    result = finished(proc)
     assert result["changed"] == [
         "var/lib/ganeti/ssconf_master_ip",
         "var/lib/ganeti/ssconf_master_netdev",
@@ -167,7 +178,7 @@ def traces(tmp_path_factory: pytest.TempPathFactory, node_pem: str) -> dict[str,
     return found
 
 
-SCENARIOS = ["fresh", "re-add", "ssh-setup", "killed", "recovered"]
+SCENARIOS = ["fresh", "re-add", "ssh-setup", "rolled-back", "killed", "recovered"]
 
 
 def relative(path: str | None, root: Path) -> str:
@@ -273,7 +284,7 @@ def test_a_missing_fsync_in_the_source_is_caught(
         env={"PYTHONPATH": str(package)},
         cwd=tmp_path,  # ``-m`` puts the working directory first on sys.path
     )
-    committed(proc)
+    finished(proc)
     assert f"{package}/txsetup/{module}" in trace.log, "the copy was not the one imported"
     violations = check_log(trace.log)
     assert violations, "the checker missed the missing fsync"
