@@ -35,13 +35,10 @@ from txsetup.node.sshfiles import (
 )
 from txsetup.node.steps import read_local
 from txsetup.txn import recovery
-from txsetup.txn.changeset import (
-    commit_changes,
-)
 from txsetup.txn.engine import Step
-from txsetup.txn.journal import Journal, TxnState
+from txsetup.txn.journal import Journal
 from txsetup.txn.plan import Action, Layout, PlannedFile, plan_files
-from txsetup.txn.run import prepare, release_lock, take_lock
+from txsetup.txn.run import commit, prepare, release_lock, take_lock, undo
 
 __all__ = ["SSH_DRY_RUN_STEPS", "SSH_SETUP_STEPS", "SshRun"]
 
@@ -236,26 +233,8 @@ def stage(ctx: SshRun) -> bool:
 
 def unstage(ctx: SshRun) -> None:
     """Undo stage (and anything commit and reload did): old files back, sshd on them."""
-    if ctx.txn is not None:
-        sshd, txn = ctx.sshd, ctx.txn
-        ctx.txn = None  # this undo runs once: stage, commit and reload_sshd share it
-        recovery.finish_undo(
-            ctx.layout,
-            txn,
-            ctx.journal,
-            lock_timeout=ctx.lock_timeout,
-            reason="step failed",
-            after_undo=lambda t: restore_sshd(sshd, t.records),
-        )
-
-
-def commit(ctx: SshRun) -> bool:
-    """Rename the staged files into place."""
-    if ctx.txn is None or not ctx.txn.changes:
-        return False
-    commit_changes(ctx.layout, ctx.txn.changes)
-    ctx.journal.append(TxnState.COMMITTED, durable=False)
-    return True
+    sshd = ctx.sshd
+    undo(ctx, lambda t: restore_sshd(sshd, t.records))
 
 
 def reload_sshd(ctx: SshRun) -> bool:

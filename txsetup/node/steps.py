@@ -29,18 +29,15 @@ from txsetup.node.restart import (
 )
 from txsetup.txn import recovery
 from txsetup.txn.atomic import read_regular
-from txsetup.txn.changeset import (
-    commit_changes,
-)
 from txsetup.txn.engine import Step
-from txsetup.txn.journal import Journal, TxnState
+from txsetup.txn.journal import Journal
 from txsetup.txn.plan import (
     Action,
     Layout,
     PlannedFile,
     plan_files,
 )
-from txsetup.txn.run import prepare, release_lock, take_lock
+from txsetup.txn.run import commit, prepare, release_lock, take_lock, undo
 
 if TYPE_CHECKING:
     from txsetup.node.checks import CertificateFacts
@@ -238,32 +235,8 @@ def stage(ctx: Setup) -> bool:
 
 def unstage(ctx: Setup) -> None:
     """Undo stage (and anything commit did): old files back, copies removed."""
-    if ctx.txn is not None:
-        daemon, txn = ctx.daemon, ctx.txn
-        # Whatever happens, this undo runs once: commit and stage share it, and
-        # after a failure the durable ``rolling_back`` record leaves the rest
-        # to ``--resume``.
-        ctx.txn = None
-        recovery.finish_undo(
-            ctx.layout,
-            txn,
-            ctx.journal,
-            lock_timeout=ctx.lock_timeout,
-            reason="step failed",
-            after_undo=lambda t: restore_if_touched(daemon, t.records),
-        )
-
-
-def commit(ctx: Setup) -> bool:
-    """Rename the staged files into place (under Ganeti's ssconf lock)."""
-    if ctx.txn is None or not ctx.txn.changes:
-        return False
-    with recovery.ssconf_locked(
-        ctx.layout, any("/ssconf_" in p for p in ctx.changed_paths), ctx.lock_timeout
-    ):
-        commit_changes(ctx.layout, ctx.txn.changes)
-    ctx.journal.append(TxnState.COMMITTED, durable=False)
-    return True
+    daemon = ctx.daemon
+    undo(ctx, lambda t: restore_if_touched(daemon, t.records))
 
 
 def restart_daemon(ctx: Setup) -> bool:

@@ -58,6 +58,7 @@ __all__ = [
     "load_pending",
     "recover_pending",
     "ssconf_locked",
+    "touches_ssconf",
     "utc_now",
 ]
 
@@ -147,7 +148,8 @@ def ssconf_locked(layout: Layout, needed: bool, timeout: float) -> Iterator[None
         ) from exc
 
 
-def _touches_ssconf(changes: Sequence[Change]) -> bool:
+def touches_ssconf(changes: Sequence[Change]) -> bool:
+    """Whether any of ``changes`` is an ssconf file (Ganeti's ssconf lock is then taken)."""
     return any(Path(c.path).name.startswith("ssconf_") for c in changes)
 
 
@@ -166,7 +168,7 @@ def finish_forward(
     """
     with (
         _or_recovery_failed(layout, txn, "rolling forward"),
-        ssconf_locked(layout, _touches_ssconf(txn.changes), lock_timeout),
+        ssconf_locked(layout, touches_ssconf(txn.changes), lock_timeout),
     ):
         commit_changes(layout, txn.changes)
     after_commit(txn)
@@ -199,7 +201,7 @@ def finish_undo(
             txn.records.append(Record(txn.txid, TxnState.ROLLING_BACK, {"reason": reason}))
         # Ganeti's ssconf lock only when an ssconf file really changes back: an
         # undo after commit failed to take that lock must not wait for it again.
-        needed = _touches_ssconf(changed_in_place(layout, txn.changes))
+        needed = touches_ssconf(changed_in_place(layout, txn.changes))
         with ssconf_locked(layout, needed, lock_timeout):
             undo_changes(layout, txn.changes)
     # The daemon goes back to its earlier state before the undo is recorded as done.

@@ -8,7 +8,7 @@ contexts satisfy :class:`TxnRun`, so these few functions serve both tables.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,11 +17,26 @@ from structlog.typing import FilteringBoundLogger
 
 from txsetup.errors import Busy
 from txsetup.txn import recovery
-from txsetup.txn.changeset import discard_copies, make_dirs, missing_dirs, stage_changes
+from txsetup.txn.changeset import (
+    commit_changes,
+    discard_copies,
+    make_dirs,
+    missing_dirs,
+    stage_changes,
+)
 from txsetup.txn.journal import Journal, Record, TxnState
 from txsetup.txn.plan import Layout, PlannedFile
 
-__all__ = ["TableRun", "TxnRun", "finish", "prepare", "release_lock", "take_lock"]
+__all__ = [
+    "TableRun",
+    "TxnRun",
+    "commit",
+    "finish",
+    "prepare",
+    "release_lock",
+    "take_lock",
+    "undo",
+]
 
 
 class TxnRun(Protocol):
@@ -123,6 +138,37 @@ def prepare(
     )
     txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
     return txn
+
+
+def commit(ctx: TxnRun) -> bool:
+    """Rename the staged files into place, under Ganeti's ssconf lock when ssconf files change."""
+    if ctx.txn is None or not ctx.txn.changes:
+        return False
+    changes = ctx.txn.changes
+    with recovery.ssconf_locked(ctx.layout, recovery.touches_ssconf(changes), ctx.lock_timeout):
+        commit_changes(ctx.layout, changes)
+    ctx.journal.append(TxnState.COMMITTED, durable=False)
+    return True
+
+
+def undo(ctx: TxnRun, after_undo: Callable[[recovery.PendingTxn], None]) -> None:
+    """Undo stage and whatever followed it: old files back, copies gone, then ``after_undo``.
+
+    Whatever happens, this runs once: every writing step of a table shares it
+    as its compensation, and after a failure the durable ``rolling_back``
+    record leaves the rest to ``--resume``.
+    """
+    if ctx.txn is None:
+        return
+    txn, ctx.txn = ctx.txn, None
+    recovery.finish_undo(
+        ctx.layout,
+        txn,
+        ctx.journal,
+        lock_timeout=ctx.lock_timeout,
+        reason="step failed",
+        after_undo=after_undo,
+    )
 
 
 def release_lock(ctx: TxnRun) -> None:
