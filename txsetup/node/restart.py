@@ -31,7 +31,7 @@ from txsetup.node.daemon import (
     wait_healthy,
 )
 from txsetup.node.files import GANETI_DIR
-from txsetup.txn.journal import Journal, Record, TxnState
+from txsetup.txn.journal import Journal, Record, TxnState, find_record, record_once
 from txsetup.txn.recovery import ForwardFailed, Hooks, PendingTxn
 
 __all__ = ["DaemonControl", "DaemonUnhealthy", "fingerprint_of_pem", "recovery_hooks"]
@@ -136,22 +136,6 @@ class DaemonControl:
             raise RecoveryFailed(f"restoring the node daemon failed: {exc}") from exc
 
 
-def begin_restart(
-    control: DaemonControl, journal: Journal, records: list[Record], *, old_fingerprint: str | None
-) -> dict[str, object]:
-    """Journal the daemon's earlier state durably (once), before touching it."""
-    for record in records:
-        if record.state is TxnState.RESTARTING_DAEMON:
-            return dict(record.data)
-    data: dict[str, object] = {
-        "was_running": control.is_running(),
-        "old_fingerprint": old_fingerprint,
-    }
-    journal.append(TxnState.RESTARTING_DAEMON, data, durable=True)
-    records.append(Record(journal.txid, TxnState.RESTARTING_DAEMON, data))
-    return data
-
-
 def restart_journaled(
     control: DaemonControl,
     journal: Journal,
@@ -162,20 +146,24 @@ def restart_journaled(
 ) -> None:
     """The whole ``restart_daemon`` do, for a live run and for roll-forward alike:
     journal the earlier state (once), restart, wait for the new certificate."""
-    begin_restart(control, journal, records, old_fingerprint=old_fingerprint)
+    record_once(
+        journal,
+        records,
+        TxnState.RESTARTING_DAEMON,
+        lambda: {"was_running": control.is_running(), "old_fingerprint": old_fingerprint},
+    )
     control.restart_healthy(new_fingerprint)
 
 
 def restore_if_touched(control: DaemonControl, records: list[Record]) -> None:
     """Undo hook: put the daemon back only if this transaction touched it."""
-    for record in records:
-        if record.state is TxnState.RESTARTING_DAEMON:
-            old = record.data.get("old_fingerprint")
-            control.restore(
-                was_running=bool(record.data.get("was_running")),
-                fingerprint=old if isinstance(old, str) else None,
-            )
-            return
+    record = find_record(records, TxnState.RESTARTING_DAEMON)
+    if record is not None:
+        old = record.data.get("old_fingerprint")
+        control.restore(
+            was_running=bool(record.data.get("was_running")),
+            fingerprint=old if isinstance(old, str) else None,
+        )
 
 
 def recovery_hooks(control: DaemonControl) -> Hooks:

@@ -31,7 +31,7 @@ from txsetup.errors import RecoveryFailed
 from txsetup.node.config import HealthTarget, SshdConfig
 from txsetup.node.daemon import RunCommand, is_running, run_all, run_command, wait_healthy
 from txsetup.node.sshfiles import ROOT_SSH_DIR, SSH_DIR
-from txsetup.txn.journal import Journal, Record, TxnState
+from txsetup.txn.journal import Journal, Record, TxnState, find_record, record_once
 from txsetup.txn.recovery import ForwardFailed, Hooks, PendingTxn
 
 __all__ = [
@@ -171,23 +171,23 @@ def reload_journaled(
 ) -> None:
     """The whole ``reload_sshd`` do, for a live run and roll-forward alike: journal
     sshd's earlier state (once, durably), reload, wait for the new host keys."""
-    if not any(r.state is TxnState.RELOADING_SSHD for r in records):
-        data: dict[str, object] = {"was_running": control.is_running(), "old_host_keys": dict(old)}
-        journal.append(TxnState.RELOADING_SSHD, data, durable=True)
-        records.append(Record(journal.txid, TxnState.RELOADING_SSHD, data))
+    record_once(
+        journal,
+        records,
+        TxnState.RELOADING_SSHD,
+        lambda: {"was_running": control.is_running(), "old_host_keys": dict(old)},
+    )
     control.reload_healthy(new)
 
 
 def restore_if_reloaded(control: SshdControl, records: list[Record]) -> None:
     """Undo hook: put sshd back on the old keys only if this transaction reloaded it."""
-    for record in records:
-        if record.state is TxnState.RELOADING_SSHD:
-            old = record.data.get("old_host_keys")
-            control.restore(
-                was_running=bool(record.data.get("was_running")),
-                fingerprints=_strings(old),
-            )
-            return
+    record = find_record(records, TxnState.RELOADING_SSHD)
+    if record is not None:
+        control.restore(
+            was_running=bool(record.data.get("was_running")),
+            fingerprints=_strings(record.data.get("old_host_keys")),
+        )
 
 
 def _strings(value: object) -> dict[str, str]:

@@ -19,13 +19,22 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FINISHED_STATES", "Journal", "Record", "TxnState", "read_journal", "repair_journal"]
+__all__ = [
+    "FINISHED_STATES",
+    "Journal",
+    "Record",
+    "TxnState",
+    "find_record",
+    "read_journal",
+    "record_once",
+    "repair_journal",
+]
 
 
 class TxnState(StrEnum):
@@ -173,3 +182,30 @@ class Journal:
             view = view[os.write(fd, view) :]
         if durable:
             os.fdatasync(fd)
+
+
+def find_record(records: list[Record], state: TxnState) -> Record | None:
+    """The first of ``records`` in ``state``, if any."""
+    return next((r for r in records if r.state is state), None)
+
+
+def record_once(
+    journal: Journal,
+    records: list[Record],
+    state: TxnState,
+    data: Callable[[], Mapping[str, Any]],
+) -> Mapping[str, Any]:
+    """Journal ``state`` durably unless ``records`` hold it already; its data either way.
+
+    For a record that announces an action undo must reverse (a daemon
+    restart, an sshd reload): a live run writes it before acting, and a
+    roll-forward that finds it written keeps the first one, which says what
+    the node was like before the transaction touched it.
+    """
+    found = find_record(records, state)
+    if found is not None:
+        return found.data
+    made = data()
+    journal.append(state, made, durable=True)
+    records.append(Record(journal.txid, state, made))
+    return made
