@@ -791,7 +791,9 @@ def render(report: Report) -> str:
         f" {report.reps} repetitions, the variants of each figure alternated (A B A B …);"
         " each figure is a ratio of variants from this run, median [min-max] over the"
         " repetitions. Nodes are real OpenSSH sshd processes on loopback, one per node root."
-        " See `bench/README.md` for the method.",
+        " See `bench/README.md` for the method. The node-side figures (txsetup against"
+        " Ganeti's own node-daemon-setup and a reference writer, fsync counts, resume) are"
+        " in [results-node.md](results-node.md).",
         "",
         *_smoke_note(report),
         "Machine:",

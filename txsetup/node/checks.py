@@ -10,6 +10,7 @@ the operator. This is the only node-path module that imports
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -237,7 +238,7 @@ def _parse(text: str) -> _Pem:
         elif label.endswith("PRIVATE KEY"):
             parsed.key_blocks += 1
             try:
-                parsed.keys.append(serialization.load_pem_private_key(data, password=None))
+                parsed.keys.append(_load_private_key(data))
             except TypeError:  # cryptography's way of saying "encrypted"
                 parsed.problems.append("the private key is encrypted; an unencrypted key is needed")
             except _PARSE_ERRORS:
@@ -245,6 +246,22 @@ def _parse(text: str) -> _Pem:
         elif label not in _HARMLESS_LABELS:
             parsed.problems.append(f"unexpected PEM block {label!r}")
     return parsed
+
+
+@functools.lru_cache(maxsize=8)
+def _load_private_key(block: bytes) -> PrivateKeyTypes:
+    """One PEM private key block, loaded (and so checked) once per process.
+
+    Loading an RSA key checks it (primality of its factors, its exponents):
+    about 0.1 s for 2048 bits, the most expensive thing a run does after
+    minting client.pem. A run meets the same block up to three times (the
+    document's node key when it is verified and again when it signs
+    client.pem; on a re-add the local server.pem holds the same key), so a
+    block that loaded once is not loaded again. A key object is immutable,
+    so sharing it changes nothing; a block that fails raises every time,
+    as failures are not kept.
+    """
+    return serialization.load_pem_private_key(block, password=None)
 
 
 def _split_blocks(text: str) -> tuple[list[tuple[str, str]], list[str]]:
