@@ -253,6 +253,31 @@ def test_verify_node_certificate(keys: Keys, case: Case) -> None:
     assert_no_pem_text(info.value, pem, local or "")
 
 
+def damaged(key: rsa.RSAPrivateKey) -> rsa.RSAPrivateKey:
+    """``key`` with a wrong private exponent (CRT parts consistent with it): public half intact."""
+    numbers = key.private_numbers()
+    p, q = numbers.p, numbers.q
+    d = numbers.d + (p - 1) * (q - 1) // 2 + 2  # no longer e's inverse
+    broken = rsa.RSAPrivateNumbers(
+        p, q, d, d % (p - 1), d % (q - 1), numbers.iqmp, numbers.public_numbers
+    )
+    return broken.private_key(unsafe_skip_rsa_key_validation=True)
+
+
+def test_a_damaged_rsa_key_is_refused(keys: Keys) -> None:
+    """An RSA key whose private numbers do not fit its public ones is refused (exit 4).
+
+    Keys are loaded without OpenSSL's slow consistency check; a signature made
+    with the key and checked against the certificate takes its place.
+    """
+    pem = key_pem(damaged(keys.rsa_key)) + cert_pem(keys.rsa_key)
+    with pytest.raises(RefusedByVerification) as info:
+        verify_node_certificate(pem, local_pem=None, now=NOW)
+    assert "the private key is damaged: its signatures do not verify" in info.value.problems
+    assert_no_pem_text(info.value, pem)
+    assert verify_node_certificate(pair(keys.rsa_key), local_pem=None, now=NOW)
+
+
 def test_facts_describe_the_certificate(keys: Keys) -> None:
     """The facts carry the DER fingerprint a TLS peer would see, the subject and aware dates."""
     pem = pair(keys.ec_key)

@@ -19,7 +19,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     PrivateKeyTypes,
@@ -250,18 +250,22 @@ def _parse(text: str) -> _Pem:
 
 @functools.lru_cache(maxsize=8)
 def _load_private_key(block: bytes) -> PrivateKeyTypes:
-    """One PEM private key block, loaded (and so checked) once per process.
+    """One PEM private key block, loaded once per process.
 
-    Loading an RSA key checks it (primality of its factors, its exponents):
-    about 0.1 s for 2048 bits, the most expensive thing a run does after
-    minting client.pem. A run meets the same block up to three times (the
-    document's node key when it is verified and again when it signs
-    client.pem; on a re-add the local server.pem holds the same key), so a
-    block that loaded once is not loaded again. A key object is immutable,
-    so sharing it changes nothing; a block that fails raises every time,
-    as failures are not kept.
+    An RSA key is loaded without OpenSSL's full consistency check (the
+    primality of its factors and the like: 0.1 to 0.2 s for 2048 bits, more
+    than the rest of a run's own work). What that check protects is proved
+    instead where it matters, by :func:`_pair_problems`: the key's public half
+    is the certificate's, and it makes a signature the certificate's public
+    key accepts, so it works for TLS and for signing client.pem. A run meets
+    the same block up to three times (the node key when verified and again
+    when it signs client.pem; on a re-add server.pem holds the same key), so
+    a block is loaded once; a key object is immutable, and a block that fails
+    raises every time, as failures are not kept.
     """
-    return serialization.load_pem_private_key(block, password=None)
+    return serialization.load_pem_private_key(
+        block, password=None, unsafe_skip_rsa_key_validation=True
+    )
 
 
 def _split_blocks(text: str) -> tuple[list[tuple[str, str]], list[str]]:
@@ -342,7 +346,27 @@ def _pair_problems(cert: x509.Certificate, key: PrivateKeyTypes) -> list[str]:
         return ["the certificate's public key is of an unsupported kind"]
     if cert_key != _spki(key):
         return ["the private key does not match the certificate"]
+    if isinstance(key, rsa.RSAPrivateKey) and not _signs_for(cert, key):
+        return ["the private key is damaged: its signatures do not verify"]
     return []
+
+
+def _signs_for(cert: x509.Certificate, key: rsa.RSAPrivateKey) -> bool:
+    """Whether ``key`` makes a signature that ``cert``'s public key accepts.
+
+    The proof of an RSA key loaded without OpenSSL's consistency check: a
+    key whose private numbers do not fit its public ones signs wrongly.
+    """
+    public = cert.public_key()
+    if not isinstance(public, rsa.RSAPublicKey):
+        return False
+    message = b"txsetup: does this key sign for its certificate?"
+    try:
+        signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+        public.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, *_PARSE_ERRORS):
+        return False
+    return True
 
 
 def _validity_problems(cert: x509.Certificate, now: datetime) -> list[str]:
