@@ -61,9 +61,10 @@ class Layout:
         staged copies (:meth:`txsetup.txn.journal.Journal.begin`).
         """
         self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        if not self.state_dir.is_dir():
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o700)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Only when it is not 0700 already: a converged run writes nothing at all.
+        if stat.S_IMODE(os.stat(self.state_dir).st_mode) != 0o700:
+            os.chmod(self.state_dir, 0o700)
 
     def path(self, relpath: str) -> Path:
         """The absolute path of a root-relative path."""
