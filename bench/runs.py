@@ -50,7 +50,8 @@ REPO: Final = Path(__file__).resolve().parent.parent
 # the others are every directory Ganeti's tool may write (pathutils).
 TMPFS: Final = ("/var/lib", "/var/lock", "/var/log/ganeti", "/var/run/ganeti")
 FSYNC_CALLS: Final = ("fsync", "fdatasync", "syncfs", "sync_file_range", "msync", "sync")
-_WRITE_FLAGS: Final = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
+# Flags with which an open itself changes the file system (the bytes are counted as writes).
+_WRITE_FLAGS: Final = ("O_CREAT", "O_TRUNC")
 _CALL: Final = re.compile(r"^(?:\d+\s+)?(?P<name>\w+)\((?P<args>.*)\)\s+= (?P<ret>.*)$")
 _TICK: Final = os.sysconf("SC_CLK_TCK")
 
@@ -336,8 +337,10 @@ def writes_under(calls: Sequence[Call], root: Path) -> tuple[list[str], list[str
     """The calls that write under ``root`` (what a converged run must not make), and those
     that tried and failed (``-1``: they changed nothing).
 
-    An open counts when its flags could write or create (``O_WRONLY``,
-    ``O_RDWR``, ``O_CREAT``, ``O_TRUNC``, ``O_APPEND``); a write when its
+    An open counts when it can create or truncate (``O_CREAT``, ``O_TRUNC``):
+    opening for writing changes nothing by itself (filelock opens its
+    existing lock file ``O_RDWR`` only to ``flock`` it), and any byte written
+    through such a descriptor is counted as a write; a write counts when its
     descriptor is a file under the root (log lines go to fd 2, a pipe);
     anything else in :data:`MUTATING_CALLS` when it names a path under the root.
     """
