@@ -50,6 +50,10 @@ _KeyKind = tuple[str, int | str]  # ("rsa", 2048), ("ec", "secp256r1"), ("ed2551
 _BEGIN: Final = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----")
 _HARMLESS_LABELS: Final = frozenset({"EC PARAMETERS"})  # OpenSSL may emit these beside a key
 _PARSE_ERRORS: Final = (ValueError, TypeError, UnsupportedAlgorithm)
+# Two blocks of a kind are enough to tell "exactly one" from "more"; the rest
+# are only counted. Loading checks a key (an RSA key costs about 0.1 s), so a
+# document of thousands of keys would otherwise hold the lock for minutes.
+_LOADED_PER_KIND: Final = 2
 _ISSUER_KEYS: Final = (
     rsa.RSAPrivateKey,
     ec.EllipticCurvePrivateKey,
@@ -223,19 +227,24 @@ def client_certificate_is_current(
 
 
 def _parse(text: str) -> _Pem:
-    """Load every certificate and private key block; never raise on garbage."""
+    """Count every certificate and private key block, load the first two of each kind;
+    never raise on garbage."""
     parsed = _Pem()
     blocks, parsed.problems = _split_blocks(text)
     for label, block in blocks:
         data = block.encode("ascii", "replace")
         if label == "CERTIFICATE":
             parsed.certificate_blocks += 1
+            if parsed.certificate_blocks > _LOADED_PER_KIND:
+                continue
             try:
                 parsed.certificates.append(x509.load_pem_x509_certificate(data))
             except _PARSE_ERRORS:
                 parsed.problems.append("the certificate does not parse")
         elif label.endswith("PRIVATE KEY"):
             parsed.key_blocks += 1
+            if parsed.key_blocks > _LOADED_PER_KIND:
+                continue
             try:
                 parsed.keys.append(serialization.load_pem_private_key(data, password=None))
             except TypeError:  # cryptography's way of saying "encrypted"
