@@ -11,6 +11,7 @@ the operator. This is the only node-path module that imports
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -54,6 +55,7 @@ _PARSE_ERRORS: Final = (ValueError, TypeError, UnsupportedAlgorithm)
 # are only counted. Loading checks a key (an RSA key costs about 0.1 s), so a
 # document of thousands of keys would otherwise hold the lock for minutes.
 _LOADED_PER_KIND: Final = 2
+_SHOWN_PEM_PROBLEMS: Final = 10  # distinct ones; a hostile text must not flood the log
 _ISSUER_KEYS: Final = (
     rsa.RSAPrivateKey,
     ec.EllipticCurvePrivateKey,
@@ -253,7 +255,17 @@ def _parse(text: str) -> _Pem:
                 parsed.problems.append("the private key does not parse")
         elif label not in _HARMLESS_LABELS:
             parsed.problems.append(f"unexpected PEM block {label!r}")
+    parsed.problems = _summarized(parsed.problems)
     return parsed
+
+
+def _summarized(problems: list[str]) -> list[str]:
+    """Each distinct problem once, with how often it occurred, and only the first few."""
+    counted = [p if n == 1 else f"{p} ({n} times)" for p, n in Counter(problems).items()]
+    if len(counted) > _SHOWN_PEM_PROBLEMS:
+        more = len(counted) - _SHOWN_PEM_PROBLEMS
+        counted = [*counted[:_SHOWN_PEM_PROBLEMS], f"{more} more kind(s) of PEM problem"]
+    return counted
 
 
 def _split_blocks(text: str) -> tuple[list[tuple[str, str]], list[str]]:
