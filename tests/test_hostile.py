@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import (
@@ -438,13 +438,16 @@ json_leaves = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12)
 )
-json_values = st.recursive(
-    json_leaves,
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
-    ),
-    max_leaves=8,
-)
+
+
+def json_containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Small arrays and objects of ``children``."""
+    return st.lists(children, max_size=3) | st.dictionaries(
+        st.text(max_size=6), children, max_size=3
+    )
+
+
+json_values = st.recursive(json_leaves, json_containers, max_leaves=8)
 odd_keys = st.sampled_from(
     [
         "../../x",
@@ -570,6 +573,7 @@ def test_random_documents_leave_old_or_new_files(
     )
     run = parse_run(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
     check_output_contract(run, 0.0, None)
+    event(f"exit {run.returncode}")
     after = node_files(root)
     if run.returncode == 0:
         assert exactly_new(before, after, stdin), "exit 0 but not exactly the new files"
