@@ -304,7 +304,10 @@ class Entry:
 def snapshot(
     root: Path, *, skip: tuple[str, ...] = ("var/lock", "var/lib/txsetup")
 ) -> dict[str, Entry]:
-    """Every path under ``root`` (bytes, mode, owner, symlink target), except ``skip``."""
+    """Every path under ``root`` (bytes, mode, owner, symlink target), except ``skip``.
+
+    A FIFO or socket is recorded by its type and mode, never read.
+    """
     entries: dict[str, Entry] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in sorted(dirnames + filenames):
@@ -319,6 +322,14 @@ def snapshot(
                 )
             elif stat.S_ISDIR(st.st_mode):
                 entries[rel] = Entry("dir", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+            elif not stat.S_ISREG(st.st_mode):  # a FIFO or socket: reading it would block
+                entries[rel] = Entry(
+                    "other",
+                    stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode),
+                    st.st_uid,
+                    st.st_gid,
+                    ino=st.st_ino,
+                )
             else:
                 entries[rel] = Entry(
                     "file",

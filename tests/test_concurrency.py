@@ -7,8 +7,11 @@ needs it held, it holds that same file with :class:`filelock.FileLock`.
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from datetime import datetime
@@ -19,6 +22,7 @@ import pytest
 from filelock import FileLock
 
 from tests.conftest import (
+    NO_PYC,
     Entry,
     Run,
     encode,
@@ -29,6 +33,8 @@ from tests.conftest import (
     snapshot,
     start_setup,
     state_dir_leftovers,
+    strace_argv,
+    txsetup_exe,
 )
 from txsetup.txn.journal import TxnState, read_journal
 
@@ -191,3 +197,125 @@ def test_a_run_after_the_lock_is_released_proceeds(installed: Path, node_pem: st
     assert run.result["outcome"] == "committed"
     assert os.path.exists(installed / "var/lib/ganeti/hmac.key")
     assert (installed / "var/lib/ganeti/hmac.key").read_bytes() == b"hmac-secret-B"
+
+
+# --- many runs, many payloads -------------------------------------------------------------
+
+RUNS = 20
+
+
+def payload(pem: str, index: int) -> dict[str, Any]:
+    """The ``index``-th of RUNS payloads: the same files, each with its own values."""
+    return make_document(
+        pem,
+        ssconf={
+            "master_ip": f"192.0.2.{10 + index}",
+            "node_list": "".join(f"n{index}-{k}.example.com\n" for k in range(index % 4 + 1)),
+            "release_version": f"3.0.{index}",
+        },
+        hmac_key=f"hmac-secret-{index:02d}",
+    )
+
+
+def applied_alone(tmp_path: Path, pem: str, index: int) -> dict[str, Entry]:
+    """The node a single run of payload ``index`` makes of an empty root."""
+    root = tmp_path / f"alone-{index}"
+    (root / "var/lock").mkdir(parents=True)
+    run = run_txsetup(["node-daemon-setup", "--root", str(root)], stdin=encode(payload(pem, index)))
+    assert run.returncode == 0, run.stderr
+    return snapshot(root)
+
+
+@pytest.mark.parametrize("flavour", ["waiting", "busy"])
+def test_twenty_runs_with_twenty_payloads_leave_exactly_one_whole(
+    tmp_path: Path, node_pem: str, flavour: str
+) -> None:
+    """20 runs with 20 payloads at once: each commits in turn (waiting) or exits 5 (busy,
+    short --lock-timeout); no two hold the node at once, and it ends with exactly the last
+    committer's files, byte for byte as that payload alone makes them."""
+    root = tmp_path / "node"
+    (root / "var/lock").mkdir(parents=True)
+    gate = FileLock(root / "var/lock/txsetup.lock")
+    timeout = "120" if flavour == "waiting" else "0.5"
+    heads = [b""] * RUNS
+    if flavour == "waiting":
+        gate.acquire()  # all 20 queue on the lock, then contend for it at once
+    procs = [
+        start_setup(root, encode(payload(node_pem, i)), "--lock-timeout", timeout)
+        for i in range(RUNS)
+    ]
+    if flavour == "waiting":
+        heads = [read_until_lock_step(p) for p in procs]
+        gate.release()
+    runs = [finish(p, heads[i]) for i, p in enumerate(procs)]
+
+    codes = [r.returncode for r in runs]
+    assert set(codes) <= ({0} if flavour == "waiting" else {0, 5}), codes
+    for run in runs:
+        if run.returncode == 5:
+            assert run.result["error_code"] == "busy"
+            assert "lock" not in {e.get("step") for e in run.events if e["event"] == "step.end"}
+    committed = sorted((holding_interval(r), i) for i, r in enumerate(runs) if r.returncode == 0)
+    assert committed, "no run committed"
+    for ((_, end), first), ((start, _), second) in itertools.pairwise(committed):
+        assert end <= start, f"runs {first} and {second} held the node at once"
+    last = committed[-1][1]
+    assert snapshot(root) == applied_alone(tmp_path, node_pem, last)
+    assert state_dir_leftovers(root) == []
+    records = read_journal(root / "var/lib/txsetup/journal")
+    assert records[-1].state is TxnState.DONE
+    assert records[-1].txid == runs[last].result["txid"]
+
+
+def test_killed_lock_holder_is_recovered_by_the_next_run(tmp_path: Path, node_pem: str) -> None:
+    """The lock holder is SIGKILLed at its first commit rename while another run waits for
+    the lock: that run recovers the prepared transaction (``txn.recovered``), then commits
+    its own payload, and the node holds exactly that payload's files."""
+    root = tmp_path / "node"
+    (root / "var/lock").mkdir(parents=True)
+    holder = subprocess.Popen(
+        [
+            *strace_argv("rename,renameat,renameat2", "signal=SIGKILL:when=1"),
+            txsetup_exe(),
+            "node-daemon-setup",
+            "--root",
+            str(root),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **NO_PYC},
+    )
+    assert holder.stdin is not None
+    assert holder.stderr is not None
+    # The lock step comes before decode: with its stdin still open, the holder keeps the lock.
+    holder_log = read_until_lock_step(holder)
+    while b'"step.end"' not in holder_log.splitlines()[-1]:
+        holder_log += holder.stderr.readline()
+    holder_txid = json.loads(holder_log.splitlines()[0])["txid"]
+    waiter = start_setup(root, encode(payload(node_pem, 1)), "--lock-timeout", "120")
+    waiter_head = read_until_lock_step(waiter)
+    time.sleep(0.2)
+    assert waiter.poll() is None, "the second run did not wait for the held lock"
+
+    holder.stdin.write(encode(payload(node_pem, 0)))
+    holder.stdin.close()
+    holder.wait(timeout=120)
+    assert holder.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), holder.returncode
+    if holder.stdout is not None:
+        holder.stdout.close()
+    holder.stderr.close()
+
+    # The waiter takes the lock the moment the holder dies: only its log can tell what it found.
+    run = finish(waiter, waiter_head)
+    assert run.returncode == 0, run.stderr
+    assert run.result["outcome"] == "committed"
+    recovered = [e for e in run.events if e["event"] == "txn.recovered"]
+    # Rolled forward: the holder died past its commit point (prepared), before any rename.
+    assert [(e["recovered_txid"], e["action"]) for e in recovered] == [
+        (holder_txid, "rolled_forward")
+    ]
+    assert snapshot(root) == applied_alone(tmp_path, node_pem, 1)
+    assert state_dir_leftovers(root) == []
+    records = read_journal(root / "var/lib/txsetup/journal")
+    assert (records[-1].txid, records[-1].state) == (run.result["txid"], TxnState.DONE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -51,6 +52,11 @@ _KeyKind = tuple[str, int | str]  # ("rsa", 2048), ("ec", "secp256r1"), ("ed2551
 _BEGIN: Final = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----")
 _HARMLESS_LABELS: Final = frozenset({"EC PARAMETERS"})  # OpenSSL may emit these beside a key
 _PARSE_ERRORS: Final = (ValueError, TypeError, UnsupportedAlgorithm)
+# Two blocks of a kind are enough to tell "exactly one" from "more"; the rest
+# are only counted. Loading checks a key (an RSA key costs about 0.1 s), so a
+# document of thousands of keys would otherwise hold the lock for minutes.
+_LOADED_PER_KIND: Final = 2
+_SHOWN_PEM_PROBLEMS: Final = 10  # distinct ones; a hostile text must not flood the log
 _ISSUER_KEYS: Final = (
     rsa.RSAPrivateKey,
     ec.EllipticCurvePrivateKey,
@@ -224,19 +230,24 @@ def client_certificate_is_current(
 
 
 def _parse(text: str) -> _Pem:
-    """Load every certificate and private key block; never raise on garbage."""
+    """Count every certificate and private key block, load the first two of each kind;
+    never raise on garbage."""
     parsed = _Pem()
     blocks, parsed.problems = _split_blocks(text)
     for label, block in blocks:
         data = block.encode("ascii", "replace")
         if label == "CERTIFICATE":
             parsed.certificate_blocks += 1
+            if parsed.certificate_blocks > _LOADED_PER_KIND:
+                continue
             try:
                 parsed.certificates.append(x509.load_pem_x509_certificate(data))
             except _PARSE_ERRORS:
                 parsed.problems.append("the certificate does not parse")
         elif label.endswith("PRIVATE KEY"):
             parsed.key_blocks += 1
+            if parsed.key_blocks > _LOADED_PER_KIND:
+                continue
             try:
                 parsed.keys.append(_load_private_key(data))
             except TypeError:  # cryptography's way of saying "encrypted"
@@ -245,6 +256,7 @@ def _parse(text: str) -> _Pem:
                 parsed.problems.append("the private key does not parse")
         elif label not in _HARMLESS_LABELS:
             parsed.problems.append(f"unexpected PEM block {label!r}")
+    parsed.problems = _summarized(parsed.problems)
     return parsed
 
 
@@ -266,6 +278,15 @@ def _load_private_key(block: bytes) -> PrivateKeyTypes:
     return serialization.load_pem_private_key(
         block, password=None, unsafe_skip_rsa_key_validation=True
     )
+
+
+def _summarized(problems: list[str]) -> list[str]:
+    """Each distinct problem once, with how often it occurred, and only the first few."""
+    counted = [p if n == 1 else f"{p} ({n} times)" for p, n in Counter(problems).items()]
+    if len(counted) > _SHOWN_PEM_PROBLEMS:
+        more = len(counted) - _SHOWN_PEM_PROBLEMS
+        counted = [*counted[:_SHOWN_PEM_PROBLEMS], f"{more} more kind(s) of PEM problem"]
+    return counted
 
 
 def _split_blocks(text: str) -> tuple[list[tuple[str, str]], list[str]]:
