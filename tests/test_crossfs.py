@@ -66,12 +66,12 @@ def test_install_and_change_across_filesystems(
 def test_failure_across_filesystems_restores_everything(
     split_root: Path, node_pem: str, setup_run: SetupRun
 ) -> None:
-    """A directory in the way of a new file: exit 6, old files exactly, no copies beside them."""
+    """EIO at the second commit rename: exit 6, old files exactly, no copies beside them."""
     installed(split_root, node_pem, setup_run)
-    (split_root / GANETI / "ssconf_offline_nodes").mkdir()
     before = snapshot(split_root)
-    run = setup_run(make_document(node_pem, ssconf={**CHANGED, "offline_nodes": "x"}))
-    assert run.returncode == 6, run.stderr
+    document = make_document(node_pem, ssconf={**CHANGED, "offline_nodes": "x"})
+    proc = run_traced(split_root, encode(document), "rename,renameat,renameat2", "error=EIO:when=2")
+    assert proc.returncode == 6, proc.stderr.decode()
     assert snapshot(split_root) == before
     assert copies_beside_targets(split_root) == []
 

@@ -412,7 +412,7 @@ def test_symlink_at_authorized_keys_is_refused(node: Path, ssh_run: SshRun) -> N
     before = snapshot(node)
     run = ssh_run(ssh_document())
     assert run.returncode == 4, run.stderr
-    assert "root/.ssh/authorized_keys exists but is not a regular file" in problems(run)
+    assert "root/.ssh/authorized_keys is a symlink, not a regular file" in problems(run)
     assert snapshot(node) == before
 
 

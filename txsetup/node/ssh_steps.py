@@ -37,7 +37,7 @@ from txsetup.node.steps import read_local
 from txsetup.txn import recovery
 from txsetup.txn.engine import Step
 from txsetup.txn.journal import Journal
-from txsetup.txn.plan import Action, Layout, PlannedFile, plan_files
+from txsetup.txn.plan import Action, Layout, PlannedFile, plan_files, refuse_unsafe_targets
 from txsetup.txn.run import commit, prepare, release_lock, take_lock, undo
 
 __all__ = ["SSH_DRY_RUN_STEPS", "SSH_SETUP_STEPS", "SshRun"]
@@ -133,9 +133,10 @@ def verify_cert(ctx: SshRun) -> bool:
 def verify_keys(ctx: SshRun) -> bool:
     """Every pair parses and its halves match; every authorized line holds a key.
 
-    Also reads what the plan keeps (``authorized_keys``, root's pair) and
-    refuses what is there but cannot be read as a plain file: replacing a
-    symlink at ``authorized_keys`` would silently drop its lines.
+    Also refuses targets that are not plain files in real directories
+    (:func:`refuse_unsafe_targets`: replacing a symlink at ``authorized_keys``
+    would silently drop its lines), and reads what the plan keeps
+    (``authorized_keys``, root's pair).
     """
     from txsetup.node.sshkeys import (
         fingerprint_of_line,
@@ -162,6 +163,11 @@ def verify_keys(ctx: SshRun) -> bool:
             "ssh-keyscan is not installed: the new host keys could not be checked after "
             'the reload (install the OpenSSH client, or set [sshd] health_address = "none")'
         )
+    root_kinds = [payload.ssh_key_type] if payload.ssh_key_type else []
+    root_kinds += [pair.type for pair in payload.ssh_root_key]
+    targets = [path for key in payload.ssh_host_key for path in host_key_paths(key.type)]
+    targets += [path for kind in root_kinds for path in root_key_paths(kind)]
+    refuse_unsafe_targets(ctx.layout, [*targets, AUTHORIZED_KEYS])
     ctx.existing_authorized = read_local(ctx.layout, AUTHORIZED_KEYS)
     if payload.ssh_key_type is not None:
         private, public = root_key_paths(payload.ssh_key_type)

@@ -36,6 +36,7 @@ from txsetup.txn.plan import (
     Layout,
     PlannedFile,
     plan_files,
+    refuse_unsafe_targets,
 )
 from txsetup.txn.run import commit, prepare, release_lock, take_lock, undo
 
@@ -139,7 +140,12 @@ def verify_cluster(ctx: Setup) -> bool:
 
 
 def verify_cert(ctx: Setup) -> bool:
-    """Certificate and key: parse, match, valid now, match the local key."""
+    """Certificate and key: parse, match, valid now, match the local key; then the targets.
+
+    Every file the run will write must be absent or a regular file in a real
+    directory (:func:`refuse_unsafe_targets`): checked here, before any
+    write, so a refusal (and a dry run) touches nothing.
+    """
     from txsetup.node.checks import (
         client_certificate_is_current,
         make_client_certificate,
@@ -168,6 +174,8 @@ def verify_cert(ctx: Setup) -> bool:
             ctx.client_pem = existing
         else:
             ctx.client_pem = make_client_certificate(pem, name, now=now, profile=profile)
+    wanted = desired_files(payload, client_pem=ctx.client_pem, owners=ctx.owners)
+    refuse_unsafe_targets(ctx.layout, [want.relpath for want in wanted])
     return False
 
 

@@ -7,6 +7,7 @@ and always counts as different) and says create, replace or unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterable
@@ -15,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from txsetup.errors import RefusedByVerification
 from txsetup.txn.atomic import read_regular
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "Layout",
     "PlannedFile",
     "plan_files",
+    "refuse_unsafe_targets",
 ]
 
 
@@ -61,9 +64,16 @@ class Layout:
         staged copies (:meth:`txsetup.txn.journal.Journal.begin`).
         """
         self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # a dangling symlink, a file: refused below
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(self.state_dir)
+        if not stat.S_ISDIR(st.st_mode):
+            raise RefusedByVerification(
+                f"{self.relative(self.state_dir)} is not a directory (a symlink or a file): "
+                "txsetup keeps its journal only in a real directory; move it away"
+            )
         # Only when it is not 0700 already: a converged run writes nothing at all.
-        if stat.S_IMODE(os.stat(self.state_dir).st_mode) != 0o700:
+        if stat.S_IMODE(st.st_mode) != 0o700:
             os.chmod(self.state_dir, 0o700)
 
     def path(self, relpath: str) -> Path:
@@ -212,3 +222,41 @@ def plan_files(layout: Layout, desired: Iterable[DesiredFile]) -> list[PlannedFi
             action = Action.REPLACE
         plan.append(PlannedFile(want, action, old))
     return plan
+
+
+_KIND_WORDS = {"symlink": "a symlink", "directory": "a directory", "other": "a special file"}
+
+
+def refuse_unsafe_targets(layout: Layout, relpaths: Iterable[str]) -> None:
+    """Refuse targets that are not plain files in plain directories, before any write.
+
+    Each target must be absent or a regular file, and the directory it goes
+    in absent or a real directory: replacing a symlink, a FIFO or a directory
+    would change what the operator put there, and writing through a
+    symlinked directory would write outside the root. (The directories above
+    are the system's own business: ``/var/lock`` is a symlink on Debian.)
+
+    Raises:
+        RefusedByVerification: listing every such target (exit 4).
+    """
+    problems: list[str] = []
+    seen: set[str] = set()
+    for relpath in relpaths:
+        parent = Path(relpath).parent.as_posix()
+        where = FileMeta.of(layout.path(parent))
+        if where is not None and where.kind != "directory":
+            if parent not in seen:
+                seen.add(parent)
+                problems.append(
+                    f"{parent} is {_KIND_WORDS.get(where.kind, 'a file')}, not a directory"
+                )
+            continue
+        old = FileMeta.of(layout.path(relpath))
+        if old is not None and old.kind != "file":
+            problems.append(f"{relpath} is {_KIND_WORDS[old.kind]}, not a regular file")
+    if problems:
+        raise RefusedByVerification(
+            "refused: txsetup replaces only regular files in real directories; "
+            "move these away, then run again",
+            problems=problems,
+        )
