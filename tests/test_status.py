@@ -11,6 +11,7 @@ from tests.conftest import (
     Run,
     encode,
     make_document,
+    parse_run,
     run_traced,
     run_txsetup,
     snapshot,
@@ -79,8 +80,9 @@ def test_status_shows_replaced_files_with_their_old_mode(
 def test_status_after_a_rolled_back_run(node_pem: str, root: Path, setup_run: SetupRun) -> None:
     """After an exit-6 run status shows rolled_back, finished, with its reason."""
     assert setup_run(make_document(node_pem)).returncode == 0
-    (root / GANETI / "ssconf_offline_nodes").mkdir()
-    run = setup_run(make_document(node_pem, ssconf={"offline_nodes": "node3\n"}))
+    document = make_document(node_pem, ssconf={"offline_nodes": "node3\n"})
+    proc = run_traced(root, encode(document), "fsync", "error=EIO:when=1")  # fails stage
+    run = parse_run(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
     assert run.returncode == 6, run.stderr
     described = status(root)
     assert described["txid"] == run.result["txid"]
