@@ -319,3 +319,40 @@ def test_killed_lock_holder_is_recovered_by_the_next_run(tmp_path: Path, node_pe
     assert state_dir_leftovers(root) == []
     records = read_journal(root / "var/lib/txsetup/journal")
     assert (records[-1].txid, records[-1].state) == (run.result["txid"], TxnState.DONE)
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["run", "resume"])
+@pytest.mark.parametrize("kind", ["symlink", "dangling-symlink", "directory", "fifo"])
+def test_a_lock_path_that_is_not_a_regular_file_is_refused(
+    installed: Path, node_pem: str, tmp_path: Path, kind: str, resume: bool
+) -> None:
+    """A symlink, directory or FIFO at the lock's path: exit 4, nothing followed or changed.
+
+    Opening it would write through a symlink outside the root, or block on a FIFO.
+    """
+    lock_path = installed / "var/lock/txsetup.lock"
+    lock_path.unlink(missing_ok=True)
+    outside = tmp_path / "outside"
+    outside.write_text("not txsetup's\n")
+    if kind == "symlink":
+        lock_path.symlink_to(outside)
+    elif kind == "dangling-symlink":
+        lock_path.symlink_to(tmp_path / "missing/lock")
+    elif kind == "directory":
+        lock_path.mkdir()
+    else:
+        os.mkfifo(lock_path)
+    before, journal = snapshot(installed), state_files(installed)
+    argv = ["node-daemon-setup", "--root", str(installed), "--lock-timeout", "1"]
+    run = run_txsetup(
+        [*argv, "--resume"] if resume else argv,
+        stdin=b"" if resume else encode(document(node_pem, "B")),
+    )
+    assert run.returncode == 4, run.stderr
+    assert run.result["error_code"] == "refused"
+    assert "var/lock/txsetup.lock is a" in run.result["error"]
+    assert "move it away" in run.result["error"]
+    assert snapshot(installed) == before
+    assert state_files(installed) == journal
+    assert outside.read_text() == "not txsetup's\n"
+    assert not (tmp_path / "missing").exists()

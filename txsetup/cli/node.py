@@ -180,9 +180,8 @@ def unfinished_txid(layout: Layout) -> str | None:
 
 def run_resume(args: argparse.Namespace) -> Result:
     """``--resume [--abort]``: finish or undo the unfinished transaction."""
-    from filelock import FileLock, Timeout
-
     from txsetup.txn.recovery import recover_pending
+    from txsetup.txn.run import acquire_lock
 
     layout = Layout(args.root)
     structlog.contextvars.bind_contextvars(txid=None)
@@ -190,8 +189,8 @@ def run_resume(args: argparse.Namespace) -> Result:
     log.info("txn.begin", command=args.command, resume=True, abort=args.abort)
     config = load_config(args.config, root=args.root)
     try:
-        layout.make_state_dir()
-        with FileLock(layout.lock_file, timeout=args.lock_timeout):
+        lock = acquire_lock(layout, args.lock_timeout)
+        try:
             found = recover_pending(
                 layout,
                 log,
@@ -199,16 +198,8 @@ def run_resume(args: argparse.Namespace) -> Result:
                 abort=args.abort,
                 lock_timeout=args.lock_timeout,
             )
-    except Timeout:
-        return Result(
-            None,
-            "failed",
-            ExitCode.BUSY,
-            extra={
-                "error": f"lock: {layout.relative(layout.lock_file)} is held by another run",
-                "error_code": "busy",
-            },
-        )
+        finally:
+            lock.release()
     except OSError as exc:
         # The node may still be mid-transaction: only the journal can finish it.
         error = RecoveryFailed(f"resume: {exc}")

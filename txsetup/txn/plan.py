@@ -20,6 +20,7 @@ from txsetup.errors import RefusedByVerification
 from txsetup.txn.atomic import read_regular
 
 __all__ = [
+    "KIND_WORDS",
     "Action",
     "DesiredFile",
     "FileMeta",
@@ -224,7 +225,8 @@ def plan_files(layout: Layout, desired: Iterable[DesiredFile]) -> list[PlannedFi
     return plan
 
 
-_KIND_WORDS = {"symlink": "a symlink", "directory": "a directory", "other": "a special file"}
+# How a message names a FileMeta.kind that is in the way.
+KIND_WORDS = {"symlink": "a symlink", "directory": "a directory", "other": "a special file"}
 
 
 def refuse_unsafe_targets(layout: Layout, relpaths: Iterable[str]) -> None:
@@ -248,12 +250,12 @@ def refuse_unsafe_targets(layout: Layout, relpaths: Iterable[str]) -> None:
             if parent not in seen:
                 seen.add(parent)
                 problems.append(
-                    f"{parent} is {_KIND_WORDS.get(where.kind, 'a file')}, not a directory"
+                    f"{parent} is {KIND_WORDS.get(where.kind, 'a file')}, not a directory"
                 )
             continue
         old = FileMeta.of(layout.path(relpath))
         if old is not None and old.kind != "file":
-            problems.append(f"{relpath} is {_KIND_WORDS[old.kind]}, not a regular file")
+            problems.append(f"{relpath} is {KIND_WORDS[old.kind]}, not a regular file")
     if problems:
         raise RefusedByVerification(
             "refused: txsetup replaces only regular files in real directories; "

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from filelock import FileLock, Timeout
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import Busy
+from txsetup.errors import Busy, InternalError, RefusedByVerification
 from txsetup.txn import recovery
 from txsetup.txn.changeset import (
     commit_changes,
@@ -25,11 +25,12 @@ from txsetup.txn.changeset import (
     stage_changes,
 )
 from txsetup.txn.journal import Journal, Record, TxnState
-from txsetup.txn.plan import Layout, PlannedFile
+from txsetup.txn.plan import KIND_WORDS, FileMeta, Layout, PlannedFile
 
 __all__ = [
     "TableRun",
     "TxnRun",
+    "acquire_lock",
     "commit",
     "finish",
     "prepare",
@@ -71,28 +72,47 @@ class TableRun(TxnRun, Protocol):
         ...
 
 
-def take_lock(ctx: TxnRun) -> bool:
-    """Take the transaction lock, then recover whatever a crash left behind."""
-    ctx.layout.make_state_dir()
-    lock = FileLock(ctx.layout.lock_file, timeout=ctx.lock_timeout)
+def acquire_lock(layout: Layout, timeout: float) -> FileLock:
+    """Take ``var/lock/txsetup.lock``, refusing a lock file that is not a regular file.
+
+    Raises:
+        RefusedByVerification: a symlink, directory or FIFO is at the lock's path (exit 4).
+        Busy: another run holds it for longer than ``timeout`` seconds (exit 5).
+        InternalError: the lock file cannot be opened (exit 1).
+    """
+    where = layout.relative(layout.lock_file)
+    found = FileMeta.of(layout.lock_file)
+    if found is not None and found.kind != "file":
+        # Opening it would follow a symlink out of the root, or block on a FIFO.
+        raise RefusedByVerification(
+            f"lock: {where} is {KIND_WORDS.get(found.kind, 'a file')}, not a regular file; "
+            "move it away, then run again"
+        )
+    layout.make_state_dir()
+    lock = FileLock(layout.lock_file, timeout=timeout)
     try:
         lock.acquire()
     except Timeout as exc:
-        raise Busy(
-            f"lock: {ctx.layout.relative(ctx.layout.lock_file)} is held by another "
-            f"run (waited {ctx.lock_timeout:g}s)"
-        ) from exc
+        raise Busy(f"lock: {where} is held by another run (waited {timeout:g}s)") from exc
+    except OSError as exc:
+        raise InternalError(f"lock: cannot open {where}: {exc.strerror or exc}") from exc
+    return lock
+
+
+def take_lock(ctx: TxnRun) -> bool:
+    """Take the transaction lock, then recover whatever a crash left behind."""
+    lock = acquire_lock(ctx.layout, ctx.lock_timeout)
     ctx.lock = lock
-    found = recovery.recover_pending(
+    pending = recovery.recover_pending(
         ctx.layout,
         ctx.log,
         hooks=ctx.hooks_for_recovery(),
         abort=False,
         lock_timeout=ctx.lock_timeout,
     )
-    if found:
-        ctx.recovered.append(found)
-    return found is not None
+    if pending:
+        ctx.recovered.append(pending)
+    return pending is not None
 
 
 def prepare(
