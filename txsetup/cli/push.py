@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from txsetup.cli.helptext import ExamplesFormatter, add_version, epilog
 from txsetup.errors import ExitCode, TxsetupError, UsageError
 from txsetup.log import default_log_format, get_logger
 
@@ -33,13 +34,10 @@ def add_push_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "and run it on every NODE over one ssh connection each, at most --parallel at once. "
         "stdout: one JSON result line per node as it finishes. Exit 0 when every node "
         "succeeded, 10 when any did not, 2 usage, 3 unusable --from-root, 130 interrupted.",
-        epilog="examples:\n"
-        "  txsetup push node1 root@node2:2222 > results.json\n"
-        "  txsetup push --nodes-file nodes.txt --parallel 32 > results.json\n"
-        "  txsetup push --retry-from results.json > retry.json\n"
-        "  txsetup push --resume node1 node2",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=epilog("push", "txsetup push"),
+        formatter_class=ExamplesFormatter,
     )
+    add_version(push)
     push.add_argument("nodes", nargs="*", metavar="NODE", help="[user@]host[:port]")
     push.add_argument(
         "--nodes-file", type=Path, metavar="FILE", help="one NODE per line, # comments"
