@@ -2,10 +2,11 @@
 
 An operator reaches for ``--help`` before the manual, so each command's help
 closes with the handful of invocations that cover its use: the run, the dry
-run, the recovery. The same invocations open each man page's EXAMPLES
-(``docs/man/``). ``{prog}`` in an example is the name the command was run
-under, so ``node-daemon-setup --help`` shows ``node-daemon-setup ...`` and
-``txsetup node-daemon-setup --help`` shows ``txsetup node-daemon-setup ...``.
+run, the recovery. The same invocations appear in each man page's
+EXAMPLES (``docs/man/``; ``tests/test_cli_docs.py`` holds them to it).
+``{prog}`` in an example is the name the command was run under, so
+``node-daemon-setup --help`` shows ``node-daemon-setup ...`` and ``txsetup
+node-daemon-setup --help`` shows ``txsetup node-daemon-setup ...``.
 """
 
 from __future__ import annotations

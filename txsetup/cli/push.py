@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from txsetup.cli.helptext import ExamplesFormatter, add_version, epilog
 from txsetup.errors import ExitCode, TxsetupError, UsageError
@@ -22,7 +22,17 @@ from txsetup.log import default_log_format, get_logger
 if TYPE_CHECKING:
     from txsetup.master import Node
 
-__all__ = ["add_push_parser", "run_push"]
+__all__ = ["PUSH_EXIT_CODES", "add_push_parser", "run_push"]
+
+PUSH_EXIT_CODES: Final = (
+    ExitCode.OK,
+    ExitCode.INTERNAL,  # chosen by txsetup.cli.main, the last line of defence
+    ExitCode.USAGE,
+    ExitCode.INVALID_INPUT,
+    ExitCode.NODES_FAILED,
+    ExitCode.INTERRUPTED,
+)
+"""Every code a push can end with (SPEC §8); its help and reference list each one."""
 
 
 def add_push_parser(sub: argparse._SubParsersAction[Any]) -> None:
