@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from txsetup import __version__
+from txsetup.cli.helptext import ExamplesFormatter, add_version, epilog
 from txsetup.cli.node import Result, run_node_daemon_setup, run_resume
 from txsetup.cli.push import add_push_parser, run_push
 from txsetup.cli.ssh import run_ssh_setup
@@ -31,7 +31,14 @@ from txsetup.errors import ExitCode, TxsetupError, UsageError
 from txsetup.log import configure_logging, default_log_format, get_logger
 from txsetup.txn.plan import Layout
 
-__all__ = ["main", "node_daemon_setup_main", "prepare_node_join_main"]
+__all__ = [
+    "ALIASES",
+    "build_alias_parser",
+    "build_parser",
+    "main",
+    "node_daemon_setup_main",
+    "prepare_node_join_main",
+]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,10 +49,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    add_version(parser)
     parser.add_argument(
         "--root",
         type=Path,
         default=Path(os.environ.get("TXSETUP_ROOT", "/")),
+        metavar="DIR",
         help="prefix for every path (default: $TXSETUP_ROOT or /)",
     )
     parser.add_argument(
@@ -58,29 +67,75 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="log at debug level (Ganeti)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``txsetup`` parser with its subcommands."""
-    parser = _Parser(prog="txsetup", description="Add a cluster node safely, as a transaction.")
-    parser.add_argument("--version", action="version", version=f"txsetup {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    nds = sub.add_parser(
-        "node-daemon-setup",
-        help="install ssconf files and the node daemon certificate from stdin",
-        description="Read a JSON document on stdin; verify it; install the ssconf files and "
+# The two commands that run a step table, by their names under ``txsetup``: help, description.
+_RUN_COMMANDS: dict[str, tuple[str, str]] = {
+    "node-daemon-setup": (
+        "install ssconf files and the node daemon certificate from stdin",
+        "Read a JSON document on stdin; verify it; install the ssconf files and "
         "the node daemon certificate as one transaction; restart the node daemon if asked.",
-    )
-    _run_options(nds)
-    ssh = sub.add_parser(
-        "ssh-setup",
-        help="install SSH host keys, root's key pair and authorized_keys from stdin",
-        description="Read a JSON document on stdin (as Ganeti's prepare-node-join does); "
+    ),
+    "ssh-setup": (
+        "install SSH host keys, root's key pair and authorized_keys from stdin",
+        "Read a JSON document on stdin (as Ganeti's prepare-node-join does); "
         "verify it; install the SSH host keys, root's key pair and authorized_keys as one "
         "transaction; reload sshd when a host key changed.",
+    ),
+}
+# The drop-in names a Ganeti master runs, and the command each one is.
+ALIASES: dict[str, str] = {
+    "node-daemon-setup": "node-daemon-setup",
+    "prepare-node-join": "ssh-setup",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``txsetup`` parser with its subcommands."""
+    parser = _Parser(
+        prog="txsetup",
+        description="Add a cluster node safely, as a transaction. stdout carries one JSON "
+        "result, stderr the log. Each command has its own --help.",
+        epilog=epilog("txsetup", "txsetup"),
+        formatter_class=ExamplesFormatter,
     )
-    _run_options(ssh)
-    status = sub.add_parser("status", help="describe the last or unfinished transaction")
+    add_version(parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    for name, (summary, description) in _RUN_COMMANDS.items():
+        _run_options(
+            sub.add_parser(
+                name,
+                help=summary,
+                description=description,
+                epilog=epilog(name, f"txsetup {name}"),
+                formatter_class=ExamplesFormatter,
+            )
+        )
+    status = sub.add_parser(
+        "status",
+        help="describe the last or unfinished transaction",
+        description="Print one JSON object describing the last or the unfinished "
+        "transaction, from the journal alone. Takes no lock and writes nothing.",
+        epilog=epilog("status", "txsetup status"),
+        formatter_class=ExamplesFormatter,
+    )
     _common(status)
     add_push_parser(sub)
+    return parser
+
+
+def build_alias_parser(alias: str) -> argparse.ArgumentParser:
+    """The parser of a drop-in alias: the command's options, under the alias's own name."""
+    command = ALIASES[alias]
+    description = _RUN_COMMANDS[command][1]
+    parser = _Parser(
+        prog=alias,
+        description=f"{description} The same as txsetup {command}.",
+        epilog=epilog(command, alias),
+        formatter_class=ExamplesFormatter,
+    )
+    _run_options(parser)
+    parser.set_defaults(command=command)
     return parser
 
 
@@ -116,11 +171,18 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``txsetup``; returns the process exit code."""
+def main(argv: Sequence[str] | None = None, *, alias: str | None = None) -> int:
+    """Entry point of ``txsetup`` (or of the drop-in ``alias``); returns the process exit code.
+
+    ``--help`` and ``--version`` return 0 having printed only that: no log
+    line and no JSON result, which a person reading help does not want.
+    """
     started = time.monotonic()
+    parser = build_parser() if alias is None else build_alias_parser(alias)
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # only --help and --version exit; errors raise UsageError
+        return ExitCode.OK if done.code in (None, 0) else ExitCode.USAGE
     except UsageError as error:
         configure_logging(fmt="console" if sys.stderr.isatty() else "json", stream=sys.stderr)
         get_logger().error("usage.error", error=str(error))
@@ -205,12 +267,12 @@ def _emit(result: Result) -> None:
 
 def node_daemon_setup_main() -> NoReturn:
     """Entry point of the ``node-daemon-setup`` alias (Ganeti's master runs it)."""
-    sys.exit(main(["node-daemon-setup", *sys.argv[1:]]))
+    sys.exit(main(sys.argv[1:], alias="node-daemon-setup"))
 
 
 def prepare_node_join_main() -> NoReturn:
     """Entry point of the ``prepare-node-join`` alias of ``ssh-setup`` (Ganeti's name)."""
-    sys.exit(main(["ssh-setup", *sys.argv[1:]]))
+    sys.exit(main(sys.argv[1:], alias="prepare-node-join"))
 
 
 def console_main() -> NoReturn:

@@ -13,15 +13,26 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
+from txsetup.cli.helptext import ExamplesFormatter, add_version, epilog
 from txsetup.errors import ExitCode, TxsetupError, UsageError
 from txsetup.log import default_log_format, get_logger
 
 if TYPE_CHECKING:
     from txsetup.master import Node
 
-__all__ = ["add_push_parser", "run_push"]
+__all__ = ["PUSH_EXIT_CODES", "add_push_parser", "run_push"]
+
+PUSH_EXIT_CODES: Final = (
+    ExitCode.OK,
+    ExitCode.INTERNAL,  # chosen by txsetup.cli.main, the last line of defence
+    ExitCode.USAGE,
+    ExitCode.INVALID_INPUT,
+    ExitCode.NODES_FAILED,
+    ExitCode.INTERRUPTED,
+)
+"""Every code a push can end with (SPEC §8); its help and reference list each one."""
 
 
 def add_push_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -33,13 +44,10 @@ def add_push_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "and run it on every NODE over one ssh connection each, at most --parallel at once. "
         "stdout: one JSON result line per node as it finishes. Exit 0 when every node "
         "succeeded, 10 when any did not, 2 usage, 3 unusable --from-root, 130 interrupted.",
-        epilog="examples:\n"
-        "  txsetup push node1 root@node2:2222 > results.json\n"
-        "  txsetup push --nodes-file nodes.txt --parallel 32 > results.json\n"
-        "  txsetup push --retry-from results.json > retry.json\n"
-        "  txsetup push --resume node1 node2",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=epilog("push", "txsetup push"),
+        formatter_class=ExamplesFormatter,
     )
+    add_version(push)
     push.add_argument("nodes", nargs="*", metavar="NODE", help="[user@]host[:port]")
     push.add_argument(
         "--nodes-file", type=Path, metavar="FILE", help="one NODE per line, # comments"
