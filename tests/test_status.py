@@ -46,6 +46,24 @@ def test_status_of_an_empty_root_is_none(root: Path) -> None:
     assert snapshot(root, skip=()) == before
 
 
+def test_status_of_an_unreadable_journal_is_exit_1_with_a_message(root: Path) -> None:
+    """A journal that cannot be read: exit 1, one JSON object saying why, no traceback."""
+    (root / "var/lib/txsetup/journal").mkdir(parents=True)
+    before = snapshot(root, skip=())
+    run = run_txsetup(["status", "--root", str(root)])
+    assert run.returncode == 1
+    assert run.result == {
+        "txid": None,
+        "state": "unknown",
+        "exit_code": 1,
+        "error": "status: cannot read var/lib/txsetup/journal: Is a directory",
+        "error_code": "internal",
+    }
+    assert "Traceback" not in run.stderr
+    assert run.event_names() == ["status.error"]
+    assert snapshot(root, skip=()) == before
+
+
 def test_status_after_a_commit(node_pem: str, root: Path, setup_run: SetupRun) -> None:
     """After a commit status shows done, the outcome and every file, and no key material."""
     run = setup_run(make_document(node_pem, **SECRET_DOCUMENT_EXTRA))

@@ -208,10 +208,7 @@ def main(argv: Sequence[str] | None = None, *, alias: str | None = None) -> int:
             )
             return ExitCode.INTERNAL
     if args.command == "status":
-        from txsetup.node.status import describe_last_transaction
-
-        print(json.dumps(describe_last_transaction(Layout(args.root))))
-        return ExitCode.OK
+        return _status(Layout(args.root))
     # A dropped ssh session with a terminal sends SIGHUP: the run goes on to its
     # end instead of dying half way (no terminal, no SIGHUP: the same outcome).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -252,6 +249,28 @@ def main(argv: Sequence[str] | None = None, *, alias: str | None = None) -> int:
     )
     _emit(result)
     return result.exit_code
+
+
+def _status(layout: Layout) -> int:
+    """``txsetup status``: the journal described, or why it cannot be read (exit 1)."""
+    from txsetup.node.status import describe_last_transaction
+
+    try:
+        described = describe_last_transaction(layout)
+    except OSError as exc:
+        error = f"status: cannot read {layout.relative(layout.journal)}: {exc.strerror or exc}"
+        get_logger().error("status.error", error=error, error_code="internal")
+        described = {
+            "txid": None,
+            "state": "unknown",
+            "exit_code": int(ExitCode.INTERNAL),
+            "error": error,
+            "error_code": "internal",
+        }
+        print(json.dumps(described))
+        return ExitCode.INTERNAL
+    print(json.dumps(described))
+    return ExitCode.OK
 
 
 def _emit(result: Result) -> None:
