@@ -56,11 +56,9 @@ def describe_lock(ctx: TableRun) -> str:
 def describe_decode(ctx: Setup) -> str:
     """The document of ``node-daemon-setup``: whose, how much, what it asks."""
     payload = ctx.need_payload()
-    words = f"document for {payload.cluster_name}: {counted(len(payload.ssconf), 'ssconf value')}"
+    words = f"cluster {payload.cluster_name}: {counted(len(payload.ssconf), 'ssconf value')}"
     if payload.hmac_key is not None:
         words += ", hmac key"
-    if payload.node_name:
-        words += ", client certificate"
     return words + ("; start the daemon" if payload.start_node_daemon else "")
 
 
@@ -91,10 +89,7 @@ def describe_plan(ctx: TableRun) -> str:
     create, replace = actions[Action.CREATE], actions[Action.REPLACE]
     if not create and not replace:
         return f"plan: nothing to change ({counted(actions[Action.UNCHANGED], 'file')} as wanted)"
-    return (
-        f"plan: {create} to create, {replace} to replace, "
-        f"{actions[Action.UNCHANGED]} unchanged; nothing written"
-    )
+    return f"plan: {create} to create, {replace} to replace, {actions[Action.UNCHANGED]} unchanged"
 
 
 def describe_stage(ctx: TableRun) -> str:
@@ -134,7 +129,7 @@ def describe_ssh_decode(ctx: SshRun) -> str:
         else counted(len(payload.ssh_root_key), "root key pair")
     )
     return (
-        f"document for {payload.cluster_name}: {counted(len(payload.ssh_host_key), 'host key')}, "
+        f"cluster {payload.cluster_name}: {counted(len(payload.ssh_host_key), 'host key')}, "
         f"{roots}, {counted(authorized, 'authorized key')}"
     )
 
