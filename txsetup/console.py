@@ -91,6 +91,7 @@ class ConsoleRenderer:
         self._advised = False
         self._in_step = False
         self._resume = False
+        self._failure = "rolled_back"
 
     def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> str:
         """Render one event; if its fields defeat the words, a plain generic line.
@@ -180,6 +181,7 @@ class ConsoleRenderer:
         self._in_step = False
         step = clean(e.get("step"))
         text = self._with_facts(clean(e.get("error"), limit=600))
+        self._failure = "interrupted" if e.get("error_code") == "interrupted" else "rolled_back"
         if step in _WRITING:  # not the end: the undo follows, and its line says what next
             text += self._advice("undoing what was done", final=False)
         else:
@@ -203,7 +205,7 @@ class ConsoleRenderer:
         return self._line(self._marks.undone, "", text + self._advice(action), YELLOW)
 
     def _rolled_back(self, _: EventDict) -> str:
-        return self._undone_line(ACTION["rolled_back"])
+        return self._undone_line(ACTION[self._failure])
 
     def _recovered(self, e: EventDict) -> str:
         forward = e.get("action") == "rolled_forward"
@@ -225,6 +227,10 @@ class ConsoleRenderer:
     def _committed(self, e: EventDict) -> str:
         changed = e.get("changed")
         self._changed = [clean(path) for path in changed] if isinstance(changed, list) else []
+        return ""
+
+    def _converged(self, _: EventDict) -> str:
+        self._changed = []
         return ""
 
     def _end(self, e: EventDict) -> str:
@@ -282,11 +288,6 @@ def _quiet(_: ConsoleRenderer, __: EventDict) -> str:
     return ""
 
 
-def _converged(renderer: ConsoleRenderer, _: EventDict) -> str:
-    renderer._changed = []
-    return ""
-
-
 _HANDLERS: dict[str, Callable[[ConsoleRenderer, EventDict], str]] = {
     "txn.begin": ConsoleRenderer._begin,
     "step.begin": ConsoleRenderer._step_begin,
@@ -298,7 +299,7 @@ _HANDLERS: dict[str, Callable[[ConsoleRenderer, EventDict], str]] = {
     "txn.rolled_back": ConsoleRenderer._rolled_back,
     "txn.recovered": ConsoleRenderer._recovered,
     "txn.committed": ConsoleRenderer._committed,
-    "txn.converged": _converged,
+    "txn.converged": ConsoleRenderer._converged,
     "txn.end": ConsoleRenderer._end,
     **dict.fromkeys(_ERRORS, ConsoleRenderer._error),
     **dict.fromkeys(WARNING, ConsoleRenderer._warning),

@@ -57,7 +57,7 @@ ACTION = {
     "refused": "fix the document on the master (or the node file named), then run again",
     "busy": "another run holds the lock: wait for it, or raise --lock-timeout",
     "rolled_back": "read the error above, fix the cause, run again",
-    "interrupted": "run again when ready",
+    "interrupted": "it was stopped by a signal: run again when ready",
     "recovery_failed": (
         "manual help needed: run `txsetup status`; the journal and backups are kept "
         "in var/lib/txsetup"
@@ -65,6 +65,8 @@ ACTION = {
     "usage": "see `txsetup --help`",
     "internal": "an internal error: keep the JSON log (--log-format json) and report it",
     "config.error:invalid_input": "fix the configuration file (--config), then run again",
+    "config.error:usage": "check the options and that --config names a file: `txsetup --help`",
+    "push.error:usage": "see `txsetup push --help`",
     "push.error:invalid_input": "fix the files under --from-root, then push again",
     "cert.expires_soon": "renew the cluster certificate (gnt-cluster renew-crypto)",
     "txn.leftovers_removed": "nothing to do; `txsetup status` shows it",

@@ -124,7 +124,7 @@ def describe_ssh_decode(ctx: SshRun) -> str:
     payload = ctx.need_payload()
     authorized = sum(len(lines) for lines in payload.authorized_keys.values())
     roots = (
-        f"root key pair to make ({payload.ssh_key_type})"
+        f"root key pair of type {payload.ssh_key_type}"
         if payload.ssh_key_type
         else counted(len(payload.ssh_root_key), "root key pair")
     )
