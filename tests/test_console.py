@@ -430,3 +430,40 @@ def test_an_escape_in_a_value_cannot_reach_the_terminal() -> None:
     )
     assert "\\x1b[2Jevil\\nforged" in line
     assert_one_clean_line(line)
+
+
+def test_an_interrupted_run_is_told_to_run_again_not_to_fix_a_cause() -> None:
+    """After SIGINT the undo line says to run again; after a real failure, to fix it first."""
+    for code, action in (
+        ("interrupted", "run again when ready"),
+        ("daemon_unhealthy", "fix the cause"),
+    ):
+        renderer = ConsoleRenderer(colors=False)
+        render(
+            renderer,
+            {"event": "step.failed", "step": "restart_daemon", "error_code": code, "error": "x"},
+        )
+        render(renderer, {"event": "compensate.begin", "step": "restart_daemon"})
+        line = render(renderer, {"event": "txn.rolled_back", "reason": "x"})
+        assert line.startswith("↺ undone: restart_daemon; the node is as it was → ")
+        assert action in line
+
+
+def test_a_terminal_without_utf8_gets_ascii_marks(root: Path, node_pem: str) -> None:
+    """PYTHONIOENCODING=ascii: the same view with ASCII marks, nothing replaced by ``?``."""
+    proc = subprocess.run(
+        [txsetup_exe(), "node-daemon-setup", "--root", str(root), "--log-format", "console"],
+        input=encode(make_document(node_pem)),
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "ascii"},
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stderr.decode("ascii")
+    assert re.search(r"^\+ commit +\d+ files put in place", text, re.MULTILINE), text
+    assert re.search(r"^\+ committed \| txid \S+ \| \d+ files changed \| ", text, re.MULTILINE), (
+        text
+    )
+    assert "?" not in text
+    assert "\\u" not in text

@@ -137,7 +137,7 @@ def clean(value: object, *, limit: int = 300) -> str:
         text = str(value)
     if not text.isprintable():
         text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def duration(ms: object) -> str:
