@@ -467,3 +467,16 @@ def test_a_terminal_without_utf8_gets_ascii_marks(root: Path, node_pem: str) -> 
     )
     assert "?" not in text
     assert "\\u" not in text
+
+
+def test_a_huge_cluster_name_is_cut_short_in_the_summary(root: Path, node_pem: str) -> None:
+    """The decode step's words name the cluster, but never megabytes of a hostile name."""
+    name = "c" * 1_000_000
+    run = run_txsetup(
+        ["node-daemon-setup", "--root", str(root)],
+        stdin=encode(make_document(node_pem, cluster=name, ssconf={"cluster_name": "short"})),
+    )
+    assert run.returncode == 4, run.result
+    (decoded,) = [e for e in run.events if e["event"] == "step.end" and e["step"] == "decode"]
+    assert decoded["summary"].startswith("cluster ccc")
+    assert len(decoded["summary"]) < 200

@@ -34,6 +34,7 @@ __all__ = [
     "describe_ssh_keys",
     "describe_ssh_reload",
     "describe_stage",
+    "named",
 ]
 
 _RECOVERED = {"rolled_forward": "finished", "rolled_back": "undone"}
@@ -42,6 +43,11 @@ _RECOVERED = {"rolled_forward": "finished", "rolled_back": "undone"}
 def counted(number: int, noun: str) -> str:
     """``1 file``, ``14 files``: a number with its noun."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def named(text: str, limit: int = 64) -> str:
+    """A name from the document, cut short: a log line must not carry megabytes of it."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def describe_lock(ctx: TableRun) -> str:
@@ -56,7 +62,7 @@ def describe_lock(ctx: TableRun) -> str:
 def describe_decode(ctx: Setup) -> str:
     """The document of ``node-daemon-setup``: whose, how much, what it asks."""
     payload = ctx.need_payload()
-    words = f"cluster {payload.cluster_name}: {counted(len(payload.ssconf), 'ssconf value')}"
+    words = f"cluster {named(payload.cluster_name)}: {counted(len(payload.ssconf), 'ssconf value')}"
     if payload.hmac_key is not None:
         words += ", hmac key"
     return words + ("; start the daemon" if payload.start_node_daemon else "")
@@ -129,7 +135,7 @@ def describe_ssh_decode(ctx: SshRun) -> str:
         else counted(len(payload.ssh_root_key), "root key pair")
     )
     return (
-        f"cluster {payload.cluster_name}: {counted(len(payload.ssh_host_key), 'host key')}, "
+        f"cluster {named(payload.cluster_name)}: {counted(len(payload.ssh_host_key), 'host key')}, "
         f"{roots}, {counted(authorized, 'authorized key')}"
     )
 
