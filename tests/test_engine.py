@@ -253,6 +253,31 @@ def test_reports_to_json_match_the_result_shape(work: Workdir) -> None:
     assert report.duration_ms >= 20
 
 
+def test_describe_becomes_the_summary_and_its_failure_costs_only_the_words(
+    work: Workdir,
+) -> None:
+    """``describe`` runs after a successful do; one that raises leaves the step done."""
+
+    def words(ctx: Workdir) -> str:
+        return f"{len(ctx.calls)} file made"
+
+    def broken(_: Workdir) -> str:
+        raise KeyError("no such fact")
+
+    table = [
+        Step("a", "create a", create("a"), describe=words),
+        Step("b", "create b", create("b"), describe=broken),
+        file_step("c"),
+    ]
+    with captured() as (log, events):
+        reports = run_steps(table, work, log=log)
+    assert states(reports) == ["done", "done", "done"]
+    ends = [e for e in events if e["event"] == "step.end"]
+    assert ends[0]["summary"] == "1 file made"
+    assert "summary" not in ends[1]
+    assert "summary" not in ends[2]
+
+
 def test_hush_is_called_before_compensation(work: Workdir) -> None:
     """The ``hush`` callback runs once, before the first undo, so signals cannot stop undo."""
 

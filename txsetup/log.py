@@ -1,4 +1,4 @@
-"""Logging set-up: structlog configured once, JSON lines or console on stderr.
+"""Logging set-up: structlog configured once, JSON lines or the console view on stderr.
 
 Every line carries ``ts`` (RFC 3339, UTC), ``level``, ``event``, ``program``,
 ``version`` and, once a transaction has one, ``txid`` (bound with
@@ -18,6 +18,7 @@ import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from txsetup import PROGRAM, __version__
+from txsetup.console import ConsoleRenderer, speaks_unicode, wants_colour
 
 __all__ = [
     "REDACTED",
@@ -68,14 +69,6 @@ def _add_program(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return ordered
 
 
-def _for_people(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Console lines: what a person reads, without the fields every line repeats."""
-    for key in ("program", "version", "txid"):
-        event_dict.pop(key, None)
-    event_dict["timestamp"] = str(event_dict.pop("ts", ""))[11:23]
-    return event_dict
-
-
 class _BestEffortStream:
     """A text stream whose writes never raise.
 
@@ -111,10 +104,10 @@ def default_log_format(requested: str | None, stream: TextIO) -> LogFormat:
 
 def configure_logging(*, fmt: LogFormat, level: int = logging.INFO, stream: TextIO) -> None:
     """Configure structlog for this process; the only place logging is set up."""
-    renderers: list[Processor] = (
-        [structlog.processors.JSONRenderer(sort_keys=False)]
+    renderer: Processor = (
+        structlog.processors.JSONRenderer(sort_keys=False)
         if fmt == "json"
-        else [_for_people, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+        else ConsoleRenderer(colors=wants_colour(stream), unicode=speaks_unicode(stream))
     )
     structlog.configure(
         processors=[
@@ -124,7 +117,7 @@ def configure_logging(*, fmt: LogFormat, level: int = logging.INFO, stream: Text
             _add_program,
             refuse_key_material,
             structlog.processors.format_exc_info,
-            *renderers,
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _BestEffortStream(stream))),

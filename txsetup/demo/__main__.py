@@ -8,6 +8,12 @@ daemon and probes it over TLS; a re-run that converges; and a run whose new
 files the daemon refuses, which is rolled back to the old files and the old,
 healthy daemon. Then, when OpenSSH is installed, a ``txsetup push`` from a
 master root to three loopback sshd "nodes", each with its own demo daemon.
+
+It tells the story in a screenful: one line per scenario and its outcome,
+then the install run as an operator sees it on a terminal. That view is
+rendered here from the run's JSON log, which is what a master reads, so the
+screen also shows that the two say the same; the JSON log of every run is
+kept in a directory the last line names, for anyone who wants every detail.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 
 from txsetup.demo.certs import generate_node_certificate
 from txsetup.demo.push import push_scenario
+from txsetup.demo.runs import Runs, Told, console_view
 from txsetup.node.config import HealthTarget
 from txsetup.node.daemon import probe_tls
 
@@ -84,20 +91,6 @@ def write_config(root: Path, port: int) -> Path:
     return config
 
 
-def txsetup(root: Path, *args: str, document: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the installed CLI with console logs on our stderr; return its result object."""
-    exe = Path(sys.executable).with_name("txsetup")
-    stdin = json.dumps(document).encode() if document is not None else b""
-    proc = subprocess.run(
-        [str(exe), *args, "--root", str(root), "--log-format", "console"],
-        input=stdin,
-        stdout=subprocess.PIPE,
-        check=False,
-    )
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
-
-
 def served_fingerprint(port: int) -> str:
     """What the daemon presents in a real TLS handshake (or why there is nothing)."""
     try:
@@ -112,95 +105,91 @@ def pem_fingerprint(pem: str) -> str:
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(block)).hexdigest()
 
 
-def show(title: str, result: dict[str, Any]) -> None:
-    """Print a result the way a person wants to read it."""
-    print(f"\n== {title}: outcome={result['outcome']} exit={result['exit_code']}")
-    for step in result.get("steps", []):
-        print(f"   {step['name']:<15} {step['state']:<12} {step['duration_ms']:>5} ms")
-    for path in result.get("changed", []):
-        print(f"   changed: {path}")
-    if "error" in result:
-        print(f"   error: {result['error']}")
-
-
 def main() -> int:
-    """Run the scenarios; exit non-zero if any did not do what it should."""
+    """Set up, tell each scenario in a line, show the install as an operator sees it."""
+    logs = Path(tempfile.mkdtemp(prefix="txsetup-demo-logs-"))
     with tempfile.TemporaryDirectory(prefix="txsetup-demo-") as tmp:
         root = Path(tmp) / "node"
         (root / "var/lib").mkdir(parents=True)
         (root / "var/lock").mkdir()
         port = free_port()
         config = write_config(root, port)
-        print(f"node root: {root}\nconfiguration: {config} (demo daemon on 127.0.0.1:{port})")
         pem = generate_node_certificate(CLUSTER, key_type="ec")
         document = payload(pem)
+        print("txsetup demo: a node root, a cluster certificate, a demo node daemon\n")
+        print(f"  node root         {root}")
+        print(f"  certificate       {CLUSTER}, EC key, fingerprint {pem_fingerprint(pem)[:12]}")
+        print(f"  node daemon       tls://127.0.0.1:{port} (txsetup.demo.noded, {config.name})\n")
+        runs = Runs(logs)
         try:
-            checks = scenarios(root, port, pem, document)
-            checks |= push_scenario(
+            told, install = scenarios(runs, root, port, pem, document)
+            for each in told:
+                print(each.line())
+            pushed = push_scenario(
                 Path(tmp),
                 document,
+                runs=runs,
                 write_config=write_config,
                 free_port=free_port,
                 served=served_fingerprint,
                 installed=pem_fingerprint(pem),
             )
-            print()
-            for what, ok in checks.items():
-                print(f"   [{'ok' if ok else 'FAILED'}] {what}")
-            return 0 if all(checks.values()) else 1
+            print(pushed.line())
+            told += [] if pushed.skipped else [pushed]
         finally:
             subprocess.run(
                 [sys.executable, "-m", "txsetup.demo.noded", "stop", "--root", str(root)],
                 check=False,
             )
+    print("\nThe install, as an operator sees it on a terminal (--log-format console):")
+    print("\n".join(console_view(install)))
+    failed = [each.name for each in told if not each.ok]
+    print(f"\n{len(told) - len(failed)} of {len(told)} scenarios did what they should.", end=" ")
+    print(f"The JSON log of every run is kept in {logs}")
+    return 1 if failed else 0
 
 
-def scenarios(root: Path, port: int, pem: str, document: dict[str, Any]) -> dict[str, bool]:
-    """The four runs on one node; what each should have done, and whether it did."""
-    plan = txsetup(root, "node-daemon-setup", "--dry-run", document=document)
-    print("\n== dry run plan:")
-    for item in plan.get("plan", []):
-        print(
-            f"   {item['action']:<9} {item['path']} ({item['new_size']} bytes, "
-            f"mode {item['new_mode']})"
-        )
+def scenarios(
+    runs: Runs, root: Path, port: int, pem: str, document: dict[str, Any]
+) -> tuple[list[Told], list[dict[str, Any]]]:
+    """The four runs on one node, told; and the install run's log events."""
     installed = pem_fingerprint(pem)
-    first = txsetup(root, "node-daemon-setup", document=document)
-    show("first run: install and restart the daemon", first)
+    plan, _ = runs.txsetup("dry-run", root, "node-daemon-setup", "--dry-run", document=document)
+    creates = sum(item["action"] == "create" for item in plan.get("plan", []))
+    dry = Told(
+        "dry run",
+        plan["outcome"] == "dry_run" and not (root / "var/lib/ganeti").exists(),
+        f"would create {creates} files; wrote nothing",
+    )
+
+    first, events = runs.txsetup("install", root, "node-daemon-setup", document=document)
     serving = served_fingerprint(port)
-    print(f"   daemon serves {serving[:16]}..., installed {installed[:16]}...")
-    again = txsetup(root, "node-daemon-setup", document=document)
-    show("same payload again", again)
+    install = Told(
+        "install",
+        first["outcome"] == "committed" and serving == installed,
+        f"{first['outcome']}: {len(first['changed'])} files; the daemon restarted and serves "
+        f"{serving[:12]} over TLS",
+    )
+
+    again, _ = runs.txsetup("same-again", root, "node-daemon-setup", document=document)
+    same = Told(
+        "same payload", again["outcome"] == "converged", f"{again['outcome']}: nothing written"
+    )
 
     refused = json.loads(json.dumps(document))
     refused["hmac_key"] = "not-a-valid-key"
     refused["ssconf"]["master_ip"] = "192.0.2.99"
-    before = (root / "var/lib/ganeti/ssconf_master_ip").read_text()
-    bad = txsetup(root, "node-daemon-setup", document=refused)
-    show("a payload the daemon refuses to start with", bad)
-    after = (root / "var/lib/ganeti/ssconf_master_ip").read_text()
-    serving_after = served_fingerprint(port)
-    print(
-        f"   master_ip before {before.strip()}, after {after.strip()}; "
-        f"daemon serves {serving_after[:16]}..."
+    master_ip = root / "var/lib/ganeti/ssconf_master_ip"
+    before = master_ip.read_text()
+    bad, _ = runs.txsetup("refused", root, "node-daemon-setup", document=refused)
+    after, serving_after = master_ip.read_text(), served_fingerprint(port)
+    back = Told(
+        "refused payload",
+        bad["exit_code"] == 6 and before == after and serving_after == installed,
+        f"{bad['outcome'].replace('_', ' ')} (exit {bad['exit_code']}): old files back, "
+        f"the old daemon serves {serving_after[:12]}",
     )
-
-    status = txsetup(root, "status")
-    print(f"\n== status: txid={status['txid']} state={status['state']}")
-    print("\nfiles now on the node:")
-    for path in sorted((root / "var/lib/ganeti").iterdir()):
-        print(
-            f"   {path.stat().st_mode & 0o777:04o} {path.stat().st_size:>6}  "
-            f"{path.relative_to(root)}"
-        )
-    return {
-        "first run committed": first["outcome"] == "committed",
-        "daemon serves the installed certificate": serving == installed,
-        "re-run converged": again["outcome"] == "converged",
-        "refused payload rolled back (exit 6)": bad["exit_code"] == 6,
-        "old files back": before == after,
-        "old daemon healthy again": serving_after == installed,
-    }
+    return [dry, install, same, back], events
 
 
 if __name__ == "__main__":

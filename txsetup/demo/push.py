@@ -2,7 +2,9 @@
 
 Each node is a real ``sshd`` (:mod:`txsetup.demo.sshnodes`) with its own node
 root and its own demo node daemon, so the push restarts three daemons over
-three SSH connections, and the demo probes each over TLS afterwards.
+three SSH connections, and the demo probes each over TLS afterwards. The
+push's JSON log (every node's lines, each with its ``node``) is kept with the
+other runs' logs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from txsetup.demo.runs import Runs, Told
 from txsetup.demo.sshnodes import SshNodes, sshd_path, start_ssh_nodes
 from txsetup.node.files import GANETI_DIR, ssconf_content
 
@@ -37,19 +40,21 @@ def push_scenario(
     workdir: Path,
     document: dict[str, Any],
     *,
+    runs: Runs,
     write_config: Callable[[Path, int], Path],
     free_port: Callable[[], int],
     served: Callable[[int], str],
     installed: str,
-) -> dict[str, bool]:
-    """Push to three loopback nodes; the checks it passed (none when sshd is missing)."""
+) -> Told:
+    """Push to three loopback nodes; the scenario told (how to get sshd when it is missing)."""
     if sshd_path() is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-        print(
-            "\n== push: skipped: OpenSSH is not installed. To see txsetup push add three\n"
-            "   loopback nodes, install it (Debian: apt-get install openssh-server) and\n"
-            "   run the demo again."
+        return Told(
+            "push",
+            True,
+            "skipped: OpenSSH is not installed (Debian: apt-get install openssh-server "
+            "openssh-client; then run the demo again)",
+            skipped=True,
         )
-        return {}
     master = workdir / "master"
     write_master(master, document)
     with start_ssh_nodes(NODES, workdir / "sshd", env={"SHLVL": "1"}) as cluster:
@@ -60,7 +65,7 @@ def push_scenario(
             ports.append(free_port())
             write_config(node.root, ports[-1])
         try:
-            results = _push(master, cluster)
+            results, code = _push(runs, master, cluster)
             serving = [served(port) for port in ports]
         finally:
             for node in cluster.nodes:
@@ -69,37 +74,37 @@ def push_scenario(
                     check=False,
                     capture_output=True,
                 )
-    return {
-        f"push: {NODES} nodes committed over {NODES} ssh connections": [
-            r["outcome"] for r in results
-        ]
-        == ["committed"] * NODES,
-        "push: every node's daemon serves the installed certificate": serving
-        == [installed] * NODES,
-    }
-
-
-def _push(master: Path, cluster: SshNodes) -> list[dict[str, Any]]:
-    exe = Path(sys.executable).with_name("txsetup")
-    specs = [node.spec for node in cluster.nodes]
-    print(f"\n== push: master files in {master}; nodes {', '.join(specs)}")
-    print(f"   txsetup push --from-root {master} {' '.join(specs)}")
-    proc = subprocess.run(
-        [
-            str(exe),
-            "push",
-            "--from-root",
-            str(master),
-            "--remote-command",
-            f"{exe} node-daemon-setup",
-            "--log-format",
-            "console",
-            *(arg for option in cluster.ssh_options for arg in ("--ssh-option", option)),
-            *specs,
-        ],
-        stdout=subprocess.PIPE,
-        check=False,
+    outcomes = [r["outcome"] for r in results]
+    committed = outcomes.count("committed")
+    healthy = serving.count(installed)
+    return Told(
+        f"push, {NODES} nodes",
+        code == 0 and committed == NODES and healthy == NODES,
+        f"{committed} of {NODES} committed over {NODES} ssh connections (exit {code}); "
+        f"{healthy} daemons serve the certificate",
     )
-    results = [json.loads(line) for line in proc.stdout.decode().splitlines()]
-    print(f"   exit {proc.returncode}; stdout had {len(results)} result lines, one per node")
-    return results
+
+
+def _push(runs: Runs, master: Path, cluster: SshNodes) -> tuple[list[dict[str, Any]], int]:
+    """``txsetup push`` from ``master`` to every node: the result lines and the exit code."""
+    exe = Path(sys.executable).with_name("txsetup")
+    log = runs.next_log("push")
+    with log.open("wb") as stderr:
+        proc = subprocess.run(
+            [
+                str(exe),
+                "push",
+                "--from-root",
+                str(master),
+                "--remote-command",
+                f"{exe} node-daemon-setup",
+                "--log-format",
+                "json",
+                *(arg for option in cluster.ssh_options for arg in ("--ssh-option", option)),
+                *(node.spec for node in cluster.nodes),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            check=False,
+        )
+    return [json.loads(line) for line in proc.stdout.decode().splitlines()], proc.returncode

@@ -34,6 +34,17 @@ from txsetup.node.sshfiles import (
     root_key_paths,
 )
 from txsetup.node.steps import read_local
+from txsetup.node.summaries import (
+    describe_cluster,
+    describe_commit,
+    describe_lock,
+    describe_plan,
+    describe_ssh_cert,
+    describe_ssh_decode,
+    describe_ssh_keys,
+    describe_ssh_reload,
+    describe_stage,
+)
 from txsetup.txn import recovery
 from txsetup.txn.engine import Step
 from txsetup.txn.journal import Journal
@@ -263,23 +274,49 @@ SSH_SETUP_STEPS: tuple[Step[SshRun], ...] = (
         "take the transaction lock; recover an unfinished transaction",
         take_lock,
         release_lock,
+        describe=describe_lock,
     ),
-    Step("decode", "read and validate the document on stdin", decode),
-    Step("verify_cluster", "check the cluster name", verify_cluster),
-    Step("verify_cert", "check the node daemon certificate (public part)", verify_cert),
-    Step("verify_keys", "check every SSH key pair and authorized key line", verify_keys),
-    Step("stage", "write staged copies durably; journal the plan", stage, unstage, writes=True),
-    Step("commit", "put the staged files in place", commit, unstage, writes=True),
+    Step("decode", "read and validate the document on stdin", decode, describe=describe_ssh_decode),
+    Step("verify_cluster", "check the cluster name", verify_cluster, describe=describe_cluster),
+    Step(
+        "verify_cert",
+        "check the node daemon certificate (public part)",
+        verify_cert,
+        describe=describe_ssh_cert,
+    ),
+    Step(
+        "verify_keys",
+        "check every SSH key pair and authorized key line",
+        verify_keys,
+        describe=describe_ssh_keys,
+    ),
+    Step(
+        "stage",
+        "write staged copies durably; journal the plan",
+        stage,
+        unstage,
+        writes=True,
+        describe=describe_stage,
+    ),
+    Step(
+        "commit",
+        "put the staged files in place",
+        commit,
+        unstage,
+        writes=True,
+        describe=describe_commit,
+    ),
     Step(
         "reload_sshd",
         "reload sshd; wait until it serves the new host keys",
         reload_sshd,
         unstage,
         writes=True,
+        describe=describe_ssh_reload,
     ),
 )
 
 SSH_DRY_RUN_STEPS: tuple[Step[SshRun], ...] = (
     *SSH_SETUP_STEPS[1:5],
-    Step("stage", "plan the changes; write nothing", plan),
+    Step("stage", "plan the changes; write nothing", plan, describe=describe_plan),
 )

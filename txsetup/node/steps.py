@@ -27,6 +27,16 @@ from txsetup.node.restart import (
     restart_journaled,
     restore_if_touched,
 )
+from txsetup.node.summaries import (
+    describe_cert,
+    describe_cluster,
+    describe_commit,
+    describe_decode,
+    describe_lock,
+    describe_plan,
+    describe_restart,
+    describe_stage,
+)
 from txsetup.txn import recovery
 from txsetup.txn.atomic import read_regular
 from txsetup.txn.engine import Step
@@ -271,18 +281,39 @@ NODE_DAEMON_SETUP_STEPS: tuple[Step[Setup], ...] = (
         "take the transaction lock; recover an unfinished transaction",
         take_lock,
         release_lock,
+        describe=describe_lock,
     ),
-    Step("decode", "read and validate the document on stdin", decode),
-    Step("verify_cluster", "check the cluster name", verify_cluster),
-    Step("verify_cert", "check the node daemon certificate and key", verify_cert),
-    Step("stage", "write staged copies durably; journal the plan", stage, unstage, writes=True),
-    Step("commit", "put the staged files in place", commit, unstage, writes=True),
+    Step("decode", "read and validate the document on stdin", decode, describe=describe_decode),
+    Step("verify_cluster", "check the cluster name", verify_cluster, describe=describe_cluster),
+    Step(
+        "verify_cert",
+        "check the node daemon certificate and key",
+        verify_cert,
+        describe=describe_cert,
+    ),
+    Step(
+        "stage",
+        "write staged copies durably; journal the plan",
+        stage,
+        unstage,
+        writes=True,
+        describe=describe_stage,
+    ),
+    Step(
+        "commit",
+        "put the staged files in place",
+        commit,
+        unstage,
+        writes=True,
+        describe=describe_commit,
+    ),
     Step(
         "restart_daemon",
         "restart the node daemon; wait until healthy",
         restart_daemon,
         unstage,
         writes=True,
+        describe=describe_restart,
     ),
 )
 
@@ -290,5 +321,5 @@ DRY_RUN_STEPS: tuple[Step[Setup], ...] = (
     NODE_DAEMON_SETUP_STEPS[1],
     NODE_DAEMON_SETUP_STEPS[2],
     NODE_DAEMON_SETUP_STEPS[3],
-    Step("stage", "plan the changes; write nothing", plan),
+    Step("stage", "plan the changes; write nothing", plan, describe=describe_plan),
 )

@@ -49,6 +49,9 @@ class Step(Generic[C]):
     ``do`` returns whether it changed anything on disk (``step.end``'s
     ``changed``); ``writes`` marks steps from which on a failure counts as
     "failed after changes began" (exit 6) rather than the error's own code.
+    ``describe``, called after a successful ``do``, says in a few words what
+    the step did ("3 files put in place"): ``step.end``'s ``summary``, so the
+    JSON log, the console and the master all read the same sentence.
     """
 
     name: str
@@ -56,6 +59,7 @@ class Step(Generic[C]):
     do: Callable[[C], bool]
     undo: Callable[[C], None] | None = None
     writes: bool = False
+    describe: Callable[[C], str] | None = None
 
 
 @dataclass
@@ -111,6 +115,20 @@ def _ms(since: float) -> int:
     return int((time.monotonic() - since) * 1000)
 
 
+def _summary(step: Step[C], ctx: C) -> dict[str, str]:
+    """``step.end``'s ``summary`` field, or nothing.
+
+    A sentence for the log is never worth failing a step that succeeded, so
+    a ``describe`` that raises costs only the sentence.
+    """
+    if step.describe is None:
+        return {}
+    try:
+        return {"summary": str(step.describe(ctx))}
+    except Exception:  # the step is done: only its description is lost
+        return {}
+
+
 @dataclass
 class _Run(Generic[C]):
     steps: Sequence[Step[C]]
@@ -133,6 +151,7 @@ class _Run(Generic[C]):
             step=step.name,
             duration_ms=report.duration_ms,
             changed=report.changed,
+            **_summary(step, self.ctx),
         )
 
     def failing_index(self) -> int:
