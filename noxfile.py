@@ -1,4 +1,4 @@
-"""Sessions: ``tests``, ``lint``, ``demo`` (the README's two commands use these), ``bench``, ``docs``."""
+"""Sessions: ``tests``, ``lint``, ``demo`` (the README's two commands), ``bench``, ``docs``."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from txsetup import __version__  # noqa: E402  (after the path set-up, like ever
 
 project = "txsetup"
 author = "the txsetup authors"
-copyright = "the txsetup authors, Apache-2.0"  # noqa: A001  (the name Sphinx reads)
+copyright = "the txsetup authors, Apache-2.0"
 version = release = __version__
 
 extensions = [
@@ -45,7 +45,7 @@ html_extra_path = [
 ]
 graphviz_output_format = "svg"
 
-man_pages = [
+man_pages: list[tuple[str, str, str, list[str], int]] = [
     ("man/txsetup", "txsetup", "transactional node set-up for a cluster", [], 8),
     (
         "man/node-daemon-setup",

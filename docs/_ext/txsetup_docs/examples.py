@@ -82,7 +82,10 @@ def examples() -> dict[str, Example]:
         status = _run(root, ["status"], None)
         return {
             "dry-run": Example(
-                f"{nds} --dry-run < payload.json", dry.returncode, _result(dry.stdout, root), "stdout"
+                f"{nds} --dry-run < payload.json",
+                dry.returncode,
+                _result(dry.stdout, root),
+                "stdout",
             ),
             "committed": Example(
                 f"{nds} < payload.json", real.returncode, _result(real.stdout, root), "stdout"
@@ -102,7 +105,9 @@ def examples() -> dict[str, Example]:
                 _shown(refused.stderr, root),
                 "stderr",
             ),
-            "status": Example("txsetup status", status.returncode, _result(status.stdout, root), "stdout"),
+            "status": Example(
+                "txsetup status", status.returncode, _result(status.stdout, root), "stdout"
+            ),
         }
 
 

@@ -42,15 +42,20 @@ def type_of(node: Schema, root: Schema) -> str:
     if "$ref" in node:
         name = str(node["$ref"]).rsplit("/", 1)[-1]
         target = root.get("$defs", {}).get(name, {})
-        return f"{target.get('title', name)} (below)" if target.get("type") == "object" else (
-            type_of(target, root)
-        )
-    if "const" in node:
-        return f"`{json.dumps(node['const'])}`"
-    if "enum" in node:
-        return "one of " + ", ".join(f"`{json.dumps(v)}`" for v in node["enum"])
+        if target.get("type") == "object":
+            return f"{target.get('title', name)} (below)"
+        return type_of(target, root)
+    if "const" in node or "enum" in node:
+        values = [node["const"]] if "const" in node else node["enum"]
+        shown = ", ".join(f"`{json.dumps(value)}`" for value in values)
+        return shown if "const" in node else f"one of {shown}"
     kinds = node.get("type", "any")
     kind = " or ".join(kinds) if isinstance(kinds, list) else str(kinds)
+    return _container(kind, node, root) or ", ".join([kind, *_limits(node)])
+
+
+def _container(kind: str, node: Schema, root: Schema) -> str | None:
+    """Arrays and objects by what they hold; None for anything else."""
     if kind == "array" and "prefixItems" in node:
         items = ", ".join(type_of(item, root) for item in node["prefixItems"])
         return f"array of {len(node['prefixItems'])}: [{items}]"
@@ -58,7 +63,7 @@ def type_of(node: Schema, root: Schema) -> str:
         return f"array of {type_of(node['items'], root)}"
     if kind == "object" and isinstance(node.get("additionalProperties"), Mapping):
         return f"object: string → {type_of(node['additionalProperties'], root)}"
-    return ", ".join([kind, *_limits(node)])
+    return None
 
 
 def _limits(node: Schema) -> Iterator[str]:
@@ -85,7 +90,7 @@ def _text(node: Schema) -> str:
     return str(node.get("description", ""))
 
 
-def events(root: Schema) -> dict[str, Schema]:
+def events(root: Schema) -> dict[str, dict[str, Any]]:
     """Each event the schema names, with every ``then`` that applies to it merged into one."""
     merged: dict[str, dict[str, Any]] = {}
     for rule in root.get("allOf", ()):
@@ -94,7 +99,9 @@ def events(root: Schema) -> dict[str, Schema]:
         for name in [event["const"]] if "const" in event else event.get("enum", ()):
             into = merged.setdefault(name, {"description": "", "required": [], "properties": {}})
             into["description"] = into["description"] or then.get("description", "")
-            into["required"].extend(r for r in then.get("required", ()) if r not in into["required"])
+            into["required"].extend(
+                r for r in then.get("required", ()) if r not in into["required"]
+            )
             for field, prop in then.get("properties", {}).items():
                 into["properties"][field] = {**into["properties"].get(field, {}), **prop}
     return merged
@@ -159,7 +166,7 @@ class JsonSchemaDirective(SphinxDirective):
             return [table(_HEADER, object_rows(root, root))]
         out: list[nodes.Node] = []
         for names, then in grouped(events(root)):
-            if keep and not _starts(names, keep) or drop and _starts(names, drop):
+            if (keep and not _starts(names, keep)) or (drop and _starts(names, drop)):
                 continue
             out.extend(self._event(names, then, root))
         return out
@@ -170,7 +177,9 @@ class JsonSchemaDirective(SphinxDirective):
         rubric = nodes.rubric("", "", *inline(title), ids=ids)
         out: list[nodes.Node] = [rubric, paragraph(_text(then))]
         rows = event_rows(then, root)
-        out.append(table(_HEADER, rows) if rows else paragraph("No fields besides the common ones."))
+        out.append(
+            table(_HEADER, rows) if rows else paragraph("No fields besides the common ones.")
+        )
         return out
 
 

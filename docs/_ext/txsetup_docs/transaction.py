@@ -9,6 +9,7 @@ itself. Nothing here restates the code: a changed table changes the page.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,7 +44,7 @@ def _quote(text: str) -> str:
 
 
 def steps_dot(command: str, steps: Sequence[Any]) -> str:
-    """The steps in order; a failure before the first writing step is a refusal, after it an undo."""
+    """The steps in order; a failure before the first writing step is a refusal, later an undo."""
     point = commit_point(steps)
     lines = [
         f"digraph {_quote(command)} {{",
@@ -60,10 +61,12 @@ def steps_dot(command: str, steps: Sequence[Any]) -> str:
         style = ', style=filled, fillcolor="#e8f0fe"' if step.writes else ""
         lines.append(f"{_quote(step.name)} [label={_quote(step.name)}{style}];")
         after = _quote(steps[index + 1].name) if index + 1 < len(steps) else "ok"
-        label = ' [label="prepared journaled:\\ncommit point", penwidth=2]' if index == point else ""
+        label = (
+            ' [label="prepared journaled:\\ncommit point", penwidth=2]' if index == point else ""
+        )
         lines.append(f"{_quote(step.name)} -> {after}{label};")
         failed = "undone" if step.writes else "refused"
-        lines.append(f'{_quote(step.name)} -> {failed} [style=dotted, arrowsize=0.5];')
+        lines.append(f"{_quote(step.name)} -> {failed} [style=dotted, arrowsize=0.5];")
     lines.append("{rank=same; refused; undone;}")
     lines.append("}")
     return "\n".join(lines)
@@ -123,10 +126,12 @@ def recovery_dot() -> str:
             f"{state}\\n--resume: {_ACTION[forward]}\\n"
             f"--abort: {_ACTION[recovery.decide(reached(state), abort=True)]}"
         )
-        lines.append(f'{_quote(state)} [label="{text}", style="rounded,filled", fillcolor="{colour}"];')
+        lines.append(
+            f'{_quote(state)} [label="{text}", style="rounded,filled", fillcolor="{colour}"];'
+        )
     # States are drawn in journal order; a transaction skips those it does not need.
     ordered = [*unfinished, *sorted(FINISHED_STATES)]
-    for before, after in zip(ordered, ordered[1:], strict=False):
+    for before, after in itertools.pairwise(ordered):
         lines.append(f"{_quote(before)} -> {_quote(after)} [style=invis];")
     for state in sorted(FINISHED_STATES):
         lines.append(f'{_quote(state)} [label="{state}\\nnothing to do", shape=box];')
