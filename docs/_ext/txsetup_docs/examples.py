@@ -5,8 +5,8 @@ the demo's own helpers (``start_node_daemon`` false: no daemon to run), the
 console script runs as a master runs it: a dry run, a committed run with JSON
 logs, a run this node refuses (another cluster: exit 4), and ``txsetup
 status``. Each example is one of those outputs as it came, except that the
-temporary root reads ``/srv/node`` and a one-line result object is indented
-for reading. A changed output format changes the pages with it.
+temporary root reads ``/srv/node`` and the one-line result object is laid out
+for reading (one key a line). A changed output format changes the pages with it.
 """
 
 from __future__ import annotations
@@ -62,8 +62,21 @@ def _shown(text: str, root: Path) -> str:
 
 
 def _result(text: str, root: Path) -> str:
-    """The result object on stdout, indented (it is one line as printed)."""
-    return _shown(json.dumps(json.loads(text), indent=2), root)
+    """The result object on stdout, one key a line (it is one line as printed)."""
+    return _shown(readable(json.loads(text)), root)
+
+
+def readable(result: dict[str, object]) -> str:
+    """``result`` as JSON with one key a line, and a list of objects one object a line."""
+    lines = []
+    for key, value in result.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            items = ",\n".join(f"    {json.dumps(item)}" for item in value)
+            shown = f"[\n{items}\n  ]"
+        else:
+            shown = json.dumps(value)
+        lines.append(f"  {json.dumps(key)}: {shown}")
+    return "{\n" + ",\n".join(lines) + "\n}"
 
 
 @cache

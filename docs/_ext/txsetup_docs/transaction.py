@@ -52,7 +52,7 @@ def steps_dot(command: str, steps: Sequence[Any]) -> str:
         "edge [fontname=sans, fontsize=9];",
         'start [shape=circle, label="", width=0.15, style=filled, fillcolor=black];',
         'ok [shape=doublecircle, label="done\\nexit 0", fontsize=9];',
-        'refused [shape=box, style="rounded,dashed", label="nothing written\\nexit 2-5"];',
+        'refused [shape=box, style="rounded,dashed", label="refused: nothing written\\nexit 1-5"];',
         'undone [shape=box, style="rounded,dashed", label="undo every step done,\\n'
         'newest first\\nexit 6 (8 if an undo fails)"];',
         "start -> " + _quote(steps[0].name) + ";",
@@ -115,8 +115,7 @@ def recovery_dot() -> str:
     """Every journal state, each with what ``--resume`` / ``--abort`` do when it is the newest."""
     lines = [
         "digraph journal {",
-        "rankdir=LR; node [shape=box, style=rounded, fontname=sans, fontsize=10];",
-        "edge [fontname=sans, fontsize=9];",
+        "node [shape=box, style=rounded, fontname=sans, fontsize=10];",
     ]
     unfinished = [s for s in TxnState if s not in FINISHED_STATES]
     for state in unfinished:
@@ -129,11 +128,17 @@ def recovery_dot() -> str:
         lines.append(
             f'{_quote(state)} [label="{text}", style="rounded,filled", fillcolor="{colour}"];'
         )
-    # States are drawn in journal order; a transaction skips those it does not need.
-    ordered = [*unfinished, *sorted(FINISHED_STATES)]
-    for before, after in itertools.pairwise(ordered):
-        lines.append(f"{_quote(before)} -> {_quote(after)} [style=invis];")
-    for state in sorted(FINISHED_STATES):
+    # Journal order, in rows of four; a transaction skips the states it does not need.
+    ordered = list(TxnState)
+    rows = [ordered[i : i + 4] for i in range(0, len(ordered), 4)]
+    for row in rows:
+        lines.append("{rank=same; " + " ".join(f"{_quote(state)};" for state in row) + "}")
+        lines.extend(
+            f"{_quote(a)} -> {_quote(b)} [style=invis];" for a, b in itertools.pairwise(row)
+        )
+    for upper, lower in itertools.pairwise(rows):
+        lines.append(f"{_quote(upper[0])} -> {_quote(lower[0])} [style=invis];")
+    for state in (s for s in TxnState if s in FINISHED_STATES):
         lines.append(f'{_quote(state)} [label="{state}\\nnothing to do", shape=box];')
     lines.append("}")
     return "\n".join(lines)
