@@ -26,7 +26,7 @@ from sphinx.util.docutils import SphinxDirective
 
 from txsetup.demo.__main__ import CLUSTER, payload
 from txsetup.demo.certs import generate_node_certificate
-from txsetup_docs.nodes import paragraph
+from txsetup_docs.nodes import depend_on_package, paragraph
 
 SHOWN_ROOT = "/srv/node"
 
@@ -131,6 +131,7 @@ class TxsetupExample(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         """A line naming the command, then its output as a code block."""
+        depend_on_package(self.env)
         name = self.arguments[0]
         found = examples().get(name)
         if found is None:

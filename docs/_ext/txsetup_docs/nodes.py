@@ -1,11 +1,15 @@
-"""Small docutils builders the directives share: tables and inline code from plain text."""
+"""What the directives share: tables and inline code from plain text, and rebuild triggers."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from docutils import nodes
+from sphinx.environment import BuildEnvironment
+
+import txsetup
 
 _CODE = re.compile(r"`([^`]+)`")
 
@@ -45,3 +49,13 @@ def _row(cells: Sequence[str]) -> nodes.row:
         entry.append(paragraph(cell))
         row.append(entry)
     return row
+
+
+def depend_on_package(env: BuildEnvironment) -> None:
+    """Rebuild the current page whenever a txsetup source file changes.
+
+    A page generated from the code (or from running it) is out of date as soon
+    as the code is, although its own Markdown did not change.
+    """
+    for source in sorted(Path(txsetup.__file__).parent.rglob("*.py")):
+        env.note_dependency(str(source))

@@ -22,7 +22,7 @@ from txsetup.node.ssh_steps import SSH_SETUP_STEPS
 from txsetup.node.steps import NODE_DAEMON_SETUP_STEPS
 from txsetup.txn import recovery
 from txsetup.txn.journal import FINISHED_STATES, TxnState
-from txsetup_docs.nodes import paragraph, table
+from txsetup_docs.nodes import depend_on_package, paragraph, table
 
 TABLES: dict[str, Sequence[Any]] = {
     "node-daemon-setup": NODE_DAEMON_SETUP_STEPS,
@@ -159,6 +159,7 @@ class TransactionSteps(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         """The diagram, then the table."""
+        depend_on_package(self.env)
         command = self.arguments[0]
         steps = TABLES[command]
         header = ("step", "does", "writes", "undo")
@@ -178,6 +179,7 @@ class TransactionRecovery(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         """The diagram, then the table."""
+        depend_on_package(self.env)
         header = ("newest journal state", "--resume", "--resume --abort", "why")
         return [
             _graph(recovery_dot(), self.env.docname, "journal states and recovery"),
