@@ -26,6 +26,7 @@ _TO_SOURCE = re.compile(r"\[`?([\w.-]+\.py)`?\]\(([\w.-]+\.py)\)")
 
 
 def _docs_links(_app: Sphinx, docname: str, source: list[str]) -> None:
+    """Point a page's links to ``../bench/*.md`` at the site's copy, so they work in both places."""
     if "/" not in docname:
         source[0] = _TO_BENCH.sub(r"](bench/\1", source[0])
 
@@ -33,6 +34,7 @@ def _docs_links(_app: Sphinx, docname: str, source: list[str]) -> None:
 def _bench_links(
     _app: Sphinx, relative_path: Path, _parent_docname: str, content: list[str]
 ) -> None:
+    """In an included ``bench/*.md``: links back to ``docs/`` resolve, source files are named."""
     if relative_path.parent.name == "bench":
         text = _TO_DOCS.sub("](../", content[0])
         content[0] = _TO_SOURCE.sub(r"`bench/\2`", text)
