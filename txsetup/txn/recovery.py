@@ -17,7 +17,7 @@ an undo) comes in as :class:`Hooks`, so one recovery serves every step table.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -48,11 +48,14 @@ from txsetup.txn.journal import (
 from txsetup.txn.plan import Layout
 
 __all__ = [
+    "RECOVERY_RULES",
     "ForwardFailed",
     "Hooks",
     "PendingTxn",
     "RecoveryAction",
+    "RecoveryRule",
     "combine_hooks",
+    "decide",
     "finish_forward",
     "finish_undo",
     "load_pending",
@@ -73,6 +76,58 @@ class RecoveryAction(StrEnum):
 
     ROLLED_FORWARD = "rolled_forward"
     ROLLED_BACK = "rolled_back"
+
+
+@dataclass(frozen=True)
+class RecoveryRule:
+    """What recovery does with an unfinished transaction that reached ``state``.
+
+    Attributes:
+        state: the journal state that decides (the first rule whose state the
+            journal reached applies).
+        resume: the action of ``--resume`` and of the recovery at the start of a run.
+        abort: the action of ``--resume --abort``.
+        why: the reason, as the documentation states it.
+    """
+
+    state: TxnState
+    resume: RecoveryAction
+    abort: RecoveryAction
+    why: str
+
+
+# The rules of the module docstring as data: :func:`decide` applies them, and
+# the documentation's transaction page is generated from them.
+RECOVERY_RULES: tuple[RecoveryRule, ...] = (
+    RecoveryRule(
+        TxnState.ROLLING_BACK,
+        resume=RecoveryAction.ROLLED_BACK,
+        abort=RecoveryAction.ROLLED_BACK,
+        why="an undo had begun and may have removed staged copies: it is finished, never reversed",
+    ),
+    RecoveryRule(
+        TxnState.PREPARED,
+        resume=RecoveryAction.ROLLED_FORWARD,
+        abort=RecoveryAction.ROLLED_BACK,
+        why="the commit point was reached: every new file is staged durably",
+    ),
+    RecoveryRule(
+        TxnState.BEGUN,
+        resume=RecoveryAction.ROLLED_BACK,
+        abort=RecoveryAction.ROLLED_BACK,
+        why="before the commit point no target was touched: copies and new directories go",
+    ),
+)
+
+
+def decide(states: Set[TxnState], *, abort: bool) -> RecoveryAction:
+    """Roll an unfinished transaction forward or back, from the states its journal reached.
+
+    A roll-forward can still turn into an undo when what follows the commit
+    fails (:class:`ForwardFailed`); that is the caller's part.
+    """
+    rule = next((r for r in RECOVERY_RULES if r.state in states), RECOVERY_RULES[-1])
+    return rule.abort if abort else rule.resume
 
 
 class ForwardFailed(TxsetupError):
@@ -337,7 +392,7 @@ def recover_pending(
             )
 
         action = RecoveryAction.ROLLED_BACK
-        if abort or not txn.prepared or txn.rolling_back:
+        if decide(txn.states, abort=abort) is RecoveryAction.ROLLED_BACK:
             undo("aborted" if abort else "recovered after interruption")
         else:
             try:

@@ -1,0 +1,193 @@
+"""The transaction page, generated from the step tables and the recovery rules.
+
+``{transaction-steps} node-daemon-setup`` draws a step table (its order,
+which steps write, which have an undo, where the commit point is) and lists
+it; ``{transaction-recovery}`` tells, for every journal state, what
+``--resume`` and ``--resume --abort`` do, by asking :func:`recovery.decide`
+itself. Nothing here restates the code: a changed table changes the page.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.ext.graphviz import graphviz
+from sphinx.util.docutils import SphinxDirective
+
+from txsetup.node.ssh_steps import SSH_SETUP_STEPS
+from txsetup.node.steps import NODE_DAEMON_SETUP_STEPS
+from txsetup.txn import recovery
+from txsetup.txn.journal import FINISHED_STATES, TxnState
+from txsetup_docs.nodes import depend_on_package, paragraph, table
+
+TABLES: dict[str, Sequence[Any]] = {
+    "node-daemon-setup": NODE_DAEMON_SETUP_STEPS,
+    "ssh-setup": SSH_SETUP_STEPS,
+}
+_ACTION = {
+    recovery.RecoveryAction.ROLLED_FORWARD: "roll forward",
+    recovery.RecoveryAction.ROLLED_BACK: "roll back",
+}
+
+
+def commit_point(steps: Sequence[Any]) -> int:
+    """Index of the first writing step: it ends by journaling ``prepared``, the commit point."""
+    return next(i for i, step in enumerate(steps) if step.writes)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def steps_dot(command: str, steps: Sequence[Any]) -> str:
+    """The steps in order; a failure before the first writing step is a refusal, later an undo."""
+    point = commit_point(steps)
+    lines = [
+        f"digraph {_quote(command)} {{",
+        "rankdir=LR; node [shape=box, fontname=sans, fontsize=10];",
+        "edge [fontname=sans, fontsize=9];",
+        'start [shape=circle, label="", width=0.15, style=filled, fillcolor=black];',
+        'ok [shape=doublecircle, label="done\\nexit 0", fontsize=9];',
+        'refused [shape=box, style="rounded,dashed", label="refused: nothing written\\nexit 1-5"];',
+        'undone [shape=box, style="rounded,dashed", label="undo every step done,\\n'
+        'newest first\\nexit 6 (8 if an undo fails)"];',
+        "start -> " + _quote(steps[0].name) + ";",
+    ]
+    for index, step in enumerate(steps):
+        style = ', style=filled, fillcolor="#e8f0fe"' if step.writes else ""
+        lines.append(f"{_quote(step.name)} [label={_quote(step.name)}{style}];")
+        after = _quote(steps[index + 1].name) if index + 1 < len(steps) else "ok"
+        label = (
+            ' [label="prepared journaled:\\ncommit point", penwidth=2]' if index == point else ""
+        )
+        lines.append(f"{_quote(step.name)} -> {after}{label};")
+        failed = "undone" if step.writes else "refused"
+        lines.append(f"{_quote(step.name)} -> {failed} [style=dotted, arrowsize=0.5];")
+    lines.append("{rank=same; refused; undone;}")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def steps_rows(steps: Sequence[Any]) -> list[list[str]]:
+    """Step, what it does, whether it writes, its undo."""
+    return [
+        [
+            f"`{step.name}`",
+            step.description,
+            "yes" if step.writes else "no",
+            f"`{step.undo.__name__}`" if step.undo is not None else "—",
+        ]
+        for step in steps
+    ]
+
+
+def reached(state: TxnState) -> set[TxnState]:
+    """The states a journal whose newest record is ``state`` went through (in enum order)."""
+    order = list(TxnState)
+    return set(order[: order.index(state) + 1])
+
+
+def recovery_rows() -> list[list[str]]:
+    """For each unfinished journal state: what ``--resume`` and ``--resume --abort`` do, and why."""
+    rows = []
+    for state in TxnState:
+        if state in FINISHED_STATES:
+            rows.append([f"`{state}`", "nothing to do", "nothing to do", "finished"])
+            continue
+        states = reached(state)
+        rule = next(r for r in recovery.RECOVERY_RULES if r.state in states)
+        rows.append(
+            [
+                f"`{state}`",
+                _ACTION[recovery.decide(states, abort=False)],
+                _ACTION[recovery.decide(states, abort=True)],
+                rule.why,
+            ]
+        )
+    return rows
+
+
+def recovery_dot() -> str:
+    """Every journal state, each with what ``--resume`` / ``--abort`` do when it is the newest."""
+    lines = [
+        "digraph journal {",
+        "node [shape=box, style=rounded, fontname=sans, fontsize=10];",
+    ]
+    unfinished = [s for s in TxnState if s not in FINISHED_STATES]
+    for state in unfinished:
+        forward = recovery.decide(reached(state), abort=False)
+        colour = "#e6f4ea" if forward is recovery.RecoveryAction.ROLLED_FORWARD else "#fce8e6"
+        text = (
+            f"{state}\\n--resume: {_ACTION[forward]}\\n"
+            f"--abort: {_ACTION[recovery.decide(reached(state), abort=True)]}"
+        )
+        lines.append(
+            f'{_quote(state)} [label="{text}", style="rounded,filled", fillcolor="{colour}"];'
+        )
+    # Journal order, in rows of four; a transaction skips the states it does not need.
+    ordered = list(TxnState)
+    rows = [ordered[i : i + 4] for i in range(0, len(ordered), 4)]
+    for row in rows:
+        lines.append("{rank=same; " + " ".join(f"{_quote(state)};" for state in row) + "}")
+        lines.extend(
+            f"{_quote(a)} -> {_quote(b)} [style=invis];" for a, b in itertools.pairwise(row)
+        )
+    for upper, lower in itertools.pairwise(rows):
+        lines.append(f"{_quote(upper[0])} -> {_quote(lower[0])} [style=invis];")
+    for state in (s for s in TxnState if s in FINISHED_STATES):
+        lines.append(f'{_quote(state)} [label="{state}\\nnothing to do", shape=box];')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _graph(code: str, docname: str, alt: str) -> graphviz:
+    node = graphviz()
+    node["code"] = code
+    node["options"] = {"docname": docname}
+    node["alt"] = alt
+    return node
+
+
+class TransactionSteps(SphinxDirective):
+    """``{transaction-steps} node-daemon-setup``: a step table as a diagram and a table."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        """The diagram, then the table."""
+        depend_on_package(self.env)
+        command = self.arguments[0]
+        steps = TABLES[command]
+        header = ("step", "does", "writes", "undo")
+        point = steps[commit_point(steps)].name
+        return [
+            _graph(steps_dot(command, steps), self.env.docname, f"the steps of {command}"),
+            paragraph(
+                f"The commit point is the end of `{point}`, the first step that writes: "
+                "its last act is to journal `prepared` durably."
+            ),
+            table(header, steps_rows(steps)),
+        ]
+
+
+class TransactionRecovery(SphinxDirective):
+    """``{transaction-recovery}``: every journal state and what recovery does there."""
+
+    def run(self) -> list[nodes.Node]:
+        """The diagram, then the table."""
+        depend_on_package(self.env)
+        header = ("newest journal state", "--resume", "--resume --abort", "why")
+        return [
+            _graph(recovery_dot(), self.env.docname, "journal states and recovery"),
+            table(header, recovery_rows()),
+        ]
+
+
+def setup(app: Sphinx) -> None:
+    """Register the two directives."""
+    app.add_directive("transaction-steps", TransactionSteps)
+    app.add_directive("transaction-recovery", TransactionRecovery)

@@ -1,0 +1,46 @@
+"""The recovery rules table: what ``--resume`` and ``--resume --abort`` do per journal.
+
+The table in ``txsetup/txn/recovery.py`` is both what recovery applies and
+what the documentation shows, so it must say exactly what
+``docs/journal.md`` states: before the commit point roll back, after it roll
+forward unless aborted, and an undo once begun is always finished.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from txsetup.txn.journal import FINISHED_STATES, TxnState
+from txsetup.txn.recovery import RECOVERY_RULES, RecoveryAction, decide
+
+BACK = RecoveryAction.ROLLED_BACK
+FORWARD = RecoveryAction.ROLLED_FORWARD
+LATER = [s for s in TxnState if s not in FINISHED_STATES and s is not TxnState.BEGUN]
+
+
+def journals() -> list[frozenset[TxnState]]:
+    """Every set of states an unfinished journal can have reached (``begun`` always first)."""
+    found = []
+    for size in range(len(LATER) + 1):
+        for others in itertools.combinations(LATER, size):
+            found.append(frozenset({TxnState.BEGUN, *others}))
+    return found
+
+
+@pytest.mark.parametrize("states", journals(), ids=lambda s: "+".join(sorted(s)))
+def test_decide_follows_the_documented_rules(states: frozenset[TxnState]) -> None:
+    """Undo without ``prepared`` or once ``rolling_back``; else forward, unless aborted."""
+    prepared = TxnState.PREPARED in states
+    rolling_back = TxnState.ROLLING_BACK in states
+    assert decide(states, abort=True) is BACK
+    assert decide(states, abort=False) is (FORWARD if prepared and not rolling_back else BACK)
+
+
+def test_every_rule_is_reachable_and_only_prepared_rolls_forward() -> None:
+    """Each rule decides some journal; only the commit point's rule rolls forward."""
+    used = {next(r for r in RECOVERY_RULES if r.state in states).state for states in journals()}
+    assert used == {rule.state for rule in RECOVERY_RULES}
+    assert [r.state for r in RECOVERY_RULES if r.resume is FORWARD] == [TxnState.PREPARED]
+    assert all(rule.why for rule in RECOVERY_RULES)
