@@ -4,7 +4,9 @@ Once per build, in a temporary root, with a certificate and a payload made by
 the demo's own helpers (``start_node_daemon`` false: no daemon to run), the
 console script runs as a master runs it: a dry run, a committed run with JSON
 logs, a run this node refuses (another cluster: exit 4), and ``txsetup
-status``. Each example is one of those outputs as it came, except that the
+status``; then, on fresh roots and with ``--log-format console`` (no colour:
+stderr is a pipe), a committed run, a refusal, and a run whose daemon restart
+fails and is rolled back (exit 6). Each example is one of those outputs as it came, except that the
 temporary root reads ``/srv/node`` and the one-line result object is laid out
 for reading (one key a line). A changed output format changes the pages with it.
 """
@@ -47,6 +49,7 @@ def _txsetup() -> str:
 
 
 def _run(root: Path, args: list[str], document: object | None) -> subprocess.CompletedProcess[str]:
+    root.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
         [_txsetup(), *args, "--root", str(root)],
         input=json.dumps(document) if document is not None else "",
@@ -83,7 +86,7 @@ def readable(result: dict[str, object]) -> str:
 def examples() -> dict[str, Example]:
     """Run every example once per build."""
     with tempfile.TemporaryDirectory(prefix="txsetup-docs-") as tmp:
-        root = Path(tmp)
+        root = Path(tmp) / "node"
         pem = generate_node_certificate(CLUSTER)
         document = {**payload(pem), "start_node_daemon": False}
         stranger = {**document, "cluster_name": "other.example.com"}
@@ -94,6 +97,7 @@ def examples() -> dict[str, Example]:
         refused = _run(root, ["node-daemon-setup", "--log-format", "json"], stranger)
         status = _run(root, ["status"], None)
         return {
+            **_console_examples(Path(tmp) / "console", document, stranger),
             "dry-run": Example(
                 f"{nds} --dry-run < payload.json",
                 dry.returncode,
@@ -124,6 +128,44 @@ def examples() -> dict[str, Example]:
         }
 
 
+# A daemon whose restart fails: the run is rolled back. No health check, nothing stopped.
+_FAILING_DAEMON = '[daemon]\nrestart = [["false"]]\nstop = [["true"]]\nstatus = ["false"]\n'
+_FAILING_DAEMON += 'health_url = "none"\n'
+
+
+def _console_examples(
+    base: Path, document: dict[str, object], stranger: dict[str, object]
+) -> dict[str, Example]:
+    """The console view of a commit, a refusal and a rollback, each on a fresh root."""
+    console = ["node-daemon-setup", "--log-format", "console"]
+    nds = "txsetup node-daemon-setup"
+    fresh = _run(base / "fresh", console, document)
+    refused = _run(base / "fresh", console, stranger)
+    config = base / "failing.toml"
+    config.write_text(_FAILING_DAEMON)
+    failing = _run(
+        base / "failing",
+        [*console, "--config", str(config)],
+        {
+            **document,
+            "start_node_daemon": True,
+        },
+    )
+    return {
+        name: Example(command, run.returncode, _shown(run.stderr, root), "console")
+        for name, command, run, root in (
+            ("console-committed", f"{nds} < payload.json", fresh, base / "fresh"),
+            ("console-refused", f"{nds} < other-cluster.json", refused, base / "fresh"),
+            (
+                "console-rolled-back",
+                f"{nds} --config failing.toml < payload.json",
+                failing,
+                base / "failing",
+            ),
+        )
+    }
+
+
 class TxsetupExample(SphinxDirective):
     """Show one example: the command, its exit code, and its stdout or stderr."""
 
@@ -136,8 +178,12 @@ class TxsetupExample(SphinxDirective):
         found = examples().get(name)
         if found is None:
             raise self.error(f"no example {name!r}; there are {', '.join(sorted(examples()))}")
-        what = "JSON log lines on stderr" if found.stream == "stderr" else "the result on stdout"
-        block = nodes.literal_block(found.output, found.output, language="json")
+        what, language = {
+            "stderr": ("JSON log lines on stderr", "json"),
+            "stdout": ("the result on stdout", "json"),
+            "console": ("the console view on stderr", "text"),
+        }[found.stream]
+        block = nodes.literal_block(found.output, found.output, language=language)
         return [paragraph(f"`{found.command}` (exit {found.exit_code}), {what}:"), block]
 
 
