@@ -1,0 +1,126 @@
+"""The example outputs the docs keep as text have the shape of real output.
+
+Most example outputs in ``docs/`` are made by running txsetup while the site
+is built. Two cannot be: a ``txsetup push`` result line (a real push needs
+ssh), and a journal record (a file txsetup writes, not prints). Each is
+compared here with the same thing from a real run, so a renamed, added or
+dropped key fails a test instead of leaving the page wrong.
+
+The push runs the installed ``txsetup push`` with ``--ssh`` pointing at a
+stand-in for the ssh client: it drops ssh's own arguments and runs the
+remote command line with ``sh -c``, as sshd runs it through the user's
+shell. Everything else, the node's run included, is the real program.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, encode, make_document, txsetup_exe
+from tests.test_push import write_master
+from txsetup.txn.journal import Record, read_journal
+
+DOCS = REPO / "docs"
+# A fenced block: its info string and its text.
+_FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+# ssh's arguments end at "--"; sshd hands the rest to the user's shell as one line.
+STAND_IN_SSH = (
+    '#!/bin/sh\nwhile [ "$#" -gt 0 ] && [ "$1" != "--" ]; do shift; done\nshift\nexec sh -c "$*"\n'
+)
+
+
+def block_after(page: str, marker: str) -> str:
+    """The text of the first fenced block after the first line of ``page`` holding ``marker``."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    start = text.index(marker)
+    found = _FENCE.search(text, start)
+    assert found is not None, f"no fenced block after {marker!r} in {page}"
+    return found.group(2)
+
+
+def shape(value: Any) -> Any:
+    """The keys of an object and the JSON type of each value, objects recursively."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    return type(value).__name__
+
+
+def test_shape_sees_a_renamed_key_and_a_changed_type() -> None:
+    """The comparison below can fail: a key renamed or a value of another type differs."""
+    real = {"txid": "t", "result": {"exit_code": 0, "steps": []}}
+    assert shape(real) == shape({"txid": "u", "result": {"exit_code": 6, "steps": ["..."]}})
+    assert shape(real) != shape({"tx_id": "t", "result": {"exit_code": 0, "steps": []}})
+    assert shape(real) != shape({"txid": "t", "result": {"exit_code": "0", "steps": []}})
+    assert shape(real) != shape({"txid": "t", "result": {"exit_code": 0}})
+
+
+@pytest.fixture
+def ssh(tmp_path: Path) -> Path:
+    """The stand-in ssh client."""
+    path = tmp_path / "ssh"
+    path.write_text(STAND_IN_SSH)
+    path.chmod(0o755)
+    return path
+
+
+def test_push_md_result_line_has_the_shape_of_a_real_one(
+    tmp_path: Path, node_pem: str, ssh: Path
+) -> None:
+    """push.md's stdout example: the keys and value types of a real committed node's line."""
+    master = write_master(tmp_path / "master", node_pem)
+    node = tmp_path / "node"
+    pushed = subprocess.run(
+        [
+            txsetup_exe(),
+            "push",
+            "--from-root",
+            str(master),
+            "--ssh",
+            str(ssh),
+            "--remote-command",
+            f"{txsetup_exe()} node-daemon-setup --root {node}",
+            "--no-start-node-daemon",
+            "--log-format",
+            "json",
+            "admin@node2:2222",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    (line,) = pushed.stdout.splitlines()
+    real = json.loads(line)
+    assert (real["outcome"], real["result"]["outcome"]) == ("committed", "committed")
+    assert (node / "var/lib/ganeti/server.pem").read_text() == node_pem
+    shown = json.loads(block_after("push.md", "**stdout**: one JSON line per node"))
+    assert shape(shown) == shape(real)
+    assert list(shown) == list(real), "the example's keys are in the order push prints them"
+    assert list(shown["result"]) == list(real["result"])
+
+
+def test_journal_md_record_is_a_real_begun_record(tmp_path: Path, node_pem: str) -> None:
+    """journal.md's example line: its checksum holds, and a real ``begun`` has the same keys."""
+    root = tmp_path / "root"
+    root.mkdir()
+    ran = subprocess.run(
+        [txsetup_exe(), "node-daemon-setup", "--root", str(root)],
+        input=encode(make_document(node_pem)),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    real = read_journal(root / "var/lib/txsetup/journal")[0]
+    example = block_after("journal.md", "carries `txid` and `state`. For example")
+    shown = Record.decode(example.encode())
+    assert shown is not None, f"journal.md's record does not decode: {example!r}"
+    assert (shown.state, shape(dict(shown.data))) == (real.state, shape(dict(real.data)))
+    assert shown.encode().decode() == example, "the record is not laid out as txsetup writes it"
