@@ -1,9 +1,11 @@
-"""Examples that need a configuration or a document of their own, each on a fresh root.
+"""Examples that need a configuration, a document or a root of their own, each on a fresh root.
 
 - an unfinished transaction: a run whose daemon restart command kills
   ``txsetup`` itself (``kill -9`` of its parent), then ``txsetup status``
   (``status-unfinished``) and ``--resume`` with a restart that works
   (``console-resume``);
+- ``txsetup status`` on a root whose journal is a directory, so that it
+  cannot be read (``status-unreadable``, exit 1);
 - a configuration file with two mistakes, an unknown key and a command that
   is not all strings (``config-invalid``: the run refuses it, exit 3);
 - ``ssh-setup`` with an ``[sshd]`` table that needs no sshd (reload ``true``,
@@ -38,6 +40,7 @@ def configured_examples(base: Path, document: dict[str, object]) -> dict[str, Ex
     return {
         **_unfinished(base / "unfinished", {**document, "start_node_daemon": True}),
         **_invalid_config(base / "invalid", document),
+        **_unreadable_journal(base / "unreadable"),
         **_ssh_setup(base / "ssh"),
     }
 
@@ -78,6 +81,16 @@ def _invalid_config(root: Path, document: dict[str, object]) -> dict[str, Exampl
             refused.returncode,
             result(refused.stdout, root),
             "stdout",
+        )
+    }
+
+
+def _unreadable_journal(root: Path) -> dict[str, Example]:
+    (root / "var" / "lib" / "txsetup" / "journal").mkdir(parents=True)
+    status = run(root, ["status"], None)
+    return {
+        "status-unreadable": Example(
+            "txsetup status", status.returncode, result(status.stdout, root), "stdout"
         )
     }
 
