@@ -1,10 +1,12 @@
 """The example outputs the docs keep as text have the shape of real output.
 
 Most example outputs in ``docs/`` are made by running txsetup while the site
-is built. Two cannot be: a ``txsetup push`` result line (a real push needs
-ssh), and a journal record (a file txsetup writes, not prints). Each is
-compared here with the same thing from a real run, so a renamed, added or
-dropped key fails a test instead of leaving the page wrong.
+is built. Three are text: a ``txsetup push`` result line (a real push needs
+ssh), a journal record (a file txsetup writes, not prints), and the outline
+of a successful run's events in ``operations.md`` (it names alternatives, no
+single run shows them all). Each is compared here with the same thing from a
+real run, so a renamed, added, dropped or reordered key or event fails a test
+instead of leaving the page wrong.
 
 The push runs the installed ``txsetup push`` with ``--ssh`` pointing at a
 stand-in for the ssh client: it drops ssh's own arguments and runs the
@@ -124,3 +126,63 @@ def test_journal_md_record_is_a_real_begun_record(tmp_path: Path, node_pem: str)
     assert shown is not None, f"journal.md's record does not decode: {example!r}"
     assert (shown.state, shape(dict(shown.data))) == (real.state, shape(dict(real.data)))
     assert shown.encode().decode() == example, "the record is not laid out as txsetup writes it"
+
+
+# operations.md's outline of a successful run: an event, maybe a step, maybe its fields.
+_OUTLINE_ITEM = re.compile(r"([a-z]+\.[a-z_]+)(?: ([a-z_]+))?(?:\s+\(([^)]*)\))?")
+# Fields in parentheses: "(outcome, exit_code, duration_ms)" or "(changed: ...)".
+_FIELDS = re.compile(r"^(\w+(?:, \w+)*)$|^(\w+):")
+
+
+def outline(text: str) -> list[tuple[str, str | None, set[str]]]:
+    """The outline's items in order: event, step (None when not named), fields named.
+
+    Of alternatives (``A or B``) the first is taken; a parenthesis that is a
+    remark, not a field list, names no fields.
+    """
+    items = []
+    for line in text.splitlines():
+        first = re.split(r"\s{2,}or\s{2,}", line)[0]
+        for event, step, remark in _OUTLINE_ITEM.findall(first):
+            fields = _FIELDS.match(remark)
+            named = (fields[1] or fields[2]).split(", ") if fields else []
+            items.append((event, step or None, set(named)))
+    return items
+
+
+def test_outline_reads_events_steps_and_fields() -> None:
+    """The parser of the outline below finds what the outline says."""
+    assert outline(
+        "step.begin stage / step.end stage        (changed: true when files change)\n"
+        "txn.committed (changed: [...])   or   txn.converged\n"
+        "step.begin lock          (txn.recovered here if a crash was recovered)\n"
+        "txn.end (outcome, exit_code)\n"
+    ) == [
+        ("step.begin", "stage", set()),
+        ("step.end", "stage", {"changed"}),
+        ("txn.committed", None, {"changed"}),
+        ("step.begin", "lock", set()),
+        ("txn.end", None, {"outcome", "exit_code"}),
+    ]
+
+
+def test_operations_md_outline_follows_a_real_successful_run(root: Path, node_pem: str) -> None:
+    """Each event of the outline, in its order, with the step and the fields it names."""
+    ran = subprocess.run(
+        [txsetup_exe(), "node-daemon-setup", "--root", str(root), "--log-format", "json"],
+        input=encode(make_document(node_pem)),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    events = [json.loads(line) for line in ran.stderr.splitlines()]
+    expected = outline(block_after("operations.md", "A successful run reads:"))
+    assert len(expected) >= 10, expected
+    remaining = iter(events)
+    for event, step, fields in expected:
+        found = next(
+            (e for e in remaining if e["event"] == event and step in (None, e.get("step"))), None
+        )
+        assert found is not None, f"{event} {step or ''} is not where the outline puts it"
+        assert fields <= found.keys(), f"{event} {step or ''} lacks {fields - found.keys()}"
