@@ -1,12 +1,14 @@
 """The example outputs the docs keep as text have the shape of real output.
 
 Most example outputs in ``docs/`` are made by running txsetup while the site
-is built. Three are text: a ``txsetup push`` result line (a real push needs
-ssh), a journal record (a file txsetup writes, not prints), and the outline
-of a successful run's events in ``operations.md`` (it names alternatives, no
-single run shows them all). Each is compared here with the same thing from a
-real run, so a renamed, added, dropped or reordered key or event fails a test
-instead of leaving the page wrong.
+is built. Four are text: a ``txsetup push`` result line (a real push needs
+ssh), a journal record (a file txsetup writes, not prints), the outline of a
+successful run's events in ``operations.md`` (it names alternatives, no
+single run shows them all), and the demo node daemon's greeting in
+``configuration.md`` (no daemon is started while the site is built). Each is
+compared here with the same thing from a real run, so a renamed, added,
+dropped or reordered key or event fails a test instead of leaving the page
+wrong.
 
 The push runs the installed ``txsetup push`` with ``--ssh`` pointing at a
 stand-in for the ssh client: it drops ssh's own arguments and runs the
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, encode, make_document, txsetup_exe
+from tests.test_daemon import Noded, free_port
 from tests.test_push import write_master
 from txsetup.txn.journal import Record, read_journal
 
@@ -186,3 +191,30 @@ def test_operations_md_outline_follows_a_real_successful_run(root: Path, node_pe
         )
         assert found is not None, f"{event} {step or ''} is not where the outline puts it"
         assert fields <= found.keys(), f"{event} {step or ''} lacks {fields - found.keys()}"
+
+
+def test_configuration_md_greeting_is_what_the_demo_daemon_sends(
+    tmp_path: Path, node_pem: str
+) -> None:
+    """The demo node daemon's one JSON line: the keys and the daemon's name the page gives."""
+    page = (DOCS / "configuration.md").read_text(encoding="utf-8")
+    found = re.search(r"one JSON line \(`(\{[^`]*\})`\)", page)
+    assert found is not None, "configuration.md no longer shows the demo daemon's line"
+    shown = found[1]
+    daemon = Noded(tmp_path / "root", free_port())
+    daemon.install(node_pem)
+    try:
+        started = daemon("start")
+        assert started.returncode == 0, started.stderr
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with (
+            socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
+            greeting = json.loads(tls.makefile("rb").readline())
+    finally:
+        daemon("stop")
+    assert re.findall(r'"(\w+)":', shown) == list(greeting)
+    assert f'"daemon": "{greeting["daemon"]}"' in shown
+    assert greeting["pid"] > 0
