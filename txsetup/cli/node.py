@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import structlog
 
-from txsetup.errors import ExitCode, RecoveryFailed, RolledBack, TxsetupError
+from txsetup.errors import ExitCode, InternalError, RecoveryFailed, RolledBack, TxsetupError
 from txsetup.log import get_logger
 from txsetup.node.config import Config, load_config
 from txsetup.txn.plan import Layout
@@ -200,8 +200,9 @@ def run_resume(args: argparse.Namespace) -> Result:
             )
         finally:
             lock.release()
-    except OSError as exc:
-        # The node may still be mid-transaction: only the journal can finish it.
+    except (OSError, InternalError) as exc:
+        # The node may still be mid-transaction (an unreadable lock file or state
+        # directory says nothing about the journal): only the journal can finish it.
         error = RecoveryFailed(f"resume: {exc}")
         return Result(None, "failed", error.exit_code, extra=_failure(error, layout))
     except TxsetupError as error:
