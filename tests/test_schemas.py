@@ -268,3 +268,24 @@ def test_generated_ssh_setup_documents_validate(document: dict[str, Any]) -> Non
     """The same for ssh-setup."""
     raw = json.dumps(document, ensure_ascii=False).encode()
     assert check_agreement(decode_ssh_setup, SSH, raw) == "accepted"
+
+
+def _descriptions(node: object) -> list[str]:
+    """Every ``description`` string anywhere in a schema."""
+    if isinstance(node, dict):
+        own = [node["description"]] if isinstance(node.get("description"), str) else []
+        return own + [text for value in node.values() for text in _descriptions(value)]
+    if isinstance(node, list):
+        return [text for value in node for text in _descriptions(value)]
+    return []
+
+
+@pytest.mark.parametrize(
+    "name", ["node-daemon-setup.schema.json", "ssh-setup.schema.json", "log-events.schema.json"]
+)
+def test_descriptions_are_plain_text(name: str) -> None:
+    """The reference tables show descriptions as text with inline code: no Markdown emphasis."""
+    texts = _descriptions(json.loads((DOCS / name).read_text(encoding="utf-8")))
+    assert texts
+    marked = [text for text in texts if "**" in text or "__" in text]
+    assert marked == []
