@@ -150,6 +150,8 @@ def run_nodes(args: argparse.Namespace) -> int:
             with demo_nodes(args.count, workdir / "sshd") as nodes:
                 _tell(workdir, master, nodes, args.seconds)
                 _wait(args.seconds)
+        except KeyboardInterrupt:  # Ctrl-C while the nodes started: stop as asked
+            pass
         except RuntimeError as exc:  # sshd did not start: its log's tail says why
             print(f"txsetup demo nodes: {exc}", file=sys.stderr)
             return START_FAILED_EXIT
