@@ -59,8 +59,8 @@ class Rerun:
             mode = ["--resume", *(["--abort"] if self.abort else [])]
             argv = ["txsetup", "push", *mode, *retry, *self.reach]
             words = (
-                "asks every node that did not finish how its run ended (a node finishes "
-                "or undoes a cut-off run on its own); then push again with --retry-from"
+                "asks every node that did not finish how its run ended: a node finishes "
+                "or undoes a cut-off run on its own; then push again with --retry-from"
             )
         else:
             argv = ["txsetup", "push", *retry, *self.again, *self.reach]

@@ -147,7 +147,7 @@ def summary_lines(report: PushReport, total: int, rerun: Rerun | None = None) ->
     step = (rerun or Rerun()).next_step(report)
     if step is not None:
         lines.append(f"{'next' if report.interrupted else 'retry just these'}: {step.command}")
-        lines.append(f"  ({step.words})")
+        lines.append(f"  {step.words}")
     return lines
 
 
