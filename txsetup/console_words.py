@@ -222,4 +222,6 @@ def node_line(e: Mapping[str, Any]) -> tuple[str, str, bool]:
     words = ", ".join(f"{clean(n)} {clean(o)}" for o, n in sorted(shown.items(), key=str)) or "none"
     bad = bool(e.get("interrupted")) or any(OUTCOME.get(o, ("", ""))[1] != "good" for o in shown)
     tail = " (interrupted)" if e.get("interrupted") else ""
-    return ("failed" if bad else "done"), f"{words}{tail} · {duration(e.get('duration_ms'))}", bad
+    after = f" · next: {clean(e['next_command'], limit=2000)}" if e.get("next_command") else ""
+    text = f"{words}{tail} · {duration(e.get('duration_ms'))}{after}"
+    return ("failed" if bad else "done"), text, bad

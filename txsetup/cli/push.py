@@ -21,6 +21,10 @@ from txsetup.log import default_log_format, get_logger
 
 if TYPE_CHECKING:
     from txsetup.master import Node
+    from txsetup.master.nextstep import Rerun
+
+DEFAULT_REMOTE_COMMAND: Final = "txsetup node-daemon-setup"
+DEFAULT_PARALLEL: Final = 8
 
 __all__ = ["PUSH_EXIT_CODES", "add_push_parser", "run_push"]
 
@@ -76,12 +80,16 @@ def add_push_parser(sub: argparse._SubParsersAction[Any]) -> None:
     )
     push.add_argument(
         "--remote-command",
-        default="txsetup node-daemon-setup",
+        default=DEFAULT_REMOTE_COMMAND,
         metavar="CMD",
         help="what runs on the node (default: txsetup node-daemon-setup)",
     )
     push.add_argument(
-        "--parallel", type=int, default=8, metavar="N", help="nodes at once (default 8)"
+        "--parallel",
+        type=int,
+        default=DEFAULT_PARALLEL,
+        metavar="N",
+        help=f"nodes at once (default {DEFAULT_PARALLEL})",
     )
     push.add_argument(
         "--timeout", type=float, default=None, metavar="SECONDS", help="per node (default none)"
@@ -160,7 +168,7 @@ def run_push(args: argparse.Namespace) -> int:
         resume=args.resume,
         abort=args.abort,
     )
-    view = make_view(default_log_format(args.log_format, sys.stderr), sys.stderr)
+    view = make_view(default_log_format(args.log_format, sys.stderr), sys.stderr, _rerun(args))
     view.begin(len(nodes))
     report = push(
         nodes,
@@ -173,6 +181,27 @@ def run_push(args: argparse.Namespace) -> int:
     if report.interrupted:
         return ExitCode.INTERRUPTED
     return ExitCode.OK if report.ok else ExitCode.NODES_FAILED
+
+
+def _rerun(args: argparse.Namespace) -> Rerun:
+    """What a next push needs of this one's options, and where its results go."""
+    from txsetup.master.nextstep import Rerun, results_file_of
+
+    reach = [*(["--ssh", args.ssh] if args.ssh != "ssh" else [])]
+    reach += [arg for option in args.ssh_option for arg in ("--ssh-option", option)]
+    if args.remote_command != DEFAULT_REMOTE_COMMAND:
+        reach += ["--remote-command", args.remote_command]
+    if args.parallel != DEFAULT_PARALLEL:
+        reach += ["--parallel", str(args.parallel)]
+    if args.timeout is not None:
+        reach += ["--timeout", f"{args.timeout:g}"]
+    if args.resume:
+        again = ["--resume", *(["--abort"] if args.abort else [])]
+    else:
+        again = [*(["--from-root", str(args.from_root)] if str(args.from_root) != "/" else [])]
+        again += [*([] if args.start_node_daemon else ["--no-start-node-daemon"])]
+        again += [*(["--dry-run"] if args.dry_run else [])]
+    return Rerun(tuple(reach), tuple(again), args.abort, results_file_of(sys.stdout))
 
 
 def _print_line(line: dict[str, Any]) -> None:

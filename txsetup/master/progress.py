@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from txsetup.log import get_logger, refuse_key_material
+from txsetup.master.nextstep import Rerun
 from txsetup.master.push import NodeEvent
 from txsetup.master.results import NodeResult, PushReport
 
@@ -28,10 +29,11 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
 
-__all__ = ["JsonView", "PlainView", "View", "make_view"]
+__all__ = ["JsonView", "PlainView", "View", "make_view", "summary_lines"]
 
 GOOD = frozenset({"committed", "converged", "resumed", "nothing_to_resume", "dry_run"})
 _STYLE = {"rolled_back": "yellow", "interrupted": "magenta", "not_started": "magenta"}
+_NAMED = 10  # failed nodes named per outcome in the summary; the results file has them all
 
 
 class View(Protocol):
@@ -42,21 +44,26 @@ class View(Protocol):
     def end(self, report: PushReport) -> None: ...
 
 
-def make_view(fmt: str, stream: TextIO) -> View:
-    """The view for ``--log-format`` ``json`` or ``console`` (rich when installed)."""
+def make_view(fmt: str, stream: TextIO, rerun: Rerun | None = None) -> View:
+    """The view for ``--log-format`` ``json`` or ``console`` (rich when installed).
+
+    ``rerun`` gives the closing summary its next command.
+    """
+    rerun = rerun or Rerun()
     if fmt == "json":
-        return JsonView(stream)
+        return JsonView(stream, rerun)
     try:
-        return LiveView(stream)
+        return LiveView(stream, rerun)
     except ImportError:
-        return PlainView(stream)
+        return PlainView(stream, rerun)
 
 
 class JsonView:
     """JSON lines on stderr; node lines keep their own fields, plus ``node``."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, rerun: Rerun | None = None) -> None:
         self._stream = stream
+        self._rerun = rerun or Rerun()
         self._started = time.monotonic()
 
     def begin(self, total: int) -> None:
@@ -82,12 +89,15 @@ class JsonView:
             log.info(event.event, **fields)
 
     def end(self, report: PushReport) -> None:
-        """Log ``push.end`` with the count of each outcome."""
+        """Log ``push.end``: the count of each outcome, and the next command if any."""
+        step = self._rerun.next_step(report)
+        more = {"next_command": step.command, "next_words": step.words} if step else {}
         get_logger().info(
             "push.end",
             counts=report.counts(),
             interrupted=report.interrupted,
             duration_ms=int((time.monotonic() - self._started) * 1000),
+            **more,
         )
 
 
@@ -117,26 +127,36 @@ def _finished_line(result: NodeResult) -> str:
     return text
 
 
-def summary_lines(report: PushReport, total: int) -> list[str]:
-    """The closing summary: counts per outcome, then each failed node and why."""
+def summary_lines(report: PushReport, total: int, rerun: Rerun | None = None) -> list[str]:
+    """The closing summary: counts per outcome, the failed nodes by outcome, what next.
+
+    Each failed node's error was shown once, on its line as it finished; the
+    summary names the nodes only.
+    """
     counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(report.counts().items()))
     head = f"{len(report.results)}/{total} nodes: {counts or 'none'}"
     if report.interrupted:
         head += " (interrupted)"
     lines = [head]
-    failed = report.failed
-    for result in failed:
-        lines.append(f"  {result.node}: {result.outcome}: {result.error or 'no error given'}")
-    if failed:
-        lines.append("retry just these: txsetup push --retry-from RESULTS-FILE (the stdout lines)")
+    by_outcome: dict[str, list[str]] = {}
+    for result in report.failed:
+        by_outcome.setdefault(result.outcome, []).append(result.node)
+    for outcome, nodes in by_outcome.items():
+        more = f" and {len(nodes) - _NAMED} more" if len(nodes) > _NAMED else ""
+        lines.append(f"  {outcome}: {', '.join(nodes[:_NAMED])}{more}")
+    step = (rerun or Rerun()).next_step(report)
+    if step is not None:
+        lines.append(f"{'next' if report.interrupted else 'retry just these'}: {step.command}")
+        lines.append(f"  {step.words}")
     return lines
 
 
 class PlainView:
     """Plain lines for a terminal without ``rich``: one per step, node end, summary."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, rerun: Rerun | None = None) -> None:
         self._stream = stream
+        self._rerun = rerun or Rerun()
         self._total = 0
 
     def _say(self, text: str) -> None:
@@ -164,7 +184,7 @@ class PlainView:
 
     def end(self, report: PushReport) -> None:
         """The summary."""
-        for line in summary_lines(report, self._total):
+        for line in summary_lines(report, self._total, self._rerun):
             self._say(line)
 
 
@@ -183,10 +203,11 @@ def _result_of(event: NodeEvent) -> NodeResult:
 class LiveView:
     """rich: running nodes as live rows, finished ones printed above, a summary."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, rerun: Rerun | None = None) -> None:
         from rich.console import Console
         from rich.live import Live
 
+        self._rerun = rerun or Rerun()
         self._running: dict[str, _Running] = {}
         self._done = 0
         self._bad = 0
@@ -243,7 +264,14 @@ class LiveView:
     def end(self, report: PushReport) -> None:
         """Stop drawing; print the summary."""
         self._live.stop()
-        lines = summary_lines(report, self._total)
-        self._console.print(lines[0], style="bold" if report.ok else "bold red", markup=False)
-        for line in lines[1:]:
-            self._console.print(line, style="red" if line.startswith("  ") else "", markup=False)
+        head, *failed = summary_lines(report, self._total, self._rerun)
+        step = self._rerun.next_step(report)
+        if step is not None:
+            failed, next_lines = failed[:-2], failed[-2:]
+        else:
+            next_lines = []
+        self._console.print(head, style="bold" if report.ok else "bold red", markup=False)
+        for line in failed:
+            self._console.print(line, style="red", markup=False)
+        for line, style in zip(next_lines, ("bold", "dim"), strict=False):
+            self._console.print(line, style=style, markup=False, soft_wrap=True)

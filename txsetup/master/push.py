@@ -28,7 +28,10 @@ from txsetup.master.results import (
 )
 from txsetup.master.ssh import SSH_FAILED, Node, NodeRun, RemoteCall, run_on_node
 
-__all__ = ["NodeEvent", "PushOptions", "push", "push_async"]
+COMMAND_NOT_FOUND = 127  # the node's shell found no such command
+_LAST_WORDS = 3  # stderr lines that are not JSON kept for a node's error
+
+__all__ = ["NodeEvent", "PushOptions", "not_found_hint", "push", "push_async"]
 
 
 @dataclass(frozen=True)
@@ -135,26 +138,46 @@ async def push_async(
                 finish(NodeResult(node.spec, None, NOT_STARTED, None, 0, "push interrupted"))
                 return
             on_event(NodeEvent(node.spec, {"event": "node.begin", "host": node.host}, False))
+            # Lines that are not JSON wait here while they may still be the node's last
+            # words: those become the result's error and are not shown a second time.
+            last_words: list[str] = []
+
+            def say(lines: list[str]) -> None:
+                for text in lines:
+                    on_event(NodeEvent(node.spec, {"event": "node.output", "line": text}, False))
 
             def on_line(parsed: dict[str, Any] | None, text: str) -> None:
                 if parsed is not None:
+                    say(last_words)
+                    last_words.clear()
                     on_event(NodeEvent(node.spec, parsed, True))
                 elif text.strip():
-                    on_event(NodeEvent(node.spec, {"event": "node.output", "line": text}, False))
+                    last_words.append(text)
+                    say(last_words[:-_LAST_WORDS])
+                    del last_words[:-_LAST_WORDS]
 
             stdin = payload.for_node(node.host) if payload is not None else None
             run = await run_on_node(
                 node, call, stdin, on_line=on_line, timeout=options.timeout, stop=stop
             )
-            finish(_node_result(node, run, options.timeout))
+            result = _node_result(node, run, options, last_words)
+            say([text for text in last_words if text not in (result.error or "")])
+            finish(result)
 
     await asyncio.gather(*(one(node) for node in nodes))
     report.interrupted = stop.is_set()
     return report
 
 
-def _node_result(node: Node, run: NodeRun, timeout: float | None) -> NodeResult:
-    """A node's result from its own result object, or from how ssh ended."""
+def _node_result(
+    node: Node, run: NodeRun, options: PushOptions, last_words: list[str]
+) -> NodeResult:
+    """A node's result from its own result object, or from how ssh ended.
+
+    ``last_words`` are the node's last stderr lines that are not JSON (ssh's
+    own message, a shell's "not found"): the error quotes them when the node
+    gave no result of its own.
+    """
     returncode = run.returncode if run.returncode is not None and run.returncode >= 0 else None
     found = run.result
     if found is not None and isinstance(found.get("outcome"), str):
@@ -171,20 +194,31 @@ def _node_result(node: Node, run: NodeRun, timeout: float | None) -> NodeResult:
         )
     if run.interrupted or run.timed_out:
         returncode = None  # what ssh says after we ended it is not the node's word
-    said = "; ".join(run.last_output)
+    said = "; ".join(last_words)
     after = "the node finishes or rolls back on its own; `txsetup push --resume` reports it"
     if run.interrupted:
         outcome, error = INTERRUPTED, f"push interrupted: ssh ended; {after}"
     elif run.timed_out:
-        outcome, error = TIMED_OUT, f"no result within {timeout:g}s: ssh ended; {after}"
+        outcome, error = TIMED_OUT, f"no result within {options.timeout:g}s: ssh ended; {after}"
     elif returncode == SSH_FAILED:
         outcome, error = UNREACHABLE, said or "ssh failed (exit 255)"
+    elif returncode == COMMAND_NOT_FOUND:
+        outcome, error = "failed", not_found_hint(options.remote_command, said)
     else:
         outcome = "failed"
         error = f"remote command exited {returncode} without a result" + (
             f": {said}" if said else ""
         )
     return NodeResult(node.spec, returncode, outcome, None, run.duration_ms, error)
+
+
+def not_found_hint(remote_command: str, said: str = "") -> str:
+    """The error of a node whose shell did not find the remote command (exit 127)."""
+    hint = (
+        f"`{remote_command}` was not found on the node (exit 127): install txsetup there, "
+        "or give the command's path with --remote-command"
+    )
+    return f"{hint} ({said})" if said else hint
 
 
 def _summary(result: NodeResult) -> dict[str, Any]:

@@ -93,11 +93,10 @@ class RemoteCall:
 
 @dataclass
 class NodeRun:
-    """What came back from one node: exit status, its result object, its last words."""
+    """What came back from one node: exit status and its result object."""
 
     returncode: int | None
     result: dict[str, Any] | None
-    last_output: list[str]
     duration_ms: int
     timed_out: bool = False
     interrupted: bool = False
@@ -132,7 +131,6 @@ async def run_on_node(
     stdout, stderr = proc.stdout, proc.stderr
     if stdout is None or stderr is None:  # asked for above: cannot happen
         raise InternalError("ssh was started without its output pipes")
-    last_output: list[str] = []
 
     async def feed() -> None:
         if stdin is None or proc.stdin is None:
@@ -146,10 +144,7 @@ async def run_on_node(
     async def read_stderr() -> None:
         while line := await _read_line(stderr):
             text = line.decode("utf-8", "replace").rstrip("\r\n")
-            parsed = _json_object(text)
-            if parsed is None and text.strip():
-                last_output[:] = [*last_output[-2:], text]
-            on_line(parsed, text)
+            on_line(_json_object(text), text)
 
     async def read_stdout() -> bytes:
         kept = bytearray()
@@ -162,7 +157,7 @@ async def run_on_node(
     waiting: set[asyncio.Future[Any]] = {work, stopped}
     done, _ = await asyncio.wait(waiting, timeout=timeout, return_when="FIRST_COMPLETED")
     stopped.cancel()
-    run = NodeRun(None, None, last_output, 0)
+    run = NodeRun(None, None, 0)
     if work not in done:
         run.timed_out, run.interrupted = not stop.is_set(), stop.is_set()
         await _end(proc)

@@ -1,0 +1,91 @@
+"""The command push's closing summary gives next, and the results file it names."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from txsetup.master.nextstep import Rerun, results_file_of
+from txsetup.master.results import INTERRUPTED, NOT_STARTED, NodeResult, PushReport
+
+REACH = ("--ssh-option", "IdentityFile=/k ey", "--remote-command", "/opt/tx node-daemon-setup")
+AGAIN = ("--from-root", "/srv/master", "--no-start-node-daemon")
+
+
+def report(*outcomes: tuple[str, int | None], interrupted: bool = False) -> PushReport:
+    """A report with one node per (outcome, exit code)."""
+    results = [
+        NodeResult(f"n{i}", code, outcome, None, 0, None)
+        for i, (outcome, code) in enumerate(outcomes)
+    ]
+    return PushReport(results, interrupted)
+
+
+def test_nothing_next_when_every_node_succeeded() -> None:
+    """Every node exit 0 (even if a signal came after): no next command."""
+    rerun = Rerun(REACH, AGAIN, results_file="r.json")
+    assert rerun.next_step(report(("committed", 0))) is None
+    assert rerun.next_step(report(("committed", 0), interrupted=True)) is None
+
+
+def test_after_an_interruption_resume_with_the_options_that_reach_the_nodes() -> None:
+    """Interrupted: `push --resume --retry-from FILE` plus ssh and remote command, quoted;
+    not the payload's options, which a resume does not take."""
+    step = Rerun(REACH, AGAIN, results_file="out/r.json").next_step(
+        report((INTERRUPTED, None), (NOT_STARTED, None), interrupted=True)
+    )
+    assert step is not None
+    assert shlex.split(step.command) == [
+        "txsetup",
+        "push",
+        "--resume",
+        "--retry-from",
+        "out/r.json",
+        *REACH,
+    ]
+    assert "how its run ended" in step.words
+
+
+def test_after_failures_retry_with_this_push_s_options() -> None:
+    """Not interrupted: `push --retry-from FILE` with the payload's options and the reach."""
+    step = Rerun(REACH, AGAIN, results_file="r.json").next_step(report(("failed", 4)))
+    assert step is not None
+    assert shlex.split(step.command) == [
+        "txsetup",
+        "push",
+        "--retry-from",
+        "r.json",
+        *AGAIN,
+        *REACH,
+    ]
+    assert step.words == "pushes again to just the nodes that did not succeed"
+
+
+def test_an_abort_is_resumed_as_an_abort() -> None:
+    """An interrupted `--resume --abort` push goes on undoing."""
+    step = Rerun(abort=True).next_step(report((INTERRUPTED, None), interrupted=True))
+    assert step is not None
+    assert step.command.startswith("txsetup push --resume --abort --retry-from RESULTS-FILE")
+    assert "RESULTS-FILE: this push's stdout, saved to a file" in step.words
+
+
+def test_results_file_is_a_regular_file_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stdout to a file names it (relative under the working directory); a pipe does not."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    with (tmp_path / "sub/results.json").open("w") as out:
+        assert results_file_of(out) == "sub/results.json"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # outside the working directory: absolute
+    with (tmp_path / "sub/results.json").open("w") as out:
+        assert results_file_of(out) == str(tmp_path / "sub/results.json")
+    read, write = os.pipe()
+    with os.fdopen(read), os.fdopen(write, "w") as writer:
+        assert results_file_of(writer) is None
+    with open(os.devnull, "w") as null:
+        assert results_file_of(null) is None
