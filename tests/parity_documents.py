@@ -13,14 +13,12 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
-from cryptography.x509.oid import NameOID
 
+from tests.certkinds import openssl_signed, self_signed
 from tests.conftest import CLUSTER, make_document
 from txsetup.demo.certs import generate_node_certificate, split_pem
 
@@ -59,33 +57,11 @@ class Variant:
     seed: Mapping[str, str] = field(default_factory=dict)  # name in /var/lib/ganeti -> text
 
 
-def _key_pem(key: CertificateIssuerPrivateKeyTypes) -> str:
-    pkcs8, none = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    return key.private_bytes(serialization.Encoding.PEM, pkcs8, none).decode()
-
-
-def _self_signed(key: CertificateIssuerPrivateKeyTypes) -> str:
-    """server.pem text: ``key``, then a certificate for it valid from a day ago for a year."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CLUSTER)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=365))
-        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
-    )
-    return _key_pem(key) + cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def _json(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document).encode()
 
 
-def build_variants(node_pem: str, other_pem: str) -> list[Variant]:
+def build_variants(node_pem: str, other_pem: str, work: Path) -> list[Variant]:
     """Every variant: each field's edge cases, on a fresh node or one already set up."""
     now = datetime.now(UTC)
 
@@ -154,18 +130,18 @@ def build_variants(node_pem: str, other_pem: str) -> list[Variant]:
     add("extra-unknown-block-after", _json(doc(node_pem + public)), EXTRA_BLOCKS)
     add("certificate-without-key", _json(doc(cert)))
     add("key-of-another-certificate", _json(doc(other_key + cert)))
-    add("rsa-1024", _json(doc(_self_signed(rsa.generate_private_key(65537, 1024)))))  # noqa: S505
-    rsa_2000 = _self_signed(rsa.generate_private_key(65537, 2000))  # noqa: S505
+    add("rsa-1024", _json(doc(self_signed(rsa.generate_private_key(65537, 1024)))))  # noqa: S505
+    rsa_2000 = self_signed(rsa.generate_private_key(65537, 2000))  # noqa: S505
     add("rsa-2000", _json(doc(rsa_2000)), WEAK_RSA)
-    add("dsa-2048", _json(doc(_self_signed(dsa.generate_private_key(2048)))), UNSERVABLE_KEY)
-    add("ec-p192", _json(doc(_self_signed(ec.generate_private_key(ec.SECP192R1())))))
-    add(
-        "ec-p224", _json(doc(_self_signed(ec.generate_private_key(ec.SECP224R1())))), UNSERVABLE_KEY
-    )
-    k1 = _self_signed(ec.generate_private_key(ec.SECP256K1()))
+    add("dsa-2048", _json(doc(self_signed(dsa.generate_private_key(2048)))), UNSERVABLE_KEY)
+    add("ec-p192", _json(doc(self_signed(ec.generate_private_key(ec.SECP192R1())))))
+    add("ec-p224", _json(doc(self_signed(ec.generate_private_key(ec.SECP224R1())))), UNSERVABLE_KEY)
+    k1 = self_signed(ec.generate_private_key(ec.SECP256K1()))
     add("ec-secp256k1", _json(doc(k1)), UNSERVABLE_KEY)
-    add("ec-p384", _json(doc(_self_signed(ec.generate_private_key(ec.SECP384R1())))))
-    add("ed25519", _json(doc(_self_signed(ed25519.Ed25519PrivateKey.generate()))), EDDSA)
+    add("ec-p384", _json(doc(self_signed(ec.generate_private_key(ec.SECP384R1())))))
+    sha1_by_ca = openssl_signed(work, rsa.generate_private_key(65537, 2048), "sha1", by_ca=True)
+    add("sha1-signature-by-a-ca", _json(doc(sha1_by_ca)))
+    add("ed25519", _json(doc(self_signed(ed25519.Ed25519PrivateKey.generate()))), EDDSA)
     add("cluster-name-mismatch", _json(doc(cluster_name="other.example.com")))
     add("cluster-name-number", _json(doc(cluster_name=5)))
     add("ssconf-list-value", _json(with_ssconf(node_list=["node1", "node2"])), SSCONF_LIST)

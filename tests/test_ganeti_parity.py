@@ -334,9 +334,11 @@ cases=$1 orig=$2
 shift 2
 mount --bind /usr/lib/ganeti "$orig"
 mount -t tmpfs -o mode=0755 tmpfs /usr/lib/ganeti
-for entry in "$orig"/*; do ln -s "$entry" /usr/lib/ganeti/; done
 printf '#!/bin/sh\necho "$*" >> "$DAEMON_UTIL_CALLS"\n' > /usr/lib/ganeti/daemon-util
 chmod 0755 /usr/lib/ganeti/daemon-util
+for entry in "$orig"/*; do  # the rest as links; never one through which to write the real files
+    [ -e "/usr/lib/ganeti/${entry##*/}" ] || [ ! -e "$entry" ] || ln -s "$entry" /usr/lib/ganeti/
+done
 for case in "$cases"/*/; do
     for dir in lib/ganeti lock log/ganeti run/ganeti; do
         mount -t tmpfs -o mode=0755 tmpfs "/var/$dir"
@@ -501,7 +503,7 @@ def test_side_by_side_with_ganeti(
     """On every document both tools end alike, or as a row of docs/ganeti.md's table says;
     txsetup's refusals change nothing, and every row is shown by some document."""
     rows = difference_rows()
-    variants = build_variants(node_pem, other_pem)
+    variants = build_variants(node_pem, other_pem, tmp_path / "certificates")
     batch = ganeti_batch(ganeti, variants, tmp_path / "ganeti")
     try:
         with ThreadPoolExecutor(max_workers=4) as pool:  # each run is its own process

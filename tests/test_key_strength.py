@@ -1,84 +1,31 @@
 """The node certificate's key and signature: txsetup refuses what the node daemon's TLS cannot use.
 
-Every certificate here is real (keys from ``cryptography``, SHA-1 and MD5
-signatures from the ``openssl`` command, which ``cryptography`` no longer
-makes), and every verdict is checked against this machine's OpenSSL: a
-server context with Ganeti's cipher list loads it and completes a handshake
-with a client that trusts exactly that certificate, as Ganeti's RPC client
-does (docs/ganeti.md, "Deliberate differences").
+Every certificate here is real (``tests/certkinds.py``), and every verdict
+is checked against this machine's OpenSSL: a server context with Ganeti's
+cipher list loads it and completes a handshake with a client that trusts
+exactly that certificate, as Ganeti's RPC client does (docs/ganeti.md,
+"Every deliberate difference").
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
-from cryptography.x509.oid import NameOID
 
-from tests.conftest import require_tool
+from tests.certkinds import openssl_signed, self_signed
 from txsetup.errors import ExitCode, RefusedByVerification
 from txsetup.node.checks import verify_node_certificate, verify_public_certificate
 
 NOW = datetime.now(UTC)
 GANETI_CIPHERS = "HIGH:-DES:-3DES:-EXPORT:-DH"  # constants.OPENSSL_CIPHERS, noded's TLS
-NAME = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "node.example.com")])
-
-
-def key_pem(key: CertificateIssuerPrivateKeyTypes) -> str:
-    """The unencrypted PKCS#8 PEM of ``key``."""
-    pkcs8, none = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    return key.private_bytes(serialization.Encoding.PEM, pkcs8, none).decode()
-
-
-def self_signed(key: CertificateIssuerPrivateKeyTypes) -> str:
-    """server.pem text: ``key`` and a self-signed certificate for it (SHA-256 unless EdDSA)."""
-    eddsa = isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(NAME)
-        .issuer_name(NAME)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=30))
-        .sign(key, None if eddsa else hashes.SHA256())
-    )
-    return key_pem(key) + cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def openssl_signed(work: Path, key: rsa.RSAPrivateKey, digest: str, *, by_ca: bool) -> str:
-    """server.pem text whose certificate the ``openssl`` command signed with ``digest``:
-    self-signed, or issued by a fresh RSA 2048 CA."""
-    openssl = require_tool("openssl")
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "node.key").write_text(key_pem(key))
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=work, check=True, capture_output=True, timeout=60)
-
-    common = ["-days", "30", f"-{digest}"]
-    if not by_ca:
-        run("req", "-x509", "-new", "-key", "node.key", "-subj", "/CN=node", *common, "-out", "c")
-    else:
-        (work / "ca.key").write_text(key_pem(rsa.generate_private_key(65537, 2048)))
-        run(
-            "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=ca", "-days", "30", "-out", "ca"
-        )
-        run("req", "-new", "-key", "node.key", "-subj", "/CN=node", "-out", "csr")
-        run("x509", "-req", "-in", "csr", "-CA", "ca", "-CAkey", "ca.key", *common, "-out", "c")
-        run("x509", "-in", "c", "-noout")  # it parses
-    return key_pem(key) + (work / "c").read_text()
 
 
 @dataclass(frozen=True)
