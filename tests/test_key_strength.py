@@ -14,13 +14,14 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from tests.certkinds import openssl_signed, self_signed
+from txsetup.demo.certs import generate_node_certificate
 from txsetup.errors import ExitCode, RefusedByVerification
 from txsetup.node.checks import verify_node_certificate, verify_public_certificate
 
@@ -47,6 +48,13 @@ def ec_pem(curve: ec.EllipticCurve) -> Callable[[Path], str]:
     return lambda _: self_signed(ec.generate_private_key(curve))
 
 
+def dated(start_days: int, end_days: int) -> Callable[[Path], str]:
+    """An EC P-256 key with a certificate valid from ``start_days`` to ``end_days`` from now."""
+    now = datetime.now(UTC)
+    start, end = now + timedelta(days=start_days), now + timedelta(days=end_days)
+    return lambda _: generate_node_certificate("node.example.com", not_before=start, not_after=end)
+
+
 STRENGTH_CASES = [
     pytest.param(Strength(rsa_pem(1024), "RSA key of 1024 bits: "), id="rsa-1024"),
     pytest.param(Strength(rsa_pem(1536), "RSA key of 1536 bits: "), id="rsa-1536"),
@@ -66,6 +74,8 @@ STRENGTH_CASES = [
     pytest.param(Strength(ec_pem(ec.SECP256K1()), "curve secp256k1"), id="ec-secp256k1"),
     pytest.param(Strength(ec_pem(ec.BrainpoolP256R1()), "brainpoolP256r1"), id="ec-brainpool"),
     pytest.param(Strength(ec_pem(ec.SECP256R1())), id="ec-p256"),
+    pytest.param(Strength(dated(-9, -1), "expired"), id="ec-p256-expired"),
+    pytest.param(Strength(dated(1, 9), "not valid before"), id="ec-p256-not-yet-valid"),
     pytest.param(Strength(ec_pem(ec.SECP384R1())), id="ec-p384"),
     pytest.param(Strength(ec_pem(ec.SECP521R1())), id="ec-p521"),
     pytest.param(
