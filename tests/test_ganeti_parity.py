@@ -408,14 +408,17 @@ def seed_files(directory: Path, seed: Mapping[str, str]) -> None:
             path.chmod(0o444)
 
 
-def ganeti_verdict(case: Path, seed: Mapping[str, str]) -> Verdict:
-    """What Ganeti's tool did on the case in ``case`` (after the batch)."""
+def ganeti_verdict(case: Path) -> Verdict:
+    """What Ganeti's tool did on the document in ``case`` (after the batch): its data
+    directory against the seed it started from, and anything in its log and run directories."""
     after = written(case / "after/lib/ganeti")
-    before = written(case / "seed")
+    elsewhere = [
+        name for d in ("log/ganeti", "run/ganeti") for name in os.listdir(case / "after" / d)
+    ]
     return Verdict(
         int((case / "exit").read_text()),
         (case / "daemon-util").exists(),
-        after != before,
+        after != written(case / "seed") or bool(elsewhere),
         after,
         ((case / "stderr").read_text(errors="replace").strip().splitlines() or [""])[-1][-160:],
     )
@@ -514,7 +517,7 @@ def test_side_by_side_with_ganeti(
     assert batch.returncode == 0, (out + err).decode()[-3000:]
     report, shown = [], set()
     for index, (variant, mine) in enumerate(zip(variants, ours, strict=True)):
-        theirs = ganeti_verdict(tmp_path / "ganeti/cases" / f"{index:03d}", variant.seed)
+        theirs = ganeti_verdict(tmp_path / "ganeti/cases" / f"{index:03d}")
         found = differences(theirs, mine)
         line = (
             f"{variant.id}: Ganeti {describe(theirs)}, txsetup {describe(mine)} {found}"
