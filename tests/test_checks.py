@@ -200,12 +200,28 @@ NODE_CERTIFICATE_CASES = [
         id="same-local-key-renewed",
     ),
     pytest.param(
-        Case(lambda k: pair(k.ec_key), local=lambda k: cert_pem(k.ec_key)),
+        Case(lambda k: pair(k.ec_key), "no usable private key", local=lambda k: cert_pem(k.ec_key)),
         id="local-cert-only-same-key",
     ),
     pytest.param(
-        Case(lambda k: pair(k.ec_key), "this node's key", local=lambda k: cert_pem(k.other_ec_key)),
-        id="local-cert-only-other-key",
+        Case(lambda k: pair(k.ec_key), "no certificate", local=lambda k: key_pem(k.ec_key)),
+        id="local-key-only",
+    ),
+    pytest.param(
+        Case(
+            lambda k: pair(k.ec_key),
+            "local server.pem's certificate does not match its key",
+            local=lambda k: key_pem(k.ec_key) + cert_pem(k.other_ec_key),
+        ),
+        id="local-key-with-another-certificate",
+    ),
+    pytest.param(
+        Case(
+            lambda k: pair(k.ec_key),
+            "no usable private key",
+            local=lambda k: key_pem(k.ec_key, password=b"pw") + cert_pem(k.ec_key),
+        ),
+        id="local-key-encrypted",
     ),
     pytest.param(
         Case(lambda k: pair(k.ec_key), "unreadable", local=lambda _: "not a pem file\n"),
@@ -374,6 +390,22 @@ PUBLIC_CERTIFICATE_CASES = [
     ),
     pytest.param(
         Case(lambda k: cert_pem(k.ec_key), "unreadable", local=lambda _: ""), id="local-unreadable"
+    ),
+    pytest.param(
+        Case(
+            lambda k: cert_pem(k.ec_key),
+            "no usable private key",
+            local=lambda k: cert_pem(k.ec_key),
+        ),
+        id="local-cert-only",
+    ),
+    pytest.param(
+        Case(
+            lambda k: cert_pem(k.ec_key),
+            "does not match its key",
+            local=lambda k: key_pem(k.ec_key) + cert_pem(k.other_ec_key),
+        ),
+        id="local-key-with-another-certificate",
     ),
     pytest.param(
         Case(lambda k: cert_pem(k.ec_key) + cert_pem(k.rsa_key), "2 certificates found"),

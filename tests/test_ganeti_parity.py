@@ -18,6 +18,8 @@ import pwd
 import secrets
 import stat
 import subprocess
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +34,7 @@ from cryptography.x509.oid import NameOID
 from bench.push import ssconf_values
 from tests.conftest import (
     CLUSTER,
+    REPO,
     SYSTEM_TESTS,
     encode,
     make_document,
@@ -40,6 +43,7 @@ from tests.conftest import (
     run_txsetup,
     snapshot,
 )
+from tests.parity_documents import Variant, build_variants
 from txsetup.demo.certs import generate_node_certificate, split_pem
 
 pytestmark = pytest.mark.system
@@ -317,3 +321,229 @@ def test_dry_run_writes_nothing_where_ganetis_replaces_client_pem(
     run = run_txsetup(["node-daemon-setup", "--root", str(root), "--dry-run"], stdin=document)
     assert (run.returncode, run.result["outcome"]) == (0, "dry_run")
     assert snapshot(root) == before
+
+
+# The side-by-side set: many documents, each through both tools (docs/ganeti.md).
+
+# Run inside one namespace: $1 holds a directory per document (stdin, seed/),
+# $2 is an empty directory. Ganeti's daemon-util is replaced, in the namespace
+# only, by one that records its arguments, so a restart is seen and harmless.
+_BATCH = r"""
+set -e
+cases=$1 orig=$2
+shift 2
+mount --bind /usr/lib/ganeti "$orig"
+mount -t tmpfs -o mode=0755 tmpfs /usr/lib/ganeti
+printf '#!/bin/sh\necho "$*" >> "$DAEMON_UTIL_CALLS"\n' > /usr/lib/ganeti/daemon-util
+chmod 0755 /usr/lib/ganeti/daemon-util
+for entry in "$orig"/*; do  # the rest as links; never one through which to write the real files
+    [ -e "/usr/lib/ganeti/${entry##*/}" ] || [ ! -e "$entry" ] || ln -s "$entry" /usr/lib/ganeti/
+done
+for case in "$cases"/*/; do
+    for dir in lib/ganeti lock log/ganeti run/ganeti; do
+        mount -t tmpfs -o mode=0755 tmpfs "/var/$dir"
+    done
+    if [ -d "$case/seed" ]; then cp -a "$case/seed/." /var/lib/ganeti/; fi
+    status=0
+    DAEMON_UTIL_CALLS="$case/daemon-util" "$@" < "$case/stdin" > "$case/stdout" 2> "$case/stderr" \
+        || status=$?
+    echo "$status" > "$case/exit"
+    for dir in lib/ganeti lock log/ganeti run/ganeti; do
+        mkdir -p "$case/after/$dir"
+        cp -a "/var/$dir/." "$case/after/$dir/"
+        umount "/var/$dir"
+    done
+done
+"""
+
+TABLE_HEADING = "### Every deliberate difference"
+SIDE_BY_SIDE = "side by side"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a tool ended on one document."""
+
+    exit_code: int
+    restarted: bool  # it (re)started the node daemon
+    changed: bool  # /var/lib/ganeti differs from before the run
+    files: dict[str, Written]
+    error: str = ""  # the last line it wrote to stderr, for the report
+
+    @property
+    def accepted(self) -> bool:
+        return self.exit_code == 0
+
+
+def ganeti_batch(ganeti: Ganeti, variants: list[Variant], work: Path) -> subprocess.Popen[bytes]:
+    """Start Ganeti's tool on every variant, one after another, in one private namespace."""
+    cases = work / "cases"
+    for index, variant in enumerate(variants):
+        case = cases / f"{index:03d}"
+        (case / "seed").mkdir(parents=True)
+        (case / "stdin").write_bytes(variant.stdin)
+        seed_files(case / "seed", variant.seed)
+    (work / "orig").mkdir()
+    argv = [SYSTEM_PYTHON, str(GANETI_TOOL)]
+    return subprocess.Popen(
+        [
+            *(ganeti.unshare, "--mount", "--propagation", "private", "sh", "-c", _BATCH, "sh"),
+            *(str(cases), str(work / "orig"), *argv),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(GANETI_LIB)},
+    )
+
+
+def seed_files(directory: Path, seed: Mapping[str, str]) -> None:
+    """The node's files before a run, as Ganeti's tool would have left them."""
+    for name, text in seed.items():
+        path = directory / name
+        path.write_text(text)
+        if name == "server.pem":
+            os.chown(path, pwd.getpwnam("gnt-masterd").pw_uid, grp.getgrnam("gnt-masterd").gr_gid)
+            path.chmod(0o440)
+        else:
+            path.chmod(0o444)
+
+
+def ganeti_verdict(case: Path) -> Verdict:
+    """What Ganeti's tool did on the document in ``case`` (after the batch): its data
+    directory against the seed it started from, and anything in its log and run directories."""
+    after = written(case / "after/lib/ganeti")
+    elsewhere = [
+        name for d in ("log/ganeti", "run/ganeti") for name in os.listdir(case / "after" / d)
+    ]
+    return Verdict(
+        int((case / "exit").read_text()),
+        (case / "daemon-util").exists(),
+        after != written(case / "seed") or bool(elsewhere),
+        after,
+        ((case / "stderr").read_text(errors="replace").strip().splitlines() or [""])[-1][-160:],
+    )
+
+
+def txsetup_verdict(variant: Variant, root: Path) -> Verdict:
+    """Run txsetup on the variant in a fresh root; a refusal must change nothing."""
+    ganeti_dir = root / "var/lib/ganeti"
+    ganeti_dir.mkdir(parents=True)
+    seed_files(ganeti_dir, variant.seed)
+    (root / "var/lock").mkdir()
+    config = root / "etc/txsetup/config.toml"
+    config.parent.mkdir(parents=True)
+    true = require_tool("true")
+    config.write_text(
+        f'[daemon]\nrestart = ["{true}"]\nstop = ["{true}"]\nstatus = ["{true}"]\n'
+        'health_url = "none"\n'
+    )
+    before = snapshot(root)
+    run = run_txsetup(["node-daemon-setup", "--root", str(root)], stdin=variant.stdin)
+    after = snapshot(root)
+    if run.returncode != 0:
+        assert after == before, f"{variant.id}: txsetup's refusal changed files"
+    return Verdict(
+        run.returncode,
+        "daemon.restart" in run.event_names(),
+        after != before,
+        written(ganeti_dir),
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of docs/ganeti.md's table of deliberate differences."""
+
+    input: str
+    ganeti: str
+    txsetup: str
+    why: str
+    shown_by: str
+
+
+def difference_rows() -> dict[str, Row]:
+    """The table under TABLE_HEADING in docs/ganeti.md, by its first column."""
+    text = (REPO / "docs/ganeti.md").read_text()
+    section = text.split(TABLE_HEADING, 1)[1].split("\n#", 1)[0]
+    rows: dict[str, Row] = {}
+    for line in section.splitlines():
+        if not line.startswith("| ") or line.startswith(("| input ", "| ---")):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        assert len(cells) == 5, f"a row of five cells expected: {line}"
+        assert cells[0] not in rows, f"two rows for {cells[0]}"
+        rows[cells[0]] = Row(*cells)
+    return rows
+
+
+def differences(ganeti: Verdict, ours: Verdict) -> list[str]:
+    """How the two tools ended differently on one document (empty when alike)."""
+    found = []
+    if ganeti.accepted != ours.accepted:
+        found.append("verdict")
+    if ganeti.restarted != ours.restarted:
+        found.append("restart")
+    if not ganeti.accepted and ganeti.changed:
+        found.append("ganeti changed files before refusing")
+    if ganeti.accepted and ours.accepted:
+        theirs = {k: w for k, w in ganeti.files.items() if not k.startswith("client.pem")}
+        mine = {k: w for k, w in ours.files.items() if k != "client.pem"}
+        if theirs != mine:
+            found.append("files")
+    return found
+
+
+def describe(verdict: Verdict) -> str:
+    """A verdict in the words of the table's cells."""
+    if verdict.accepted:
+        return "accepts" + (" and restarts" if verdict.restarted else "")
+    return f"refuses (exit {verdict.exit_code})" + (", after writing" if verdict.changed else "")
+
+
+def test_side_by_side_with_ganeti(
+    ganeti: Ganeti, node_pem: str, other_pem: str, tmp_path: Path
+) -> None:
+    """On every document both tools end alike, or as a row of docs/ganeti.md's table says;
+    txsetup's refusals change nothing, and every row is shown by some document."""
+    rows = difference_rows()
+    variants = build_variants(node_pem, other_pem, tmp_path / "certificates")
+    batch = ganeti_batch(ganeti, variants, tmp_path / "ganeti")
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:  # each run is its own process
+            roots = [tmp_path / "ours" / f"{i:03d}" for i in range(len(variants))]
+            ours = list(pool.map(txsetup_verdict, variants, roots))
+    finally:
+        out, err = batch.communicate(timeout=600)
+    assert batch.returncode == 0, (out + err).decode()[-3000:]
+    report, shown = [], set()
+    for index, (variant, mine) in enumerate(zip(variants, ours, strict=True)):
+        theirs = ganeti_verdict(tmp_path / "ganeti/cases" / f"{index:03d}")
+        found = differences(theirs, mine)
+        line = (
+            f"{variant.id}: Ganeti {describe(theirs)}, txsetup {describe(mine)} {found}"
+            f" (Ganeti: {theirs.error})"
+        )
+        report.append(line)
+        if not found:
+            if variant.row is not None:
+                report.append(f"  ^ expected the difference {variant.row!r}")
+            continue
+        row = rows.get(variant.row or "")
+        if row is None:
+            report.append(f"  ^ not a row of the table: {variant.row!r}")
+            continue
+        shown.add(row.input)
+        expect_ganeti = "accepts" if theirs.accepted else "refuses"
+        expect_ours = "accepts" if mine.accepted else f"refuses (exit {mine.exit_code})"
+        if not row.ganeti.startswith(expect_ganeti) or not row.txsetup.startswith(expect_ours):
+            report.append(f"  ^ the row says Ganeti {row.ganeti!r}, txsetup {row.txsetup!r}")
+        if ("after writing" in row.ganeti) != (not theirs.accepted and theirs.changed):
+            report.append("  ^ the row's Ganeti cell and 'after writing' disagree")
+    bad = [line for line in report if line.startswith("  ^")]
+    assert not bad, "\n".join(report)
+    for row in rows.values():
+        if row.shown_by == SIDE_BY_SIDE:
+            assert row.input in shown, f"no document shows the row {row.input!r}"
+        else:  # `tests/test_x.py::test_name`: that test exists
+            path, _, name = row.shown_by.strip("`").partition("::")
+            assert f"def {name}(" in (REPO / path).read_text(), row.shown_by

@@ -178,7 +178,11 @@ NODE_DAEMON_CASES = [
     (b"true", "$: expected object, got boolean"),
     (b"\xff\xfe{}", "$: not UTF-8 (invalid byte at offset 0)"),
     (b'{"cluster_name": "\xc3("}', "$: not UTF-8 (invalid byte at offset 18)"),
-    (b"\xef\xbb\xbf{}", "$: not JSON"),
+    (
+        b"\xef\xbb\xbf{}",
+        "$: starts with a byte order mark (U+FEFF); send plain UTF-8 without it",
+    ),
+    (b'{"cluster_name": "a\x01"}', "$: not JSON: Invalid control character at line 1 column 20"),
     (b'{"cluster_name": "x"', "$: not JSON"),
     (b'{"cluster_name": "x"} {}', "$: not JSON: Extra data"),
     (b'{"cluster_name": NaN}', "$: not JSON: NaN is not a JSON value"),

@@ -64,6 +64,13 @@ _ISSUER_KEYS: Final = (
     ed448.Ed448PrivateKey,
     dsa.DSAPrivateKey,
 )
+# What the node daemon's TLS can serve: OpenSSL at its default security level 2
+# (keys of at least 112 bits of strength) with Ganeti's cipher list, which has
+# no DHE; its peers, OpenSSL clients, offer only these curves for ECDSA.
+_MIN_RSA_BITS: Final = 2048
+_TLS_CURVES: Final = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+_WEAK_SIGNATURE_HASHES: Final = {"md5": "MD5", "sha1": "SHA-1"}
+_FIX_LOCAL: Final = "fix or remove it"
 _LOCAL_UNREADABLE: Final = (
     "the local server.pem is unreadable (no parseable private key or certificate); fix or remove it"
 )
@@ -120,7 +127,7 @@ def verify_node_certificate(
     problems = [*parsed.problems, *_count_problems(parsed, want_key=True)]
     cert = parsed.certificates[0] if len(parsed.certificates) == 1 else None
     if cert is not None:
-        problems += _validity_problems(cert, now)
+        problems += _validity_problems(cert, now) + _tls_problems(cert)
         if len(parsed.keys) == 1:
             problems += _pair_problems(cert, parsed.keys[0])
     return _finish(cert, problems, local_pem, now)
@@ -137,6 +144,8 @@ def verify_public_certificate(
     parsed = _parse(pem)
     problems = [*parsed.problems, *_count_problems(parsed, want_key=False)]
     cert = parsed.certificates[0] if len(parsed.certificates) == 1 else None
+    if cert is not None:
+        problems += _tls_problems(cert)
     return _finish(cert, problems, local_pem, now)
 
 
@@ -348,14 +357,24 @@ def _finish(
 
 
 def _local_key_problems(cert: x509.Certificate, local_pem: bytes) -> list[str]:
-    """Keep the node's identity: compare with the local key, else the local certificate."""
+    """Keep the node's identity: the local server.pem's key, which must be whole.
+
+    As Ganeti's ``CheckNodeCertificate`` does, a local server.pem without its
+    certificate or its key, or whose two halves do not match, is refused: it
+    names no identity to keep, and the node daemon could not load it.
+    """
     local = _parse(local_pem.decode("ascii", "replace"))
-    candidates = [_spki(key) for key in local.keys]
-    candidates += [_spki(local_cert) for local_cert in local.certificates]
-    expected = next((spki for spki in candidates if spki is not None), None)
-    if expected is None:
+    local_cert = local.certificates[0] if local.certificates else None
+    local_key = _spki(local.keys[0]) if local.keys else None
+    if local_cert is None and local_key is None:
         return [_LOCAL_UNREADABLE]
-    if _spki(cert) != expected:
+    if local_key is None:
+        return [f"the local server.pem has no usable private key; {_FIX_LOCAL}"]
+    if local_cert is None:
+        return [f"the local server.pem has no certificate; {_FIX_LOCAL}"]
+    if _spki(local_cert) != local_key:
+        return [f"the local server.pem's certificate does not match its key; {_FIX_LOCAL}"]
+    if _spki(cert) != local_key:
         return ["the certificate does not match this node's key (local server.pem)"]
     return []
 
@@ -388,6 +407,67 @@ def _signs_for(cert: x509.Certificate, key: rsa.RSAPrivateKey) -> bool:
     except (InvalidSignature, *_PARSE_ERRORS):
         return False
     return True
+
+
+def _tls_problems(cert: x509.Certificate) -> list[str]:
+    """Refuse what the node daemon's TLS could not load or serve (docs/ganeti.md).
+
+    OpenSSL refuses to load an RSA or DSA key under 2048 bits (older releases
+    rate anything under 2048 below level 2's 112 bits; 3.0 from 1963 up),
+    an EC key under 224 bits, and a certificate signed with SHA-1 or MD5
+    unless it is self-signed. A DSA key loads but no handshake can use it
+    (TLS 1.3 has no DSA, and Ganeti's cipher list drops DHE, which DSA needs
+    in TLS 1.2); an EC key off P-256, P-384 and P-521 fails the handshake
+    with OpenSSL clients, which offer only those curves for ECDSA.
+    """
+    problems = []
+    try:
+        key = cert.public_key()
+    except _PARSE_ERRORS:
+        return []  # an unsupported kind of key: _pair_problems names it
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < _MIN_RSA_BITS:
+        problems.append(
+            f"RSA key of {key.key_size} bits: the node daemon's TLS needs at least {_MIN_RSA_BITS}"
+        )
+    elif isinstance(key, dsa.DSAPublicKey):
+        problems.append("DSA key: the node daemon's TLS cannot serve a DSA certificate")
+    elif isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name not in _TLS_CURVES:
+        problems.append(
+            f"EC key on curve {key.curve.name}: the node daemon's TLS needs P-256, P-384 or P-521"
+        )
+    try:
+        algorithm = cert.signature_hash_algorithm
+    except _PARSE_ERRORS:
+        algorithm = None
+    weak = _WEAK_SIGNATURE_HASHES.get(algorithm.name) if algorithm is not None else None
+    if weak is not None and not _self_signed(cert):
+        problems.append(
+            f"the certificate is signed with {weak} by another key: "
+            "the node daemon's TLS refuses SHA-1 and MD5 signatures"
+        )
+    return problems
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    """OpenSSL's notion, which exempts a certificate's own signature from the hash rule:
+    issued to and by the same name, and no authority key identifier naming another key."""
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        extensions = cert.extensions
+        authority = extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return True
+    except (*_PARSE_ERRORS, x509.DuplicateExtension):
+        return False
+    try:
+        own = extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        own = None
+    if authority.key_identifier is not None and own is not None:
+        return authority.key_identifier == own
+    serial = authority.authority_cert_serial_number
+    return serial is None or serial == cert.serial_number
 
 
 def _validity_problems(cert: x509.Certificate, now: datetime) -> list[str]:

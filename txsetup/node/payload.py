@@ -60,6 +60,7 @@ SSH_KEY_TYPES: Final = ("rsa", "dsa", "ecdsa", "ed25519")
 MAX_SSH_KEY_BITS: Final = 16384
 MIN_RSA_KEY_BITS: Final = 1024
 
+_BYTE_ORDER_MARK: Final = "$: starts with a byte order mark (U+FEFF); send plain UTF-8 without it"
 _PLAIN_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _SHOWN_KEY_CHARS: Final = 40
 _SHOWN_PROBLEMS: Final = 100
@@ -234,8 +235,12 @@ def _parse(raw: bytes) -> object:
     except UnicodeDecodeError as err:
         raise InvalidInput.at([f"$: not UTF-8 (invalid byte at offset {err.start})"]) from err
     except json.JSONDecodeError as err:
+        if err.pos == 0 and raw.startswith(b"\xef\xbb\xbf"):
+            raise InvalidInput.at([_BYTE_ORDER_MARK]) from err
+        # Some of json's messages end in "at" already ("Invalid control character at").
+        what = err.msg.removesuffix(" at")
         where = f"line {err.lineno} column {err.colno}"
-        raise InvalidInput.at([f"$: not JSON: {err.msg} at {where}"]) from err
+        raise InvalidInput.at([f"$: not JSON: {what} at {where}"]) from err
     except RecursionError as err:
         raise InvalidInput.at(["$: arrays or objects nested too deeply"]) from err
 
