@@ -35,6 +35,7 @@ from tests.conftest import (
     txsetup_exe,
 )
 from tests.test_transaction import immutable
+from txsetup.console_words import ACTION
 from txsetup.errors import InvalidInput
 
 USER = "txsetup-test"
@@ -268,6 +269,26 @@ def test_read_only_status_still_reads(node: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert parse_run(0, proc.stdout.decode(), proc.stderr.decode()).result["state"] == "done"
+
+
+def test_console_view_says_what_to_do(node: Path, second_doc: bytes) -> None:
+    """The console view's failed lock line and summary give the action, never "report it"."""
+    argv = [*read_only(node), txsetup_exe(), "node-daemon-setup", "--root", str(node)]
+    proc = subprocess.run(
+        [*argv, "--log-format", "console"],
+        input=second_doc,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 7
+    lines = proc.stderr.decode().splitlines()
+    failed = next(line for line in lines if "lock" in line and "read-only" in line)
+    assert f"remount {node} read-write" in failed
+    assert ACTION["environment"] in failed
+    assert "refused by the node's environment" in lines[-1]
+    assert "nothing changed" in lines[-1]
+    assert "report it" not in proc.stderr.decode()
 
 
 def test_eperm_after_changes_began_rolls_back_with_clear_words(

@@ -63,8 +63,8 @@ ACTION = {
         "in var/lib/txsetup"
     ),
     "environment": (
-        "the node does not allow it: run txsetup as root, with the path the error names "
-        "on a file system mounted read-write, then run again"
+        "run txsetup as root, on a file system mounted read-write (the error names the path), "
+        "then run again"
     ),
     "usage": "fix the command line as the error says (`txsetup --help` lists the options)",
     "internal": "an internal error: keep the JSON log (--log-format json) and report it",
