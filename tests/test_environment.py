@@ -225,7 +225,7 @@ def test_non_root_status_of_a_journal_it_may_not_read_is_exit_7(
     assert proc.returncode == 7, proc.stderr
     described = parse_run(proc.returncode, proc.stdout.decode(), proc.stderr.decode()).result
     assert described["error_code"] == "environment"
-    assert "var/lib/txsetup" in described["error"]
+    assert str(node / "var/lib/txsetup") in described["error"]
     assert "run it as root" in described["error"]
     assert snapshot(node, skip=()) == before
 

@@ -285,9 +285,8 @@ def _status(root: Path) -> int:
     try:
         described = describe_last_transaction(layout)
     except OSError as exc:
-        doing = f"status: cannot read {layout.relative(layout.journal)}"
-        failure = environment_problem(exc, doing=doing) or InternalError(
-            f"{doing}: {exc.strerror or exc}"
+        failure = environment_problem(exc, doing="status") or InternalError(
+            f"status: cannot read {layout.relative(layout.journal)}: {exc.strerror or exc}"
         )
         get_logger().error("status.error", error=str(failure), error_code=failure.error_code)
         described = {
