@@ -82,6 +82,7 @@ def test_push_md_result_line_has_the_shape_of_a_real_one(
     """push.md's stdout example: the keys and value types of a real committed node's line."""
     master = write_master(tmp_path / "master", node_pem)
     node = tmp_path / "node"
+    node.mkdir()
     pushed = subprocess.run(
         [
             txsetup_exe(),

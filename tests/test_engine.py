@@ -216,7 +216,7 @@ def test_undo_failure_is_recovery_failed_and_keeps_the_original(work: Workdir) -
     error = caught.value
     assert error.exit_code is ExitCode.RECOVERY_FAILED
     assert isinstance(error.__cause__, InvalidInput)
-    assert "step c failed (invalid input (1 problem(s))" in str(error)
+    assert "step c failed (invalid input (1 problem)" in str(error)
     assert len(error.problems) == 1
     assert error.problems[0].startswith("undo of broken failed: [Errno 21] Is a directory")
     assert work.calls == ["do a", "do b", "do c", "undo c", "undo broken", "undo a"]

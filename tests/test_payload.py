@@ -340,7 +340,7 @@ def test_problem_flood_is_capped() -> None:
     ssconf = {f"bad{index}": "" for index in range(5000)}
     error = refusal(decode_node_daemon_setup, changed(ganeti_document(), {"ssconf": ssconf}))
     assert len(error.problems) == 101
-    assert error.problems[-1] == "$: 4900 more problem(s) not shown"
+    assert error.problems[-1] == "$: 4900 more problems not shown"
 
 
 def test_ssh_document_is_accepted() -> None:

@@ -56,7 +56,7 @@ BEYOND_A_SCHEMA = (
     ": a second ",
     "duplicate key",
     "$.ssh_key_bits: expected integer, got number",
-    "more problem(s) not shown",
+    "more problems not shown",
 )
 
 

@@ -55,7 +55,12 @@ _WIDTH = 15  # restart_daemon and a space: the step names line up
 _COLUMN = 66  # where a step's duration goes
 _NOISE = frozenset({"ts", "timestamp", "level", "event", "program", "version", "txid"})
 _WRITING = frozenset({"stage", "commit", "restart_daemon", "reload_sshd"})
-_ERRORS = {"usage.error": "usage", "config.error": "configuration", "push.error": "push"}
+_ERRORS = {
+    "usage.error": "usage",
+    "environment.error": "environment",
+    "config.error": "configuration",
+    "push.error": "push",
+}
 _PUSH = ("push.begin", "node.begin", "node.output", "node.end", "push.end")
 
 

@@ -62,10 +62,13 @@ ACTION = {
         "manual help needed: run `txsetup status`; the journal and backups are kept "
         "in var/lib/txsetup"
     ),
-    "usage": "see `txsetup --help`",
+    "environment": (
+        "run txsetup as root, on a file system mounted read-write (the error names the path), "
+        "then run again"
+    ),
+    "usage": "fix the command line as the error says (`txsetup --help` lists the options)",
     "internal": "an internal error: keep the JSON log (--log-format json) and report it",
     "config.error:invalid_input": "fix the configuration file (--config), then run again",
-    "config.error:usage": "check the options and that --config names a file: `txsetup --help`",
     "push.error:usage": "see `txsetup push --help`",
     "push.error:invalid_input": "fix the files under --from-root, then push again",
     "cert.expires_soon": "renew the cluster certificate (gnt-cluster renew-crypto)",
@@ -100,6 +103,7 @@ FAILED_AS = {
     3: "invalid input",
     4: "refused",
     5: "busy",
+    7: "refused by the node's environment",
     8: "needs manual help",
 }
 
@@ -109,6 +113,7 @@ _BY_EXIT = {
     4: "refused",
     5: "busy",
     6: "rolled_back",
+    7: "environment",
     8: "recovery_failed",
 }
 

@@ -24,10 +24,17 @@ from pathlib import Path
 from typing import NoReturn
 
 from txsetup.cli.helptext import ExamplesFormatter, add_version, epilog
+from txsetup.cli.invocation import check_root, check_stdin
 from txsetup.cli.node import Result, run_node_daemon_setup, run_resume
 from txsetup.cli.push import add_push_parser, run_push
 from txsetup.cli.ssh import run_ssh_setup
-from txsetup.errors import ExitCode, TxsetupError, UsageError
+from txsetup.errors import (
+    ExitCode,
+    InternalError,
+    TxsetupError,
+    UsageError,
+    environment_problem,
+)
 from txsetup.log import configure_logging, default_log_format, get_logger
 from txsetup.txn.plan import Layout
 
@@ -63,8 +70,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="stderr log format (default: console on a terminal, else json)",
     )
-    parser.add_argument("--debug", action="store_true", help="log at debug level (Ganeti)")
-    parser.add_argument("--verbose", action="store_true", help="log at debug level (Ganeti)")
+    # Both are Ganeti's (its master passes them): there --verbose adds info messages and
+    # --debug every message. txsetup always logs at info, so both mean debug here.
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="log debug events too (Ganeti's option: every message)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="the same as --debug: Ganeti's option for info messages, which txsetup always logs",
+    )
 
 
 # The two commands that run a step table, by their names under ``txsetup``: help, description.
@@ -185,16 +202,7 @@ def main(argv: Sequence[str] | None = None, *, alias: str | None = None) -> int:
         return ExitCode.OK if done.code in (None, 0) else ExitCode.USAGE
     except UsageError as error:
         configure_logging(fmt="console" if sys.stderr.isatty() else "json", stream=sys.stderr)
-        get_logger().error("usage.error", error=str(error))
-        _emit(
-            Result(
-                None,
-                "failed",
-                ExitCode.USAGE,
-                extra={"error": str(error), "error_code": error.error_code},
-            )
-        )
-        return ExitCode.USAGE
+        return _emit(_refused(error))
     level = logging.DEBUG if args.debug or args.verbose else logging.INFO
     configure_logging(
         fmt=default_log_format(args.log_format, sys.stderr), level=level, stream=sys.stderr
@@ -208,31 +216,38 @@ def main(argv: Sequence[str] | None = None, *, alias: str | None = None) -> int:
             )
             return ExitCode.INTERNAL
     if args.command == "status":
-        return _status(Layout(args.root))
+        return _status(args.root)
     # A dropped ssh session with a terminal sends SIGHUP: the run goes on to its
     # end instead of dying half way (no terminal, no SIGHUP: the same outcome).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    result = _run(args, alias or f"txsetup {args.command}")
+    get_logger().info(
+        "txn.end",
+        outcome=result.outcome,
+        exit_code=int(result.exit_code),
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+    return _emit(result)
+
+
+def _run(args: argparse.Namespace, prog: str) -> Result:
+    """node-daemon-setup, ssh-setup or ``--resume``: the invocation checked, then the run."""
     try:
         if args.abort and not args.resume:
             raise UsageError("--abort goes with --resume")
         if args.resume and args.dry_run:
             raise UsageError("--resume and --dry-run exclude each other")
+        check_root(args.root)
         if args.resume:
-            result = run_resume(args)
-        elif args.command == "ssh-setup":
-            result = run_ssh_setup(args)
-        else:
-            result = run_node_daemon_setup(args)
-    except TxsetupError as error:  # before any step: usage or configuration
-        get_logger().error("config.error", error=str(error), error_code=error.error_code)
-        result = Result(
-            None,
-            "failed",
-            error.exit_code,
-            extra={"error": str(error), "error_code": error.error_code},
-        )
+            return run_resume(args)
+        check_stdin(prog)  # before the lock; --dry-run reads the document too
+        if args.command == "ssh-setup":
+            return run_ssh_setup(args)
+        return run_node_daemon_setup(args)
+    except TxsetupError as error:  # before any step: usage, environment or configuration
+        return _refused(error)
     except Exception as error:  # the last line of defence: no traceback
-        result = Result(
+        return Result(
             None,
             "failed",
             ExitCode.INTERNAL,
@@ -241,40 +256,57 @@ def main(argv: Sequence[str] | None = None, *, alias: str | None = None) -> int:
                 "error_code": "internal",
             },
         )
-    get_logger().info(
-        "txn.end",
-        outcome=result.outcome,
-        exit_code=int(result.exit_code),
-        duration_ms=int((time.monotonic() - started) * 1000),
-    )
-    _emit(result)
-    return result.exit_code
 
 
-def _status(layout: Layout) -> int:
-    """``txsetup status``: the journal described, or why it cannot be read (exit 1)."""
+def _refused(error: TxsetupError) -> Result:
+    """A run refused before any step: its log line, and the result to print.
+
+    The event says whose the fault is: the command line (``usage.error``),
+    the node's environment (``environment.error``) or the configuration.
+    """
+    event = _REFUSED_EVENTS.get(error.error_code, "config.error")
+    get_logger().error(event, error=str(error), error_code=error.error_code)
+    extra = {"error": str(error), "error_code": error.error_code}
+    return Result(None, "failed", error.exit_code, extra=extra)
+
+
+_REFUSED_EVENTS = {"usage": "usage.error", "environment": "environment.error"}
+
+
+def _status(root: Path) -> int:
+    """``txsetup status``: the journal described, or why it cannot be read (exit 7 or 1)."""
     from txsetup.node.status import describe_last_transaction
 
     try:
+        check_root(root)
+    except TxsetupError as error:
+        return _emit(_refused(error))
+    layout = Layout(root)
+    try:
         described = describe_last_transaction(layout)
     except OSError as exc:
-        error = f"status: cannot read {layout.relative(layout.journal)}: {exc.strerror or exc}"
-        get_logger().error("status.error", error=error, error_code="internal")
+        failure = environment_problem(exc, doing="status") or InternalError(
+            f"status: cannot read {layout.relative(layout.journal)}: {exc.strerror or exc}"
+        )
+        get_logger().error("status.error", error=str(failure), error_code=failure.error_code)
         described = {
             "txid": None,
             "state": "unknown",
-            "exit_code": int(ExitCode.INTERNAL),
-            "error": error,
-            "error_code": "internal",
+            "exit_code": int(failure.exit_code),
+            "error": str(failure),
+            "error_code": failure.error_code,
         }
         print(json.dumps(described))
-        return ExitCode.INTERNAL
+        return failure.exit_code
     print(json.dumps(described))
     return ExitCode.OK
 
 
-def _emit(result: Result) -> None:
-    """Print the result; a closed stdout (dropped SSH) must not change the exit code."""
+def _emit(result: Result) -> ExitCode:
+    """Print the result; a closed stdout (dropped SSH) must not change the exit code.
+
+    Returns the result's exit code.
+    """
     try:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
         sys.stdout.flush()
@@ -282,6 +314,7 @@ def _emit(result: Result) -> None:
         # Python would complain again when it flushes stdout at exit.
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return result.exit_code
 
 
 def node_daemon_setup_main() -> NoReturn:

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import structlog
 
-from txsetup.errors import ExitCode, InternalError, RecoveryFailed, RolledBack, TxsetupError
+from txsetup.errors import (
+    EnvironmentProblem,
+    ExitCode,
+    InternalError,
+    RecoveryFailed,
+    RolledBack,
+    TxsetupError,
+)
 from txsetup.log import get_logger
 from txsetup.node.config import Config, load_config
 from txsetup.txn.plan import Layout
@@ -179,7 +186,12 @@ def unfinished_txid(layout: Layout) -> str | None:
 
 
 def run_resume(args: argparse.Namespace) -> Result:
-    """``--resume [--abort]``: finish or undo the unfinished transaction."""
+    """``--resume [--abort]``: finish or undo the unfinished transaction.
+
+    Raises:
+        EnvironmentProblem: the lock may not be taken here (not root, a
+            read-only file system); the journal was not even read (exit 7).
+    """
     from txsetup.txn.recovery import recover_pending
     from txsetup.txn.run import acquire_lock
 
@@ -200,6 +212,8 @@ def run_resume(args: argparse.Namespace) -> Result:
             )
         finally:
             lock.release()
+    except EnvironmentProblem:
+        raise  # this user or this mount may not take the lock: nothing was touched
     except (OSError, InternalError) as exc:
         # The node may still be mid-transaction (an unreadable lock file or state
         # directory says nothing about the journal): only the journal can finish it.

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
 
-from txsetup.errors import InvalidInput, UsageError
+from txsetup.errors import InvalidInput, UsageError, environment_problem
 
 __all__ = [
     "CLIENT_PEM_KEYS",
@@ -142,6 +142,7 @@ def load_config(path: Path | None, *, root: Path) -> Config:
 
     Raises:
         UsageError: an explicitly given ``path`` does not exist.
+        EnvironmentProblem: this user may not read it (exit 7).
         InvalidInput: the file is unreadable, not TOML, or has a bad table, key or value.
     """
     explicit = path is not None
@@ -155,7 +156,9 @@ def load_config(path: Path | None, *, root: Path) -> Config:
             return Config()
         raise InvalidInput(f"{source}: cannot read: {exc.strerror}") from exc
     except OSError as exc:
-        raise InvalidInput(f"{source}: cannot read: {exc.strerror or exc}") from exc
+        raise environment_problem(exc, doing="configuration") or InvalidInput(
+            f"{source}: cannot read: {exc.strerror or exc}"
+        ) from exc
     try:
         document = tomllib.loads(data.decode("utf-8"))
     except ValueError as exc:  # UnicodeDecodeError or TOMLDecodeError

@@ -260,7 +260,8 @@ def _raise_if_any(problems: list[str]) -> None:
     """Report every problem, but not millions: a hostile document must not flood logs."""
     if len(problems) > _SHOWN_PROBLEMS:
         more = len(problems) - _SHOWN_PROBLEMS
-        problems = [*problems[:_SHOWN_PROBLEMS], f"$: {more} more problem(s) not shown"]
+        words = "problem" if more == 1 else "problems"
+        problems = [*problems[:_SHOWN_PROBLEMS], f"$: {more} more {words} not shown"]
     if problems:
         raise InvalidInput.at(problems)
 

@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import InternalError, RecoveryFailed, RolledBack, TxsetupError
+from txsetup.errors import RecoveryFailed, RolledBack, error_from
 
 __all__ = ["Interrupted", "Step", "StepReport", "StepState", "run_steps", "signals_raise"]
 
@@ -185,9 +185,7 @@ class _Run(Generic[C]):
         if index == self.current:
             report.duration_ms = _ms(self.started)
         report.state = StepState.FAILED
-        error = (
-            exc if isinstance(exc, TxsetupError) else InternalError(f"{type(exc).__name__}: {exc}")
-        )
+        error = error_from(exc)
         self.log.error(
             "step.failed",
             step=step.name,

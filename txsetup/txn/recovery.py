@@ -27,7 +27,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import Busy, RecoveryFailed, TxsetupError
+from txsetup.errors import Busy, RecoveryFailed, TxsetupError, os_error_words
 from txsetup.txn.changeset import (
     Change,
     changed_in_place,
@@ -280,7 +280,7 @@ def _or_recovery_failed(layout: Layout, txn: PendingTxn, doing: str) -> Iterator
         yield
     except OSError as exc:
         raise RecoveryFailed(
-            f"{doing} transaction {txn.txid} failed: {exc}; "
+            f"{doing} transaction {txn.txid} failed: {os_error_words(exc)}; "
             f"the journal {layout.relative(layout.journal)} still describes it"
         ) from exc
 
@@ -450,4 +450,4 @@ def _io_errors_need_help() -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise RecoveryFailed(f"recovery: {exc}") from exc
+        raise RecoveryFailed(f"recovery: {os_error_words(exc)}") from exc

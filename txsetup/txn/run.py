@@ -15,7 +15,12 @@ from typing import Any, Protocol
 from filelock import FileLock, Timeout
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import Busy, InternalError, RefusedByVerification
+from txsetup.errors import (
+    Busy,
+    InternalError,
+    RefusedByVerification,
+    environment_problem,
+)
 from txsetup.txn import recovery
 from txsetup.txn.changeset import (
     commit_changes,
@@ -78,7 +83,9 @@ def acquire_lock(layout: Layout, timeout: float) -> FileLock:
     Raises:
         RefusedByVerification: a symlink, directory or FIFO is at the lock's path (exit 4).
         Busy: another run holds it for longer than ``timeout`` seconds (exit 5).
-        InternalError: the lock file cannot be opened (exit 1).
+        EnvironmentProblem: the lock or state directory may not be created or
+            opened here: not root, or a read-only file system (exit 7).
+        InternalError: the lock file cannot be opened for another reason (exit 1).
     """
     where = layout.relative(layout.lock_file)
     found = FileMeta.of(layout.lock_file)
@@ -88,14 +95,16 @@ def acquire_lock(layout: Layout, timeout: float) -> FileLock:
             f"lock: {where} is {KIND_WORDS.get(found.kind, 'a file')}, not a regular file; "
             "move it away, then run again"
         )
-    layout.make_state_dir()
     lock = FileLock(layout.lock_file, timeout=timeout)
     try:
+        layout.make_state_dir()
         lock.acquire()
     except Timeout as exc:
         raise Busy(f"lock: {where} is held by another run (waited {timeout:g}s)") from exc
     except OSError as exc:
-        raise InternalError(f"lock: cannot open {where}: {exc.strerror or exc}") from exc
+        raise environment_problem(exc, doing="lock", where=layout.lock_file) or InternalError(
+            f"lock: cannot open {where}: {exc.strerror or exc}"
+        ) from exc
     return lock
 
 
