@@ -1,13 +1,12 @@
-"""Sessions: ``tests``, ``lint``, ``demo`` (the README's two commands), ``bench``, ``docs``;
-``deb`` and ``deb_check``: the Debian packages (``debian/``), built, then installed and removed."""
+"""Sessions: ``tests``, ``lint``, ``demo`` (the README's two commands), ``bench``, ``docs``."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import nox
 
@@ -123,7 +122,7 @@ def deb(session: nox.Session) -> None:
             " dh-python pybuild-plugin-pyproject python3-all python3-hatchling lintian"
         )
     session.install("-e", ".[docs]")
-    with tempfile.TemporaryDirectory(prefix="txsetup-deb-") as tmp:
+    with TemporaryDirectory(prefix="txsetup-deb-") as tmp:
         source = Path(tmp) / "txsetup"
         copy_tree_git_tracks(session, source)
         docs = source / "docs"
