@@ -99,6 +99,20 @@ DEB_DIR = Path("dist/deb")
 DEB_PACKAGES = ("txsetup", "txsetup-ganeti")
 # What dpkg-buildpackage and apt-get see: Debian's own tools and Python, not this session's.
 SYSTEM_ENV = ("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8")
+# Binary packages only, unsigned; Build-Depends are checked, but not build-essential:
+# an Architecture: all Python package needs no compiler.
+DPKG_BUILDPACKAGE = ("dpkg-buildpackage", "-b", "-us", "-uc", "--ignore-builtin-builddeps")
+# What each package must hold (dpkg-deb --contents paths), beside the Python package.
+_ALIASES = ("txsetup", "node-daemon-setup", "prepare-node-join")
+DEB_CONTENTS = (
+    [f"./usr/bin/{name}" for name in _ALIASES]
+    + [f"./usr/share/man/man8/{name}.8.gz" for name in _ALIASES]
+    + [
+        "./usr/lib/python3/dist-packages/txsetup/cli/__init__.py",
+        "./usr/share/doc/txsetup/copyright",
+    ],
+    ["./usr/lib/ganeti/node-daemon-setup", "./usr/lib/ganeti/prepare-node-join"],
+)
 # Ganeti's two tools that txsetup-ganeti diverts to <path>.ganeti and replaces.
 GANETI_TOOLS = tuple(
     Path("/usr/lib/ganeti") / tool for tool in ("node-daemon-setup", "prepare-node-join")
@@ -129,7 +143,7 @@ def deb(session: nox.Session) -> None:
         build = ("sphinx-build", "-W", "--keep-going", "-n", "-q", "-b", "man")
         session.run(*build, str(docs), str(docs / "_build/man"))
         with session.chdir(source):
-            session.run(*SYSTEM_ENV, "dpkg-buildpackage", "-b", "-us", "-uc", external=True)
+            session.run(*SYSTEM_ENV, *DPKG_BUILDPACKAGE, external=True)
         version = changelog_version(source)
         built = [Path(tmp) / f"{name}_{version}_all.deb" for name in DEB_PACKAGES]
         if not all(deb.exists() for deb in built):
@@ -141,6 +155,13 @@ def deb(session: nox.Session) -> None:
             shutil.copy2(deb, DEB_DIR)
     debs = [str(DEB_DIR / deb.name) for deb in built]
     session.run("lintian", "--fail-on", "error,warning", "--info", *debs, external=True)
+    for package, expected in zip(debs, DEB_CONTENTS, strict=True):
+        listing = subprocess.run(
+            ["dpkg-deb", "--contents", package], capture_output=True, text=True, check=True
+        ).stdout
+        paths = {line.split()[5] for line in listing.splitlines()}
+        if lacking := sorted(path for path in expected if path not in paths):
+            session.error(f"{package} lacks {', '.join(lacking)}")
     session.log(f"built {' and '.join(debs)}")
 
 
@@ -210,8 +231,9 @@ def deb_check(session: nox.Session) -> None:
                 session.run(*install, external=True)
             session.run(*apt, removal, *DEB_PACKAGES, external=True)
             check_ganeti_restored(session, before, removal)
-    finally:
+    except BaseException:  # leave the machine as it was, then report the failure
         subprocess.run([*apt, "purge", *DEB_PACKAGES], check=False)
+        raise
 
 
 def ganeti_tools(suffix: str = "") -> dict[str, tuple[str, str]]:
