@@ -54,47 +54,6 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "bench.node", *session.posargs)
 
 
-@nox.session
-def docs(session: nox.Session) -> None:
-    """Build the site (html) and the man pages, warnings as errors; check each page renders.
-
-    The build runs the installed ``txsetup`` for its example outputs and draws
-    the transaction's state diagram with graphviz's ``dot``; the man pages are
-    checked with ``man -l``, with groff's warnings counted as failures.
-    """
-    missing = [tool for tool in ("dot", "man") if shutil.which(tool) is None]
-    if missing:
-        session.error(
-            f"the docs need {' and '.join(missing)}: install graphviz (dot) and man-db (man),"
-            " e.g. apt-get install graphviz man-db"
-        )
-    session.install("-e", ".[docs]")
-    build = ("sphinx-build", "-W", "--keep-going", "-n", "-q")
-    session.run(*build, "-b", "html", "docs", "docs/_build/html")
-    session.run(*build, "-b", "man", "docs", "docs/_build/man")
-    pages = sorted(Path("docs/_build/man").glob("*.8"))
-    if not pages:
-        session.error("sphinx built no man pages in docs/_build/man")
-    for page in pages:
-        check_man_page(session, page)
-
-
-def check_man_page(session: nox.Session, page: Path) -> None:
-    """Render ``page`` as ``man`` would on an 80-column terminal; any groff warning fails."""
-    rendered = subprocess.run(
-        ["man", "--warnings=w", "-l", str(page)],
-        env={**os.environ, "MANWIDTH": "80", "MAN_KEEP_FORMATTING": "0", "MANPAGER": "cat"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if rendered.returncode != 0 or rendered.stderr.strip() or not rendered.stdout.strip():
-        session.error(
-            f"{page} does not render cleanly (exit {rendered.returncode}):\n{rendered.stderr}"
-        )
-    session.log(f"{page}: {len(rendered.stdout.splitlines())} lines at 80 columns, no warnings")
-
-
 DEB_DIR = Path("dist/deb")
 DEB_PACKAGES = ("txsetup", "txsetup-ganeti")
 # What dpkg-buildpackage and apt-get see: Debian's own tools and Python, not this session's.
@@ -264,3 +223,44 @@ def check_ganeti_restored(
             f" left over: {leftovers}; diversions: {diversions!r}"
         )
     session.log(f"apt-get {how}: Ganeti's tools are back as they were {before}, nothing diverted")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the site (html) and the man pages, warnings as errors; check each page renders.
+
+    The build runs the installed ``txsetup`` for its example outputs and draws
+    the transaction's state diagram with graphviz's ``dot``; the man pages are
+    checked with ``man -l``, with groff's warnings counted as failures.
+    """
+    missing = [tool for tool in ("dot", "man") if shutil.which(tool) is None]
+    if missing:
+        session.error(
+            f"the docs need {' and '.join(missing)}: install graphviz (dot) and man-db (man),"
+            " e.g. apt-get install graphviz man-db"
+        )
+    session.install("-e", ".[docs]")
+    build = ("sphinx-build", "-W", "--keep-going", "-n", "-q")
+    session.run(*build, "-b", "html", "docs", "docs/_build/html")
+    session.run(*build, "-b", "man", "docs", "docs/_build/man")
+    pages = sorted(Path("docs/_build/man").glob("*.8"))
+    if not pages:
+        session.error("sphinx built no man pages in docs/_build/man")
+    for page in pages:
+        check_man_page(session, page)
+
+
+def check_man_page(session: nox.Session, page: Path) -> None:
+    """Render ``page`` as ``man`` would on an 80-column terminal; any groff warning fails."""
+    rendered = subprocess.run(
+        ["man", "--warnings=w", "-l", str(page)],
+        env={**os.environ, "MANWIDTH": "80", "MAN_KEEP_FORMATTING": "0", "MANPAGER": "cat"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if rendered.returncode != 0 or rendered.stderr.strip() or not rendered.stdout.strip():
+        session.error(
+            f"{page} does not render cleanly (exit {rendered.returncode}):\n{rendered.stderr}"
+        )
+    session.log(f"{page}: {len(rendered.stdout.splitlines())} lines at 80 columns, no warnings")
