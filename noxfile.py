@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import nox
 
@@ -51,6 +52,177 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "compileall", "-q", "txsetup")
     session.run("python", "-m", "bench.push", *session.posargs)
     session.run("python", "-m", "bench.node", *session.posargs)
+
+
+DEB_DIR = Path("dist/deb")
+DEB_PACKAGES = ("txsetup", "txsetup-ganeti")
+# What dpkg-buildpackage and apt-get see: Debian's own tools and Python, not this session's.
+SYSTEM_ENV = ("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8")
+# Binary packages only, unsigned; Build-Depends are checked, but not build-essential:
+# an Architecture: all Python package needs no compiler.
+DPKG_BUILDPACKAGE = ("dpkg-buildpackage", "-b", "-us", "-uc", "--ignore-builtin-builddeps")
+# What each package must hold (dpkg-deb --contents paths), beside the Python package.
+_ALIASES = ("txsetup", "node-daemon-setup", "prepare-node-join")
+DEB_CONTENTS = (
+    [f"./usr/bin/{name}" for name in _ALIASES]
+    + [f"./usr/share/man/man8/{name}.8.gz" for name in _ALIASES]
+    + [
+        "./usr/lib/python3/dist-packages/txsetup/cli/__init__.py",
+        "./usr/share/doc/txsetup/copyright",
+    ],
+    ["./usr/lib/ganeti/node-daemon-setup", "./usr/lib/ganeti/prepare-node-join"],
+)
+# Ganeti's two tools that txsetup-ganeti diverts to <path>.ganeti and replaces.
+GANETI_TOOLS = tuple(
+    Path("/usr/lib/ganeti") / tool for tool in ("node-daemon-setup", "prepare-node-join")
+)
+
+
+@nox.session
+def deb(session: nox.Session) -> None:
+    """Build txsetup_<version>_all.deb and txsetup-ganeti_<version>_all.deb into dist/deb/.
+
+    The build runs in a temporary copy of the files git tracks (or would), so
+    the checkout gets no litter. The man pages are built there first with this
+    session's Sphinx (Debian 12's python3-sphinx is older than the docs need);
+    then ``dpkg-buildpackage`` runs with Debian's debhelper, pybuild, hatchling
+    and Python only. lintian checks both packages: an error or a warning fails.
+    """
+    missing = [tool for tool in ("git", "dpkg-buildpackage", "lintian") if not shutil.which(tool)]
+    if missing:
+        session.error(
+            f"building the packages needs {', '.join(missing)}: apt-get install git debhelper"
+            " dh-python pybuild-plugin-pyproject python3-all python3-hatchling lintian"
+        )
+    session.install("-e", ".[docs]")
+    with TemporaryDirectory(prefix="txsetup-deb-") as tmp:
+        source = Path(tmp) / "txsetup"
+        copy_tree_git_tracks(session, source)
+        docs = source / "docs"
+        build = ("sphinx-build", "-W", "--keep-going", "-n", "-q", "-b", "man")
+        session.run(*build, str(docs), str(docs / "_build/man"))
+        with session.chdir(source):
+            session.run(*SYSTEM_ENV, *DPKG_BUILDPACKAGE, external=True)
+        version = changelog_version(source)
+        built = [Path(tmp) / f"{name}_{version}_all.deb" for name in DEB_PACKAGES]
+        if not all(deb.exists() for deb in built):
+            session.error(f"dpkg-buildpackage did not write {', '.join(map(str, built))}")
+        DEB_DIR.mkdir(parents=True, exist_ok=True)
+        for old in DEB_DIR.glob("*.deb"):
+            old.unlink()
+        for deb in built:
+            shutil.copy2(deb, DEB_DIR)
+    debs = [str(DEB_DIR / deb.name) for deb in built]
+    session.run("lintian", "--fail-on", "error,warning", "--info", *debs, external=True)
+    for package, expected in zip(debs, DEB_CONTENTS, strict=True):
+        listing = subprocess.run(
+            ["dpkg-deb", "--contents", package], capture_output=True, text=True, check=True
+        ).stdout
+        paths = {line.split()[5] for line in listing.splitlines()}
+        if lacking := sorted(path for path in expected if path not in paths):
+            session.error(f"{package} lacks {', '.join(lacking)}")
+    session.log(f"built {' and '.join(debs)}")
+
+
+def copy_tree_git_tracks(session: nox.Session, target: Path) -> None:
+    """Copy the files git tracks, or would track (not ignored), to ``target``."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listing.split("\0")):
+        path = Path(name)
+        if not path.is_symlink() and not path.exists():  # deleted but not yet committed
+            continue
+        (target / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target / path, follow_symlinks=False)
+    session.log(f"copied the tracked tree to {target}")
+
+
+def changelog_version(source: Path) -> str:
+    """The version of the newest entry in ``source``'s debian/changelog."""
+    return subprocess.run(
+        ["dpkg-parsechangelog", "--show-field", "Version"],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+@nox.session
+def deb_check(session: nox.Session) -> None:
+    """Install dist/deb's packages with apt, run Ganeti's master on them, remove, purge.
+
+    For CI, as root: it changes the machine. Ganeti's own packages must be
+    installed (``apt-get install ganeti``). With both packages installed,
+    ``tests/test_ganeti_master.py`` runs with ``TXSETUP_DEB_INSTALLED=1``:
+    Ganeti's master code calls the machine's /usr/lib/ganeti/node-daemon-setup
+    and prepare-node-join, now txsetup's, run by the system Python. Then
+    ``apt-get remove``, and again install and ``apt-get purge``: each time
+    Ganeti's tools must be back as they were and no diversion left.
+    """
+    if os.geteuid() != 0:
+        session.error("deb_check installs packages into this machine: run it as root (in CI)")
+    debs = [next(iter(sorted(DEB_DIR.glob(f"{name}_*_all.deb"))), None) for name in DEB_PACKAGES]
+    if None in debs:
+        session.error(f"no packages in {DEB_DIR}: run `nox -s deb` first")
+    if not all(tool.is_symlink() for tool in GANETI_TOOLS):
+        session.error("Ganeti's tools are not installed: apt-get install ganeti")
+    session.install("-e", ".[test]")  # the test harness; the node runs the installed package
+    before = ganeti_tools()
+    apt = (*SYSTEM_ENV, "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q")
+    install = (*apt, "install", *[f"./{deb}" for deb in debs])
+    try:
+        session.run(*install, external=True)
+        diverted = ganeti_tools(".ganeti")
+        if diverted != before:
+            session.error(f"Ganeti's tools were not moved aside intact: {diverted} != {before}")
+        session.run(
+            "pytest",
+            "tests/test_ganeti_master.py",
+            *session.posargs,
+            env={"TXSETUP_DEB_INSTALLED": "1", "TXSETUP_SYSTEM_TESTS": "1"},
+        )
+        for removal in ("remove", "purge"):
+            if removal == "purge":
+                session.run(*install, external=True)
+            session.run(*apt, removal, *DEB_PACKAGES, external=True)
+            check_ganeti_restored(session, before, removal)
+    except BaseException:  # leave the machine as it was, then report the failure
+        subprocess.run([*apt, "purge", *DEB_PACKAGES], check=False)
+        raise
+
+
+def ganeti_tools(suffix: str = "") -> dict[str, tuple[str, str]]:
+    """Ganeti's tools at their path plus ``suffix``: where each link points, its content's hash."""
+    state = {}
+    for tool in GANETI_TOOLS:
+        path = tool.with_name(tool.name + suffix)
+        target = os.readlink(path) if path.is_symlink() else "(no symlink)"
+        content = subprocess.run(
+            ["sha256sum", str(path)], capture_output=True, text=True, check=False
+        ).stdout.split(" ")[0]
+        state[tool.name] = (target, content)
+    return state
+
+
+def check_ganeti_restored(
+    session: nox.Session, before: dict[str, tuple[str, str]], how: str
+) -> None:
+    """After ``apt-get how``: Ganeti's tools are as ``before``, nothing diverted or left over."""
+    after = ganeti_tools()
+    leftovers = [str(t) + ".ganeti" for t in GANETI_TOOLS if os.path.lexists(f"{t}.ganeti")]
+    diversions = subprocess.run(
+        ["dpkg-divert", "--list", "/usr/lib/ganeti/*"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if after != before or leftovers or diversions:
+        session.error(
+            f"after apt-get {how}, Ganeti's tools are {after} (were {before});"
+            f" left over: {leftovers}; diversions: {diversions!r}"
+        )
+    session.log(f"apt-get {how}: Ganeti's tools are back as they were {before}, nothing diverted")
 
 
 @nox.session

@@ -26,7 +26,10 @@ Both sides live in one private mount namespace, so this machine's own files
 are never touched. In it:
 
 * ``/usr/lib/ganeti`` is a directory holding ``3.0/`` (what the version check
-  tests for) and the two symlinks;
+  tests for) and the two symlinks; with ``TXSETUP_DEB_INSTALLED=1`` (``nox -s
+  deb_check``, after installing the Debian packages) it is the machine's own,
+  where the two tools are the ``txsetup-ganeti`` package's, run by the system
+  Python from the ``txsetup`` package;
 * ``/etc/ganeti`` is an empty tmpfs, where the version check links ``lib``
   and ``share``;
 * ``/var/lib/ganeti`` is the master's directory: ssconf files, ``server.pem``,
@@ -101,6 +104,8 @@ pytestmark = pytest.mark.system
 
 GANETI_LIB = Path("/usr/share/ganeti/3.0")
 SYSTEM_PYTHON = "/usr/bin/python3"
+# Set by `nox -s deb_check`: the node runs the tools the Debian packages installed.
+DEB_INSTALLED = os.environ.get("TXSETUP_DEB_INSTALLED") == "1"
 DRIVER = Path(__file__).with_name("ganeti_master_driver.py")
 PKGLIBDIR = Path("/usr/lib/ganeti")  # pathutils.PKGLIBDIR
 NODE_DAEMON_SETUP = PKGLIBDIR / "node-daemon-setup"  # pathutils.NODE_DAEMON_SETUP
@@ -118,7 +123,7 @@ OTHER_CLUSTER = "other-cluster.example.com"
 _KEEPER = r"""
 set -e
 pkglib=$1 master=$2 passwd=$3 hosts=$4
-mount --bind "$pkglib" /usr/lib/ganeti
+if [ -n "$pkglib" ]; then mount --bind "$pkglib" /usr/lib/ganeti; fi
 mount -t tmpfs -o mode=0755 tmpfs /etc/ganeti
 mount --bind "$master" /var/lib/ganeti
 mount --bind "$passwd" /etc/passwd
@@ -175,7 +180,7 @@ class Master:
     """A Ganeti master and the node it is about to add."""
 
     namespace: Namespace
-    pkglib: Path
+    pkglib: Path | None  # None: the machine's own /usr/lib/ganeti (DEB_INSTALLED)
     master_dir: Path
     node: SshNode
     daemon_port: int
@@ -228,6 +233,33 @@ def require_ganeti() -> None:
         if SYSTEM_TESTS:
             pytest.fail(f"Ganeti 3.0 ({GANETI_LIB}) is required when TXSETUP_SYSTEM_TESTS=1")
         pytest.skip(f"Ganeti 3.0 not installed ({GANETI_LIB})")
+
+
+def check_installed_tools() -> None:
+    """/usr/lib/ganeti's two tools are txsetup-ganeti's aliases, run from the txsetup package."""
+    for tool in (NODE_DAEMON_SETUP, PREPARE_NODE_JOIN):
+        diverter = subprocess.run(
+            ["dpkg-divert", "--listpackage", str(tool)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        assert diverter == "txsetup-ganeti", f"{tool} is diverted by {diverter or 'nobody'}"
+        script = Path("/usr/bin") / tool.name
+        assert tool.resolve() == script
+        assert script.read_text().splitlines()[0] == f"#!{SYSTEM_PYTHON}"
+    # What the node's sessions import: no variable of this process's points elsewhere.
+    where = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import txsetup; print(txsetup.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={},
+        cwd="/",
+    ).stdout.strip()
+    assert where == "/usr/lib/python3/dist-packages/txsetup/__init__.py"
 
 
 def machine_state() -> dict[str, Any]:
@@ -303,17 +335,21 @@ def master(tmp_path: Path, node_pem: str) -> Iterator[Master]:
     unshare, nsenter = require_tool("unshare"), require_tool("nsenter")
     for tool in ("sshd", "ssh", "ssh-keygen"):
         require_tool(tool)
-    console_script = Path(sys.executable).with_name("node-daemon-setup")
-    for script in (console_script, console_script.with_name("prepare-node-join")):
-        assert script.exists(), f"the {script.name} console script is not installed"
     for mount_point in _COVERED:
         mount_point.mkdir(parents=True, exist_ok=True)
     before = machine_state()
 
-    pkglib = tmp_path / "usr-lib-ganeti"
-    (pkglib / "3.0").mkdir(parents=True)
-    (pkglib / "node-daemon-setup").symlink_to(console_script)
-    (pkglib / "prepare-node-join").symlink_to(console_script.with_name("prepare-node-join"))
+    pkglib: Path | None = None
+    if DEB_INSTALLED:
+        check_installed_tools()
+    else:
+        console_script = Path(sys.executable).with_name("node-daemon-setup")
+        for script in (console_script, console_script.with_name("prepare-node-join")):
+            assert script.exists(), f"the {script.name} console script is not installed"
+        pkglib = tmp_path / "usr-lib-ganeti"
+        (pkglib / "3.0").mkdir(parents=True)
+        (pkglib / "node-daemon-setup").symlink_to(console_script)
+        (pkglib / "prepare-node-join").symlink_to(console_script.with_name("prepare-node-join"))
     master_dir = tmp_path / "var-lib-ganeti"
     master_dir.mkdir()
     hmac_key = secrets.token_hex(20) + "\n"  # utils.GenerateSecret(), as bootstrap.py makes it
@@ -327,7 +363,7 @@ def master(tmp_path: Path, node_pem: str) -> Iterator[Master]:
 
     keeper_argv = [unshare, "--mount", "--propagation", "private", "sh", "-c", _KEEPER, "sh"]
     with subprocess.Popen(
-        [*keeper_argv, str(pkglib), str(master_dir), str(passwd), str(hosts)],
+        [*keeper_argv, str(pkglib or ""), str(master_dir), str(passwd), str(hosts)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -435,9 +471,11 @@ def test_node_of_another_cluster_refuses_and_ganeti_raises(master: Master) -> No
     assert master.noded("status").returncode == NOT_RUNNING
 
 
+@pytest.mark.skipif(DEB_INSTALLED, reason="/usr/lib/ganeti/3.0 is the installed ganeti-3.0's")
 def test_version_check_stops_a_node_without_this_ganeti_version(master: Master) -> None:
     """Without /usr/lib/ganeti/3.0 on the node, Ganeti's version check fails before
     node-daemon-setup runs: Ganeti raises, and txsetup never touched the node."""
+    assert master.pkglib is not None
     shutil.rmtree(master.pkglib / "3.0")
     before = snapshot(master.node.root, skip=())
 
