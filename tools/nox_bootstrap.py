@@ -63,8 +63,8 @@ def bootstrap_and_reexec(noxfile: Path) -> NoReturn:
             say(f"nox is ready in {shown} ({time.monotonic() - started:.0f} s)")
     except BootstrapError as error:
         say(
-            f"cannot install nox into {shown}: {error}; or install nox yourself"
-            " (apt-get install python3-nox, or pipx install nox) and run this again"
+            f"cannot install nox into {shown}: {error}. Fix that and run this again, or"
+            " install nox yourself (apt-get install python3-nox, or pipx install nox)"
         )
         raise SystemExit(1) from None
     except KeyboardInterrupt:
@@ -86,11 +86,12 @@ def run_nox(noxfile: Path) -> None:
 
 def has_nox(python: Path) -> bool:
     """Whether ``python`` exists, runs, and imports nox (an interrupted bootstrap does not)."""
-    if not python.exists():
+    try:
+        found = subprocess.run(
+            [str(python), "-c", "import nox.__main__"], capture_output=True, check=False
+        )
+    except OSError:  # missing, or its interpreter is gone
         return False
-    found = subprocess.run(
-        [str(python), "-c", "import nox.__main__"], capture_output=True, check=False
-    )
     return found.returncode == 0
 
 
@@ -100,10 +101,10 @@ def install_nox(venv_dir: Path, python: Path) -> None:
         say(f"creating it with {sys.executable} -m venv (pip from ensurepip)")
         try:
             create_venv(venv_dir, with_pip=True)
-            pip_install(python, ["-m", "pip"])
         except BootstrapError as error:
             say(f"that did not work ({error}); fetching pip from PyPI instead")
         else:
+            pip_install(python, ["-m", "pip"])
             return
     else:
         say("no ensurepip here (Debian: package python3-venv); fetching pip from PyPI")
