@@ -8,11 +8,23 @@ import subprocess
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import nox
+# ``python3 noxfile.py ARGS`` is ``nox ARGS``, with or without nox installed: where the
+# running Python cannot import nox (a fresh Debian's system Python), tools/nox_bootstrap.py
+# installs it into .nox/_bootstrap and runs this file again with that environment's Python.
+try:
+    import nox
+except ImportError:
+    if __name__ != "__main__":
+        raise
+    from tools.nox_bootstrap import bootstrap_and_reexec
+
+    bootstrap_and_reexec(Path(__file__))
 
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
-nox.options.default_venv_backend = "venv"
+# virtualenv (a dependency of nox) seeds pip itself: the stdlib venv needs ensurepip,
+# which Debian's system Python lacks without the python3-venv package.
+nox.options.default_venv_backend = "virtualenv"
 
 
 @nox.session
@@ -264,3 +276,9 @@ def check_man_page(session: nox.Session, page: Path) -> None:
             f"{page} does not render cleanly (exit {rendered.returncode}):\n{rendered.stderr}"
         )
     session.log(f"{page}: {len(rendered.stdout.splitlines())} lines at 80 columns, no warnings")
+
+
+if __name__ == "__main__":
+    from tools.nox_bootstrap import run_nox
+
+    run_nox(Path(__file__))
