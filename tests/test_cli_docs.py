@@ -312,3 +312,16 @@ def test_main_returns_0_for_help_without_a_result(capsys: pytest.CaptureFixture[
     assert '"outcome"' not in out
     assert "usage: prepare-node-join" not in out  # --version printed only the version
     assert out.endswith(f"txsetup {txsetup.__version__}\n")
+
+
+@pytest.mark.parametrize("page", ["txsetup", "node-daemon-setup", "prepare-node-join"])
+def test_man_page_see_also_names_where_the_pages_are(page: str) -> None:
+    """A man page's reader is told where the pages it names are, and each one exists."""
+    text = (REPO / "docs" / "man" / f"{page}.md").read_text(encoding="utf-8")
+    see_also = text[text.index("## See also") :]
+    assert "/usr/share/doc/txsetup/" in see_also
+    named = re.findall(r"\[([\w-]+\.md)\]\(\.\./([\w-]+\.md)\)", see_also)
+    assert named
+    for shown, target in named:
+        assert shown == target
+        assert (REPO / "docs" / target).is_file()
