@@ -66,6 +66,7 @@ ACTION = {
     "internal": "an internal error: keep the JSON log (--log-format json) and report it",
     "config.error:invalid_input": "fix the configuration file (--config), then run again",
     "config.error:usage": "check the options and that --config names a file: `txsetup --help`",
+    "missing_program": "install the program named, or set its key in the file named; run again",
     "push.error:usage": "see `txsetup push --help`",
     "push.error:invalid_input": "fix the files under --from-root, then push again",
     "cert.expires_soon": "renew the cluster certificate (gnt-cluster renew-crypto)",
