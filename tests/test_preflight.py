@@ -312,3 +312,31 @@ def test_the_result_and_log_carry_the_refusal(tmp_path: Path, node_pem: str) -> 
     assert [e["error_code"] for e in errors] == ["missing_program"]
     assert not [e for e in run.events if e["event"] == "step.begin"]
     assert json.loads(run.stdout)["steps"] == []
+
+
+def test_a_run_refuses_when_recovering_another_commands_transaction_needs_a_missing_program(
+    tmp_path: Path, node_pem: str
+) -> None:
+    """node-daemon-setup on a node with an ssh-setup transaction killed in its reload: the run
+    would recover it first, so sshd's missing reload program refuses it before the lock."""
+    root = node_root(tmp_path)
+    write_sshd_config(
+        root, reload=["sh", "-c", "kill -9 $PPID"], status=["true"], health_address="none"
+    )
+    killed = subprocess.run(
+        [txsetup_exe(), "ssh-setup", "--root", str(root)],
+        input=encode(ssh_document()),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -9, killed.stderr.decode()
+    assert read_journal(root / "var/lib/txsetup/journal")[-1].state is TxnState.RELOADING_SSHD
+    missing = tmp_path / "reload-sshd"
+    write_sshd_config(root, reload=[str(missing)], status=["true"], health_address="none")
+    before = snapshot(root, skip=())
+    run = run_txsetup(
+        ["node-daemon-setup", "--root", str(root)], stdin=encode(make_document(node_pem))
+    )
+    assert_refused(run.result, f"{missing} ([sshd] reload) does not exist")
+    assert snapshot(root, skip=()) == before
