@@ -69,6 +69,7 @@ ACTION = {
     "usage": "fix the command line as the error says (`txsetup --help` lists the options)",
     "internal": "an internal error: keep the JSON log (--log-format json) and report it",
     "config.error:invalid_input": "fix the configuration file (--config), then run again",
+    "missing_program": "install the program named, or set its key in the file named; run again",
     "push.error:usage": "see `txsetup push --help`",
     "push.error:invalid_input": "fix the files under --from-root, then push again",
     "cert.expires_soon": "renew the cluster certificate (gnt-cluster renew-crypto)",

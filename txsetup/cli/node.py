@@ -30,6 +30,7 @@ from txsetup.node.config import Config, load_config
 from txsetup.txn.plan import Layout
 
 if TYPE_CHECKING:
+    from txsetup.node.preflight import Preflight, Table
     from txsetup.node.restart import DaemonControl
     from txsetup.txn.engine import Step
     from txsetup.txn.recovery import Hooks
@@ -81,6 +82,26 @@ def all_recovery_hooks(config: Config, layout: Layout) -> Hooks:
     )
 
 
+def checked_before_lock(
+    args: argparse.Namespace, config: Config, layout: Layout, *, own: Table | None = None
+) -> Preflight:
+    """Refuse before anything is written when a program the run will start is missing.
+
+    Checks what is known before the document is read: the programs the
+    configuration file sets for the ``own`` table, and those recovering an
+    unfinished transaction will start. Returns the check, for the verify steps
+    to finish once the document says what else the run needs.
+
+    Raises:
+        MissingProgram: a program is missing (exit 4); nothing was written.
+    """
+    from txsetup.node.preflight import Preflight
+
+    preflight = Preflight.for_run(config, root=args.root, config_arg=args.config)
+    preflight.before_lock(layout, own=own)
+    return preflight
+
+
 def new_txid() -> str:
     """A sortable, unique transaction id."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
@@ -113,6 +134,7 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
     log = get_logger()
     log.info("txn.begin", command="node-daemon-setup", root=str(args.root), dry_run=args.dry_run)
     config = load_config(args.config, root=args.root)
+    preflight = checked_before_lock(args, config, layout, own="daemon")
     ctx = Setup(
         layout,
         txid,
@@ -123,6 +145,7 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         client_profile=config.files.client_pem_profile,
         lock_timeout=args.lock_timeout,
         hooks=all_recovery_hooks(config, layout),
+        preflight=preflight,
     )
     table = DRY_RUN_STEPS if args.dry_run else NODE_DAEMON_SETUP_STEPS
     return run_table(ctx, table, NODE_DAEMON_SETUP_STEPS, dry_run=args.dry_run)
@@ -200,6 +223,7 @@ def run_resume(args: argparse.Namespace) -> Result:
     log = get_logger()
     log.info("txn.begin", command=args.command, resume=True, abort=args.abort)
     config = load_config(args.config, root=args.root)
+    checked_before_lock(args, config, layout)
     try:
         lock = acquire_lock(layout, args.lock_timeout)
         try:

@@ -16,6 +16,7 @@ from txsetup.cli.node import (
     Result,
     _stdin,
     all_recovery_hooks,
+    checked_before_lock,
     new_txid,
     run_table,
 )
@@ -42,6 +43,7 @@ def run_ssh_setup(args: argparse.Namespace) -> Result:
     log = get_logger()
     log.info("txn.begin", command="ssh-setup", root=str(args.root), dry_run=args.dry_run)
     config = load_config(args.config, root=args.root)
+    preflight = checked_before_lock(args, config, layout, own="sshd")
     ctx = SshRun(
         layout,
         txid,
@@ -50,6 +52,7 @@ def run_ssh_setup(args: argparse.Namespace) -> Result:
         SshdControl(config.sshd, log),
         all_recovery_hooks(config, layout),
         lock_timeout=args.lock_timeout,
+        preflight=preflight,
     )
     table = SSH_DRY_RUN_STEPS if args.dry_run else SSH_SETUP_STEPS
     result = run_table(ctx, table, SSH_SETUP_STEPS, dry_run=args.dry_run)

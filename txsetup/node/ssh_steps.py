@@ -9,12 +9,11 @@ is reloaded only when a host key changed. Steps share one typed context,
 
 from __future__ import annotations
 
-import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from filelock import FileLock
 from structlog.typing import FilteringBoundLogger
@@ -51,6 +50,9 @@ from txsetup.txn.journal import Journal
 from txsetup.txn.plan import Action, Layout, PlannedFile, plan_files, refuse_unsafe_targets
 from txsetup.txn.run import commit, prepare, release_lock, take_lock, undo
 
+if TYPE_CHECKING:
+    from txsetup.node.preflight import Preflight
+
 __all__ = ["SSH_DRY_RUN_STEPS", "SSH_SETUP_STEPS", "SshRun"]
 
 
@@ -77,6 +79,7 @@ class SshRun:
     root_public_keys: list[str] = field(default_factory=list)
     plan: list[PlannedFile] = field(default_factory=list)
     txn: recovery.PendingTxn | None = None
+    preflight: Preflight | None = None  # the programs check; None only where no program runs
 
     def hooks_for_recovery(self) -> recovery.Hooks:
         """Recovery of any table's transaction."""
@@ -147,7 +150,8 @@ def verify_keys(ctx: SshRun) -> bool:
     Also refuses targets that are not plain files in real directories
     (:func:`refuse_unsafe_targets`: replacing a symlink at ``authorized_keys``
     would silently drop its lines), and reads what the plan keeps
-    (``authorized_keys``, root's pair).
+    (``authorized_keys``, root's pair). New host keys mean a reload: every
+    ``[sshd]`` program must be there (:mod:`txsetup.node.preflight`).
     """
     from txsetup.node.sshkeys import (
         fingerprint_of_line,
@@ -168,12 +172,8 @@ def verify_keys(ctx: SshRun) -> bool:
         old_fingerprint = fingerprint_of_line(old.decode("utf-8", "replace")) if old else None
         if old_fingerprint is not None:
             ctx.old_host_keys[kind] = old_fingerprint
-    scans = ctx.host_keys and ctx.sshd.config.health_address is not None
-    if scans and shutil.which("ssh-keyscan") is None:
-        raise RefusedByVerification(
-            "ssh-keyscan is not installed: the new host keys could not be checked after "
-            'the reload (install the OpenSSH client, or set [sshd] health_address = "none")'
-        )
+    if ctx.host_keys and ctx.preflight is not None:  # new host keys: sshd is reloaded
+        ctx.preflight.require_tables("sshd")
     root_kinds = [payload.ssh_key_type] if payload.ssh_key_type else []
     root_kinds += [pair.type for pair in payload.ssh_root_key]
     targets = [path for key in payload.ssh_host_key for path in host_key_paths(key.type)]

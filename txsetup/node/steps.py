@@ -52,6 +52,7 @@ from txsetup.txn.run import commit, prepare, release_lock, take_lock, undo
 
 if TYPE_CHECKING:
     from txsetup.node.checks import CertificateFacts
+    from txsetup.node.preflight import Preflight
 
 __all__ = [
     "DRY_RUN_STEPS",
@@ -85,6 +86,7 @@ class Setup:
     plan: list[PlannedFile] = field(default_factory=list)
     txn: recovery.PendingTxn | None = None
     hooks: recovery.Hooks | None = None  # recovery of any table's transaction; default: ours
+    preflight: Preflight | None = None  # the programs check; None only where no program runs
 
     @property
     def journal(self) -> Journal:
@@ -153,8 +155,9 @@ def verify_cert(ctx: Setup) -> bool:
     """Certificate and key: parse, match, valid now, match the local key; then the targets.
 
     Every file the run will write must be absent or a regular file in a real
-    directory (:func:`refuse_unsafe_targets`): checked here, before any
-    write, so a refusal (and a dry run) touches nothing.
+    directory (:func:`refuse_unsafe_targets`), and a document that asks for a
+    restart needs every ``[daemon]`` program: checked here, before any write,
+    so a refusal (and a dry run) touches nothing.
     """
     from txsetup.node.checks import (
         client_certificate_is_current,
@@ -186,6 +189,8 @@ def verify_cert(ctx: Setup) -> bool:
             ctx.client_pem = make_client_certificate(pem, name, now=now, profile=profile)
     wanted = desired_files(payload, client_pem=ctx.client_pem, owners=ctx.owners)
     refuse_unsafe_targets(ctx.layout, [want.relpath for want in wanted])
+    if payload.start_node_daemon and ctx.preflight is not None:
+        ctx.preflight.require_tables("daemon")
     return False
 
 
