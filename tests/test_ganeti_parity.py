@@ -41,6 +41,7 @@ from tests.conftest import (
     snapshot,
 )
 from txsetup.demo.certs import generate_node_certificate, split_pem
+from txsetup.node.cryptocompat import check_issued_by, valid_from, valid_until
 
 pytestmark = pytest.mark.system
 
@@ -168,10 +169,10 @@ def client_facts(pem: bytes, signer: x509.Certificate) -> dict[str, Any]:
     key_text, cert_text = split_pem(pem.decode())
     key = serialization.load_pem_private_key(key_text.encode(), password=None)
     cert = x509.load_pem_x509_certificate(cert_text.encode())
-    cert.verify_directly_issued_by(signer)  # the signature verifies with the node key
+    check_issued_by(cert, signer)  # the signature verifies with the node key
     public = cert.public_key()
     der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    validity = cert.not_valid_after_utc - cert.not_valid_before_utc
+    validity = valid_until(cert) - valid_from(cert)
     hash_algorithm = cert.signature_hash_algorithm
     return {
         "key": (type(public).__name__, getattr(public, "key_size", None)),

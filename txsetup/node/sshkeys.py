@@ -27,8 +27,8 @@ from typing import Final
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
+from txsetup.node.cryptocompat import PrivateKeyTypes, PublicKeyTypes
 from txsetup.node.payload import SshKeyTriple
 from txsetup.node.sshfiles import KEY_LINE_TYPES
 
