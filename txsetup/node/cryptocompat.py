@@ -46,6 +46,7 @@ __all__ = [
     "PrivateKeyTypes",
     "PublicKeyTypes",
     "check_issued_by",
+    "check_issued_by_hand",
     "load_pem_private_key",
     "valid_from",
     "valid_until",
@@ -98,7 +99,17 @@ def check_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
     """
     if _VERIFIES_ISSUER:
         cert.verify_directly_issued_by(issuer)
-        return
+    else:
+        check_issued_by_hand(cert, issuer)
+
+
+def check_issued_by_hand(cert: x509.Certificate, issuer: x509.Certificate) -> None:
+    """:func:`check_issued_by` with only the API of cryptography 38: names, then signature.
+
+    RSA signatures are checked as PKCS#1 v1.5, what txsetup and Ganeti sign
+    with; an RSA-PSS one does not verify here (so a client.pem signed so is
+    minted anew).
+    """
     if cert.issuer != issuer.subject:
         raise ValueError("the certificate's issuer is not the issuer's subject")
     key, signed, signature = issuer.public_key(), cert.tbs_certificate_bytes, cert.signature
@@ -108,7 +119,7 @@ def check_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
     digest = cert.signature_hash_algorithm
     if digest is None:
         raise TypeError("the signature names no hash algorithm")
-    if isinstance(key, rsa.RSAPublicKey):  # what txsetup and Ganeti sign with; not RSA-PSS
+    if isinstance(key, rsa.RSAPublicKey):
         key.verify(signature, signed, padding.PKCS1v15(), digest)
     elif isinstance(key, ec.EllipticCurvePublicKey):
         key.verify(signature, signed, ec.ECDSA(digest))
