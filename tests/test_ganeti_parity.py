@@ -175,7 +175,7 @@ def client_facts(pem: bytes, signer: x509.Certificate) -> dict[str, Any]:
     validity = valid_until(cert) - valid_from(cert)
     hash_algorithm = cert.signature_hash_algorithm
     return {
-        "key": (type(public).__name__, getattr(public, "key_size", None)),
+        "rsa_bits": public.key_size if isinstance(public, rsa.RSAPublicKey) else None,
         "rsa_exponent": public.public_numbers().e if isinstance(public, rsa.RSAPublicKey) else None,
         "own_key": key.public_key().public_bytes(der, spki) == public.public_bytes(der, spki),
         "not_the_node_key": public.public_bytes(der, spki)
@@ -232,7 +232,7 @@ def test_same_files_as_ganetis_node_daemon_setup(
     assert (client_ours.mode, client_ours.owner, client_ours.group) == (0o440, "root", "root")
     assert (client_theirs.mode, client_theirs.owner, client_theirs.group) == (0o440, "root", "root")
     expected = {
-        "key": ("RSAPublicKey", 2048),
+        "rsa_bits": 2048,
         "rsa_exponent": 65537,
         "own_key": True,
         "not_the_node_key": True,
