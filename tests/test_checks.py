@@ -115,6 +115,7 @@ def assert_no_pem_text(exc: RefusedByVerification, *sources: str) -> None:
     for message in (str(exc), exc.message, *exc.problems):
         assert "-----" not in message
         assert "BEGIN" not in message
+        assert "PRIVATE KEY" not in message  # log scrubbers would take it for key material
         for source in sources:
             for line in body_lines(source):
                 assert line not in message
@@ -229,6 +230,13 @@ NODE_CERTIFICATE_CASES = [
     pytest.param(
         Case(lambda k: pair(k.ec_key).rstrip().rsplit("\n", 1)[0], "truncated PEM block"),
         id="truncated-end",
+    ),
+    pytest.param(
+        Case(
+            lambda k: "-----BEGIN PRIVATE KEY-----\n" + cert_pem(k.ec_key),
+            "truncated PEM block of a private key",
+        ),
+        id="truncated-key-block",
     ),
     pytest.param(
         Case(lambda k: pair(k.ec_key)[: len(pair(k.ec_key)) // 2], "truncated"), id="cut-half"

@@ -261,7 +261,7 @@ def _parse(text: str) -> _Pem:
             except _PARSE_ERRORS:
                 parsed.problems.append("the private key does not parse")
         elif label not in _HARMLESS_LABELS:
-            parsed.problems.append(f"unexpected PEM block {label!r}")
+            parsed.problems.append(f"unexpected PEM block {_shown_label(label)}")
     parsed.problems = _summarized(parsed.problems)
     return parsed
 
@@ -305,7 +305,7 @@ def _split_blocks(text: str) -> tuple[list[tuple[str, str]], list[str]]:
         begin = _BEGIN.fullmatch(line)
         if begin is not None:
             if label is not None:
-                problems.append(f"truncated PEM block {label!r}")
+                problems.append(f"truncated PEM block {_shown_label(label)}")
             label, lines = begin.group(1), [line]
         elif label is not None:
             lines.append(line)
@@ -313,8 +313,17 @@ def _split_blocks(text: str) -> tuple[list[tuple[str, str]], list[str]]:
                 blocks.append((label, "\n".join(lines) + "\n"))
                 label = None
     if label is not None:
-        problems.append(f"truncated PEM block {label!r}")
+        problems.append(f"truncated PEM block {_shown_label(label)}")
     return blocks, problems
+
+
+def _shown_label(label: str) -> str:
+    """A PEM label for a message: a private key's is described, not quoted.
+
+    The words "PRIVATE KEY" read as key material to whoever scrubs logs (our
+    own log processor included), and the result carries the message too.
+    """
+    return "of a private key" if "PRIVATE KEY" in label else repr(label)
 
 
 def _count_problems(parsed: _Pem, *, want_key: bool) -> list[str]:
