@@ -1,10 +1,13 @@
-"""Sessions: ``tests``, ``lint``, ``demo`` (the README's two commands), ``bench``, ``docs``."""
+"""Sessions: ``tests``, ``tests_debian``, ``lint``, ``demo`` (the README's two commands),
+``bench``, ``docs``."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -13,6 +16,8 @@ from tempfile import TemporaryDirectory
 # installs it into .nox/_bootstrap and runs this file again with that environment's Python.
 try:
     import nox
+    from packaging.requirements import Requirement
+    from packaging.version import Version
 except ImportError:
     if __name__ != "__main__":
         raise
@@ -32,6 +37,119 @@ def tests(session: nox.Session) -> None:
     """Run the test suite against the installed package (its console scripts too)."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+# The oldest end of the supported range: Debian 12's system Python and its own libraries.
+DEBIAN_PYTHON = "/usr/bin/python3"
+DEBIAN_SITE = "/usr/lib/python3/dist-packages"
+DEBIAN_PACKAGES = {  # module -> the Debian package that provides it
+    "cryptography": "python3-cryptography",
+    "filelock": "python3-filelock",
+    "structlog": "python3-structlog",
+    "rich": "python3-rich",
+    "ensurepip": "python3-venv",
+}
+_IMPORTED = """
+import importlib, importlib.metadata, json, sys
+found = {}
+for name in sys.argv[1:]:
+    try:
+        origin = importlib.import_module(name).__file__
+    except Exception:
+        found[name] = None
+        continue
+    try:
+        found[name] = [importlib.metadata.version(name), origin]
+    except importlib.metadata.PackageNotFoundError:  # ensurepip: part of Python, no version
+        found[name] = ["", origin]
+print(json.dumps(found))
+"""
+
+
+@nox.session(python=False)
+def tests_debian(session: nox.Session) -> None:
+    """Run the whole suite at the oldest supported end: Debian 12's Python and its own libraries.
+
+    Proves the lower bounds in pyproject.toml: txsetup works on /usr/bin/python3
+    with Debian's python3-cryptography, python3-filelock, python3-structlog and
+    python3-rich. Its venv sees the system's packages; txsetup is installed
+    without dependencies and only the test tools come from PyPI. Before the
+    tests it prints the version and origin of each library imported, and fails
+    unless each is the Debian package at exactly its lower bound.
+    """
+    apt = "apt-get install " + " ".join(sorted(set(DEBIAN_PACKAGES.values())))
+    if not Path(DEBIAN_PYTHON).exists():
+        session.error(f"{DEBIAN_PYTHON} is missing: this session needs Debian's python3 ({apt})")
+    imported = _imported(DEBIAN_PYTHON)
+    lacking = [DEBIAN_PACKAGES[name] for name, found in imported.items() if found is None]
+    if lacking:
+        session.error(f"{DEBIAN_PYTHON} lacks {', '.join(lacking)}: as root, run {apt}")
+    venv = Path(".nox", "tests_debian").resolve()
+    shutil.rmtree(venv, ignore_errors=True)  # nothing a pip of an earlier run left may shadow them
+    session.run(DEBIAN_PYTHON, "-m", "venv", "--system-site-packages", str(venv), external=True)
+    python = str(venv / "bin" / "python")
+    pip = (python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check")
+    session.run(*pip, "--no-deps", "-e", ".", external=True)
+    session.run(*pip, *_test_tools(), external=True)
+    _check_debian_libraries(session, python, apt)
+    env = {
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VIRTUAL_ENV": str(venv),
+    }
+    session.run(python, "-m", "pytest", *session.posargs, external=True, env=env)
+
+
+def _imported(python: str) -> dict[str, list[str] | None]:
+    """What ``python`` imports for each library: ``[version, file]``, or None when it cannot."""
+    out = subprocess.run(
+        [python, "-c", _IMPORTED, *DEBIAN_PACKAGES], capture_output=True, text=True, check=True
+    )
+    found: dict[str, list[str] | None] = json.loads(out.stdout)
+    return found
+
+
+def _lower_bounds() -> dict[str, Version]:
+    """The ``>=`` bound pyproject.toml sets for each library, in any of its requirement lists."""
+    project = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))["project"]
+    lists = [project["dependencies"], *project["optional-dependencies"].values()]
+    bounds = {}
+    for requirement in (Requirement(text) for group in lists for text in group):
+        for spec in requirement.specifier:
+            if spec.operator == ">=":
+                bounds[requirement.name] = Version(spec.version)
+    return bounds
+
+
+def _test_tools() -> list[str]:
+    """The test extra without the libraries Debian provides: pytest and its helpers, from PyPI."""
+    project = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))["project"]
+    test = project["optional-dependencies"]["test"]
+    return [text for text in test if Requirement(text).name not in DEBIAN_PACKAGES]
+
+
+def _check_debian_libraries(session: nox.Session, python: str, apt: str) -> None:
+    """Print what the venv imports; fail unless each is Debian's, at pyproject's lower bound."""
+    bounds = _lower_bounds()
+    wrong = []
+    for name, found in _imported(python).items():
+        if name not in bounds:
+            continue
+        version, origin = found or ["not importable", "nowhere"]
+        session.log(f"{name} {version} from {origin}")
+        if (
+            found is None
+            or not origin.startswith(DEBIAN_SITE + "/")
+            or Version(version) != bounds[name]
+        ):
+            wrong.append(
+                f"{name} {version} from {origin}, not {DEBIAN_PACKAGES[name]} {bounds[name]}"
+            )
+    if wrong:
+        session.error(
+            "not the oldest end this session proves: "
+            + "; ".join(wrong)
+            + f" (in {DEBIAN_SITE}; Debian 12: {apt})"
+        )
 
 
 @nox.session

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, MutableMapping
@@ -422,6 +425,33 @@ def test_closed_stderr_does_not_stop_compensation(work: Workdir) -> None:
         run_steps(table, work, log=log)
     assert work.calls == ["do a", "do b", "do c", "undo c", "undo b", "undo a"]
     assert contents(work.path) == before
+
+
+# A library warning after logging is set up, then one log line (as a txsetup process would).
+WARN_THEN_LOG = """
+import sys, warnings
+from txsetup.log import configure_logging, get_logger
+configure_logging(fmt="json", stream=sys.stderr)
+warnings.warn("a new release of a library deprecates something", UserWarning)
+warnings.warn("and something else", DeprecationWarning)
+get_logger().info("txn.test_line")
+"""
+
+
+@pytest.mark.parametrize("asked", [False, True], ids=["default", "pythonwarnings"])
+def test_a_library_warning_never_breaks_the_json_log(asked: bool) -> None:
+    """Warnings stay off stderr's JSON lines, unless PYTHONWARNINGS asks to see them."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    if asked:
+        env["PYTHONWARNINGS"] = "always"
+    run = subprocess.run(
+        [sys.executable, "-c", WARN_THEN_LOG], env=env, capture_output=True, text=True, check=True
+    )
+    lines = run.stderr.splitlines()
+    if asked:
+        assert "deprecates something" in run.stderr
+        return
+    assert [json.loads(line)["event"] for line in lines] == ["txn.test_line"]
 
 
 @settings(max_examples=60, deadline=None)

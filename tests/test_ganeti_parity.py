@@ -45,6 +45,7 @@ from tests.conftest import (
 )
 from tests.parity_documents import Variant, build_variants
 from txsetup.demo.certs import generate_node_certificate, split_pem
+from txsetup.node.cryptocompat import check_issued_by, valid_from, valid_until
 
 pytestmark = pytest.mark.system
 
@@ -172,13 +173,13 @@ def client_facts(pem: bytes, signer: x509.Certificate) -> dict[str, Any]:
     key_text, cert_text = split_pem(pem.decode())
     key = serialization.load_pem_private_key(key_text.encode(), password=None)
     cert = x509.load_pem_x509_certificate(cert_text.encode())
-    cert.verify_directly_issued_by(signer)  # the signature verifies with the node key
+    check_issued_by(cert, signer)  # the signature verifies with the node key
     public = cert.public_key()
     der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    validity = cert.not_valid_after_utc - cert.not_valid_before_utc
+    validity = valid_until(cert) - valid_from(cert)
     hash_algorithm = cert.signature_hash_algorithm
     return {
-        "key": (type(public).__name__, getattr(public, "key_size", None)),
+        "rsa_bits": public.key_size if isinstance(public, rsa.RSAPublicKey) else None,
         "rsa_exponent": public.public_numbers().e if isinstance(public, rsa.RSAPublicKey) else None,
         "own_key": key.public_key().public_bytes(der, spki) == public.public_bytes(der, spki),
         "not_the_node_key": public.public_bytes(der, spki)
@@ -235,7 +236,7 @@ def test_same_files_as_ganetis_node_daemon_setup(
     assert (client_ours.mode, client_ours.owner, client_ours.group) == (0o440, "root", "root")
     assert (client_theirs.mode, client_theirs.owner, client_theirs.group) == (0o440, "root", "root")
     expected = {
-        "key": ("RSAPublicKey", 2048),
+        "rsa_bits": 2048,
         "rsa_exponent": 65537,
         "own_key": True,
         "not_the_node_key": True,

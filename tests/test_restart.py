@@ -37,6 +37,7 @@ from tests.conftest import (
 from txsetup.demo.certs import split_pem
 from txsetup.demo.noded import NOT_RUNNING
 from txsetup.node.config import HealthTarget
+from txsetup.node.cryptocompat import valid_from, valid_until
 from txsetup.node.daemon import probe_tls
 
 Argv = Sequence[str]
@@ -66,8 +67,8 @@ def renewed(pem: str) -> str:
         .issuer_name(old.issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(old.not_valid_before_utc)
-        .not_valid_after(old.not_valid_after_utc + timedelta(days=30))
+        .not_valid_before(valid_from(old))
+        .not_valid_after(valid_until(old) + timedelta(days=30))
     )
     for extension in old.extensions:
         builder = builder.add_extension(extension.value, extension.critical)

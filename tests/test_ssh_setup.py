@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from tests.conftest import (
     CLUSTER,
     Run,
     encode,
+    require_tool,
     run_txsetup,
     snapshot,
     state_dir_leftovers,
@@ -265,6 +268,15 @@ def encrypted_ed25519() -> str:
     ).decode()
 
 
+def encrypted_openssh() -> str:
+    """An OpenSSH-format private key protected by a passphrase, as ssh-keygen writes it."""
+    with tempfile.TemporaryDirectory() as work:
+        key = Path(work) / "key"
+        keygen = [require_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "secret", "-f", str(key)]
+        subprocess.run(keygen, check=True, capture_output=True)
+        return key.read_text()
+
+
 HOSTILE: list[tuple[str, Callable[[dict[str, Any]], None], int, str]] = [
     (
         "pem garbage",
@@ -283,6 +295,12 @@ HOSTILE: list[tuple[str, Callable[[dict[str, Any]], None], int, str]] = [
     (
         "encrypted",
         lambda d: d["ssh_host_key"][0].__setitem__(1, encrypted_ed25519()),
+        4,
+        "$.ssh_host_key[0]: the private key is encrypted",
+    ),
+    (
+        "encrypted openssh",
+        lambda d: d["ssh_host_key"][0].__setitem__(1, encrypted_openssh()),
         4,
         "$.ssh_host_key[0]: the private key is encrypted",
     ),

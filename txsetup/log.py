@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
+import warnings
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO, cast
 
@@ -103,7 +105,15 @@ def default_log_format(requested: str | None, stream: TextIO) -> LogFormat:
 
 
 def configure_logging(*, fmt: LogFormat, level: int = logging.INFO, stream: TextIO) -> None:
-    """Configure structlog for this process; the only place logging is set up."""
+    """Configure structlog for this process; the only place logging is set up.
+
+    Python's warnings are silenced unless asked for (``-W``, ``PYTHONWARNINGS``):
+    a library's deprecation notice printed raw on stderr would break the JSON
+    lines the master parses, and a new release of a library may add one at
+    any time.
+    """
+    if not sys.warnoptions:
+        warnings.simplefilter("ignore")
     renderer: Processor = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if fmt == "json"

@@ -4,8 +4,9 @@ The ``verify_*`` functions run before the first write (SPEC §3) and report
 every problem of a document at once as :class:`RefusedByVerification`. Any
 input, however broken, ends in that error and nothing else, and no message
 ever quotes key material or PEM text: the messages are logged and shown to
-the operator. This is the only node-path module that imports
-``cryptography``; the CLI imports it lazily.
+the operator. It and :mod:`txsetup.node.cryptocompat` are the only
+node-daemon-setup modules that import ``cryptography``; the CLI imports them
+lazily.
 """
 
 from __future__ import annotations
@@ -21,15 +22,19 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificateIssuerPrivateKeyTypes,
-    PrivateKeyTypes,
-    PublicKeyTypes,
-)
 from cryptography.x509.oid import NameOID
 
 from txsetup.errors import RefusedByVerification
 from txsetup.node.config import ClientPemProfile
+from txsetup.node.cryptocompat import (
+    CertificateIssuerPrivateKeyTypes,
+    PrivateKeyTypes,
+    PublicKeyTypes,
+    check_issued_by,
+    load_pem_private_key,
+    valid_from,
+    valid_until,
+)
 
 __all__ = [
     "EXPIRY_WARNING",
@@ -43,6 +48,7 @@ __all__ = [
 
 EXPIRY_WARNING: Final = timedelta(days=30)
 _CLIENT_BACKDATE: Final = timedelta(hours=1)
+_COMMON_NAME_MAX: Final = 64
 _GANETI_CLIENT_PEM: Final = ClientPemProfile()
 _EC_CURVES: Final[dict[str, type[ec.EllipticCurve]]] = {
     curve.name: curve for curve in (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
@@ -171,11 +177,11 @@ def make_client_certificate(
             name cannot be a common name.
     """
     server_cert, server_key = _issuer(server_pem)
-    if not server_cert.not_valid_before_utc <= now <= server_cert.not_valid_after_utc:
+    if not valid_from(server_cert) <= now <= valid_until(server_cert):
         raise RefusedByVerification("cannot issue client certificate: node certificate not valid")
     subject = _client_subject(node_name)
     key = _generate_key(_wanted_key_kind(profile, server_key))
-    not_before = max(now - _CLIENT_BACKDATE, server_cert.not_valid_before_utc)
+    not_before = max(now - _CLIENT_BACKDATE, valid_from(server_cert))
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -223,7 +229,7 @@ def client_certificate_is_current(
         return False
     cert = client.certificates[0]
     try:
-        cert.verify_directly_issued_by(server_cert)
+        check_issued_by(cert, server_cert)
         kind = _key_kind(cert.public_key())
     except (*_PARSE_ERRORS, InvalidSignature):
         return False
@@ -232,9 +238,9 @@ def client_certificate_is_current(
         and _spki(cert) != _spki(server_cert)  # its own key, never the node key
         and not _pair_problems(cert, client.keys[0])
         and kind == _wanted_key_kind(profile, server_key)
-        and cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=profile.days)
-        and cert.not_valid_before_utc <= now
-        and now + EXPIRY_WARNING <= cert.not_valid_after_utc
+        and valid_until(cert) - valid_from(cert) == timedelta(days=profile.days)
+        and valid_from(cert) <= now
+        and now + EXPIRY_WARNING <= valid_until(cert)
     )
 
 
@@ -264,7 +270,7 @@ def _parse(text: str) -> _Pem:
             except _PARSE_ERRORS:
                 parsed.problems.append("the private key does not parse")
         elif label not in _HARMLESS_LABELS:
-            parsed.problems.append(f"unexpected PEM block {label!r}")
+            parsed.problems.append(f"unexpected PEM block {_shown_label(label)}")
     parsed.problems = _summarized(parsed.problems)
     return parsed
 
@@ -275,18 +281,18 @@ def _load_private_key(block: bytes) -> PrivateKeyTypes:
 
     An RSA key is loaded without OpenSSL's full consistency check (the
     primality of its factors and the like: 0.1 to 0.2 s for 2048 bits, more
-    than the rest of a run's own work). What that check protects is proved
-    instead where it matters, by :func:`_pair_problems`: the key's public half
-    is the certificate's, and it makes a signature the certificate's public
-    key accepts, so it works for TLS and for signing client.pem. A run meets
-    the same block up to three times (the node key when verified and again
-    when it signs client.pem; on a re-add server.pem holds the same key), so
-    a block is loaded once; a key object is immutable, and a block that fails
-    raises every time, as failures are not kept.
+    than the rest of a run's own work) where cryptography allows it (39 and
+    later; an older one checks, and refuses a damaged key as unparseable).
+    What that check protects is proved instead where it matters, by
+    :func:`_pair_problems`: the key's public half is the certificate's, and it
+    makes a signature the certificate's public key accepts, so it works for
+    TLS and for signing client.pem. A run meets the same block up to three
+    times (the node key when verified and again when it signs client.pem; on
+    a re-add server.pem holds the same key), so a block is loaded once; a key
+    object is immutable, and a block that fails raises every time, as
+    failures are not kept.
     """
-    return serialization.load_pem_private_key(
-        block, password=None, unsafe_skip_rsa_key_validation=True
-    )
+    return load_pem_private_key(block)
 
 
 def _summarized(problems: list[str]) -> list[str]:
@@ -308,7 +314,7 @@ def _split_blocks(text: str) -> tuple[list[tuple[str, str]], list[str]]:
         begin = _BEGIN.fullmatch(line)
         if begin is not None:
             if label is not None:
-                problems.append(f"truncated PEM block {label!r}")
+                problems.append(f"truncated PEM block {_shown_label(label)}")
             label, lines = begin.group(1), [line]
         elif label is not None:
             lines.append(line)
@@ -316,8 +322,17 @@ def _split_blocks(text: str) -> tuple[list[tuple[str, str]], list[str]]:
                 blocks.append((label, "\n".join(lines) + "\n"))
                 label = None
     if label is not None:
-        problems.append(f"truncated PEM block {label!r}")
+        problems.append(f"truncated PEM block {_shown_label(label)}")
     return blocks, problems
+
+
+def _shown_label(label: str) -> str:
+    """A PEM label for a message: a private key's is described, not quoted.
+
+    The words "PRIVATE KEY" read as key material to whoever scrubs logs (our
+    own log processor included), and the result carries the message too.
+    """
+    return "of a private key" if "PRIVATE KEY" in label else repr(label)
 
 
 def _count_problems(parsed: _Pem, *, want_key: bool) -> list[str]:
@@ -348,9 +363,9 @@ def _finish(
         return CertificateFacts(
             fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
             subject=cert.subject.rfc4514_string(),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            expires_soon=cert.not_valid_after_utc - now < EXPIRY_WARNING,
+            not_before=valid_from(cert),
+            not_after=valid_until(cert),
+            expires_soon=valid_until(cert) - now < EXPIRY_WARNING,
         )
     except _PARSE_ERRORS as exc:
         raise RefusedByVerification("the certificate's subject does not decode") from exc
@@ -472,10 +487,10 @@ def _self_signed(cert: x509.Certificate) -> bool:
 
 def _validity_problems(cert: x509.Certificate, now: datetime) -> list[str]:
     """X.509 validity is inclusive at both ends."""
-    if now < cert.not_valid_before_utc:
-        return [f"the certificate is not valid before {cert.not_valid_before_utc.isoformat()}"]
-    if now > cert.not_valid_after_utc:
-        return [f"the certificate expired at {cert.not_valid_after_utc.isoformat()}"]
+    if now < valid_from(cert):
+        return [f"the certificate is not valid before {valid_from(cert).isoformat()}"]
+    if now > valid_until(cert):
+        return [f"the certificate expired at {valid_until(cert).isoformat()}"]
     return []
 
 
@@ -532,8 +547,13 @@ def _signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | No
 
 
 def _client_subject(node_name: str) -> x509.Name:
-    """CN=node_name; X.509 caps a common name at 64 characters."""
+    """CN=node_name; X.509 caps a common name at 64 characters (bytes of UTF-8).
+
+    The cap is checked here: cryptography enforces it only in newer releases.
+    """
     try:
+        if not 1 <= len(node_name.encode("utf-8")) <= _COMMON_NAME_MAX:
+            raise ValueError("not a common name's length")
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_name)])
     except ValueError as exc:
         raise RefusedByVerification(

@@ -27,8 +27,8 @@ from typing import Final
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
+from txsetup.node.cryptocompat import PrivateKeyTypes, PublicKeyTypes
 from txsetup.node.payload import SshKeyTriple
 from txsetup.node.sshfiles import KEY_LINE_TYPES
 
@@ -57,6 +57,7 @@ _CURVES: Final[Mapping[int, type[ec.EllipticCurve]]] = {
     521: ec.SECP521R1,
 }
 _PARSE_ERRORS: Final = (ValueError, TypeError, UnsupportedAlgorithm, struct.error, IndexError)
+_OPENSSH_MAGIC: Final = b"openssh-key-v1\x00"
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,29 @@ def _private_or_problem(kind: str, private: str) -> tuple[PrivateKeyTypes | None
         return None, "the private key is encrypted; an unencrypted key is needed"
     except UnsupportedAlgorithm:
         return None, f"this node cannot load {kind} private keys (cryptography refuses them)"
-    except _PARSE_ERRORS as exc:
-        if "password" in str(exc).lower() or "encrypt" in str(exc).lower():
+    except _PARSE_ERRORS:
+        if _openssh_encrypted(private.encode("utf-8", "replace")):
             return None, "the private key is encrypted; an unencrypted key is needed"
         return None, "the private key does not parse (OpenSSH or PEM expected)"
+
+
+def _openssh_encrypted(data: bytes) -> bool:
+    """Whether an OpenSSH private key names a cipher, read from the key itself.
+
+    cryptography says "encrypted" with a TypeError for PEM, but for OpenSSH's
+    format with a ValueError in older releases (Debian 12's 38.0.4), whose
+    message for any unparseable key also mentions encryption.
+    """
+    body = data.partition(b"-----BEGIN OPENSSH PRIVATE KEY-----")[2]
+    try:
+        blob = base64.b64decode(b"".join(body.partition(b"-----END")[0].split()))
+    except (binascii.Error, ValueError):
+        return False
+    if not blob.startswith(_OPENSSH_MAGIC) or len(blob) < len(_OPENSSH_MAGIC) + 4:
+        return False
+    (size,) = struct.unpack_from(">I", blob, len(_OPENSSH_MAGIC))
+    start = len(_OPENSSH_MAGIC) + 4
+    return blob[start : start + size] != b"none"
 
 
 def _pair_problems(kind: str, private: str, public: str) -> tuple[list[str], str | None]:
