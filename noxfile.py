@@ -34,9 +34,35 @@ nox.options.default_venv_backend = "virtualenv"
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite against the installed package (its console scripts too)."""
+    """Run the test suite against the installed package (its console scripts too).
+
+    The crash matrices run at their ``quick`` depth here (a few points of each
+    syscall group) unless ``TXSETUP_CRASH`` says otherwise: the ``crash``
+    session goes deeper.
+    """
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+CRASH_TESTS = ("tests/test_crash.py", "tests/test_ssh_crash.py", "tests/test_journal.py")
+
+
+@nox.session
+def crash(session: nox.Session) -> None:
+    """The crash matrices at the ``sampled`` depth (what CI runs); ``-- full`` for every point.
+
+    kill -9 and injected EIO/ENOSPC at the file syscalls of real runs, under
+    strace: the depth is ``TXSETUP_CRASH`` (``sampled`` unless set, or given
+    as this session's first argument), the rest of the arguments go to pytest.
+    """
+    depth, args = os.environ.get("TXSETUP_CRASH", "sampled"), list(session.posargs)
+    if args and args[0] in ("quick", "sampled", "full"):
+        depth = args.pop(0)
+    session.install("-e", ".[test]")
+    timeout = "1800" if depth == "full" else "900"
+    session.run(
+        "pytest", *CRASH_TESTS, "-o", f"timeout={timeout}", *args, env={"TXSETUP_CRASH": depth}
+    )
 
 
 # The oldest end of the supported range: Debian 12's system Python and its own libraries.

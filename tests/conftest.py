@@ -34,6 +34,19 @@ SECRET_MARKERS = ("-----BEGIN", "PRIVATE KEY", "hmac-secret-")
 SYSTEM_TESTS = os.environ.get("TXSETUP_SYSTEM_TESTS") == "1"
 
 
+def _crash_depth() -> str:
+    """How deep the crash matrices go: ``quick``, ``sampled`` or ``full`` (see test_crash.py)."""
+    if os.environ.get("TXSETUP_CRASH_FULL") == "1":
+        return "full"
+    depth = os.environ.get("TXSETUP_CRASH", "quick")
+    if depth not in ("quick", "sampled", "full"):
+        raise pytest.UsageError(f"TXSETUP_CRASH={depth!r}: expected quick, sampled or full")
+    return depth
+
+
+CRASH_DEPTH = _crash_depth()
+
+
 def txsetup_exe() -> str:
     """The installed console script next to this interpreter (what a master runs)."""
     exe = Path(sys.executable).with_name("txsetup")

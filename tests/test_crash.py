@@ -13,13 +13,17 @@ error), with no staged or hold copy left, and must then converge on a re-run.
 The same is done inside ``--resume`` itself (kill, and EIO) for a transaction
 interrupted before and after its commit point.
 
-Sampling, so CI stays within a few minutes:
+How deep the matrix goes, by ``TXSETUP_CRASH``:
 
-* ``TXSETUP_CRASH_STRIDE`` (default 3): every Nth occurrence of the numerous
-  syscalls (``write`` including log lines, ``openat``); the few others
-  (``fsync``, ``fdatasync``, ``rename``, ``link``, ``unlink``, and the file
-  writes of the I/O-error matrix) are always injected at every occurrence.
-* ``TXSETUP_CRASH_FULL=1``: every occurrence of every syscall (stride 1).
+* ``quick`` (the default, so ``nox -s tests`` takes minutes): a few points of
+  every group of syscalls, spread over the run — the first, the last and
+  ones between (``QUICK_POINTS`` in all).
+* ``sampled`` (``nox -s crash``, run by CI): every ``TXSETUP_CRASH_STRIDE``-th
+  (default 3) occurrence of the numerous syscalls (``write`` including log
+  lines, ``openat``); the few others (``fsync``, ``fdatasync``, ``rename``,
+  ``link``, ``unlink``, and the file writes of the I/O-error matrix) at every
+  occurrence.
+* ``full`` (or ``TXSETUP_CRASH_FULL=1``): every occurrence of every syscall.
 
 Traced runs read byte-code from a private, pre-filled cache and never write
 any, so the syscall counts do not depend on what else runs in the tree. Each
@@ -44,6 +48,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import (
+    CRASH_DEPTH,
     Entry,
     Run,
     check_log_lines,
@@ -74,8 +79,8 @@ NUMEROUS = frozenset({"write", "openat"})
 ALL_NAMES = tuple(name for names in GROUPS.values() for name in names)
 ERROR_GROUPS = ("write", "fsync", "fdatasync", "rename", "link", "unlink", "openat")
 ERRORS = ("EIO", "ENOSPC")
-FULL = os.environ.get("TXSETUP_CRASH_FULL") == "1"
-STRIDE = 1 if FULL else max(1, int(os.environ.get("TXSETUP_CRASH_STRIDE", "3")))
+STRIDE = 1 if CRASH_DEPTH == "full" else max(1, int(os.environ.get("TXSETUP_CRASH_STRIDE", "3")))
+QUICK_POINTS = 4
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 _LINE = re.compile(r"^(?:\d+\s+)?(?P<name>\w+)\((?P<args>.*)\)\s+= (?P<ret>.*)$")
 _STATE_MARKERS = ("var/lock/txsetup.lock", "var/lib/txsetup")
@@ -120,9 +125,17 @@ def parse_trace(text: str) -> tuple[list[Call], int]:
 
 
 def sample(calls: Sequence[Call], stride: int) -> list[Call]:
-    """Every ``stride``-th call, always keeping the first and the last."""
+    """Every ``stride``-th call, always keeping the first and the last.
+
+    At the ``quick`` depth, ``QUICK_POINTS`` calls spread evenly instead,
+    the first and the last among them.
+    """
     if not calls:
         return []
+    if CRASH_DEPTH == "quick":
+        last = len(calls) - 1
+        spread = sorted({round(i * last / (QUICK_POINTS - 1)) for i in range(QUICK_POINTS)})
+        return [calls[index] for index in spread]
     picked = list(calls[::stride])
     if picked[-1] is not calls[-1]:
         picked.append(calls[-1])

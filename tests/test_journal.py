@@ -4,8 +4,8 @@ The unit tests write journals with :class:`txsetup.txn.journal.Journal` into
 ``tmp_path`` and cut or corrupt them byte by byte. The end-to-end tests stop a
 real run at its commit point (strace kills it at its first ``rename``) and tear
 the journal's last record: at every byte offset, recovered in-process with
-:mod:`txsetup.txn.recovery` (what ``--resume`` runs); and at sampled offsets (every offset with
-``TXSETUP_CRASH_FULL=1``) with the installed ``txsetup --resume``.
+:mod:`txsetup.txn.recovery` (what ``--resume`` runs); and at sampled offsets (as deep as
+``TXSETUP_CRASH`` says: see :mod:`tests.test_crash`) with the installed ``txsetup --resume``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import (
+    CRASH_DEPTH,
     Entry,
     copy_root,
     encode,
@@ -306,10 +307,11 @@ def crashed(tmp_path_factory: pytest.TempPathFactory, node_pem: str) -> Crashed:
     return Crashed(tmp, root, old, new, len(full), valid, env)
 
 
-def cut_sizes(crashed: Crashed, *, stride: int) -> list[int]:
-    """Journal sizes from "last record absent" to "last record whole", every ``stride``-th."""
+def cut_sizes(crashed: Crashed, *, stride: int, ends: int = 10) -> list[int]:
+    """Journal sizes from "last record absent" to "last record whole": the first and last
+    ``ends`` of them and every ``stride``-th in between."""
     sizes = list(range(crashed.valid, crashed.journal_size + 1))
-    picked = sizes[:10] + sizes[10:-10:stride] + sizes[-10:]
+    picked = sizes[:ends] + sizes[ends:-ends:stride] + sizes[-ends:]
     return sorted(set(picked))
 
 
@@ -345,8 +347,9 @@ def test_torn_last_record_at_every_offset_recovers_exactly(crashed: Crashed) -> 
 def test_torn_journal_at_the_commit_point_resumes_old_or_new(crashed: Crashed) -> None:
     """Killed at its commit point with its last record torn, ``txsetup --resume`` ends exactly.
 
-    Every offset with ``TXSETUP_CRASH_FULL=1``; otherwise the first and last ten
-    bytes of the record (its checksum, its newline) and every 24th in between.
+    Every offset at the ``full`` crash depth; at ``sampled`` the first and last
+    ten bytes of the record (its checksum, its newline) and every 24th in
+    between; at ``quick`` the first and last three and every 96th.
     """
 
     def resume_torn(size: int) -> list[str]:
@@ -368,9 +371,8 @@ def test_torn_journal_at_the_commit_point_resumes_old_or_new(crashed: Crashed) -
         shutil.rmtree(root.parent)
         return [f"journal cut to {size} of {crashed.journal_size} bytes: {p}" for p in problems]
 
-    stride = 1 if os.environ.get("TXSETUP_CRASH_FULL") == "1" else 24
+    stride = {"full": 1, "sampled": 24}.get(CRASH_DEPTH, 96)
+    sizes = cut_sizes(crashed, stride=stride, ends=3 if CRASH_DEPTH == "quick" else 10)
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        failures = [
-            p for found in pool.map(resume_torn, cut_sizes(crashed, stride=stride)) for p in found
-        ]
+        failures = [p for found in pool.map(resume_torn, sizes) for p in found]
     assert failures == [], "\n".join(failures)

@@ -4,9 +4,10 @@ The machinery is :mod:`tests.test_crash`'s, run with the ``ssh-setup``
 command. The old node holds document A (Ganeti 3.0: host keys, root's
 ed25519 pair made on the node, one authorized key); document B (Ganeti 2.x)
 brings new host keys, a given root ecdsa pair and one more authorized key,
-so seven files change, three of them keys. Every third occurrence of
-``write`` (of files and the journal, not log lines), ``fsync``, ``rename`` and
-``unlink`` is hit (``TXSETUP_CRASH_FULL=1``: every one), and the node must end
+so seven files change, three of them keys. Occurrences of ``write`` (of files
+and the journal, not log lines), ``fsync``, ``rename`` and ``unlink`` are hit
+(a few spread over the run by default, every third at ``TXSETUP_CRASH=sampled``,
+every one at ``full``: see :mod:`tests.test_crash`), and the node must end
 exactly old or exactly new — bytes, mode, owner — after ``--resume``, then
 converge on a re-run.
 
@@ -22,10 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_root, encode, require_tool, run_txsetup, snapshot
+from tests.conftest import CRASH_DEPTH, copy_root, encode, require_tool, run_txsetup, snapshot
 from tests.sshdoc import key_pair, ssh_document, write_sshd_config
 from tests.test_crash import (
-    FULL,
     Call,
     Scenario,
     check_error_point,
@@ -38,7 +38,7 @@ from tests.test_crash import (
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 GROUPS = ("write", "fsync", "rename", "unlink")
-STRIDE = 1 if FULL else 3
+STRIDE = 1 if CRASH_DEPTH == "full" else 3  # the quick depth spreads a few points instead
 
 
 @pytest.fixture(scope="module")
