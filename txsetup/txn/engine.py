@@ -17,7 +17,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import FrameType
@@ -193,7 +193,8 @@ class _Run(Generic[C]):
             error_code=error.error_code,
             error=str(error),
         )
-        self.on_failure(step.name, error)
+        with suppress(Exception):  # noting why must never stop the undo
+            self.on_failure(step.name, error)
         failures = self.compensate(index)
         began = any(s.writes for s in self.steps[: index + 1])
         if failures:
