@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import RecoveryFailed, RolledBack, error_from
+from txsetup.errors import RecoveryFailed, RolledBack, TxsetupError, error_from
 
 __all__ = ["Interrupted", "Step", "StepReport", "StepState", "run_steps", "signals_raise"]
 
