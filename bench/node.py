@@ -614,17 +614,24 @@ def _ganeti_fsyncs(bench: Bench) -> str:
 
 
 def figure_converged(bench: Bench, report: Report) -> None:
-    """5. Does a converged re-run write anything under the root? (strace -f -y)"""
+    """5. Does a converged re-run write anything under the root but its summary? (strace -f -y)
+
+    Its one allowed write is the summary that makes its txid findable on the
+    node: the journal opened truncating and written once, never fsynced.
+    """
     reset(bench.root, bench.seeds / "committed")
     argv = [bench.txsetup, "node-daemon-setup", "--root", str(bench.root)]
     env = _env(PYTHONDONTWRITEBYTECODE="1")
     run, calls = traced(argv, bench.docs.full, MUTATING_CALLS, out=bench.trace_file(), env=env)
     check(run, "converged re-run under strace", "converged")
-    found, failed = writes_under(calls, bench.root)
-    clean = not found
+    everything, failed = writes_under(calls, bench.root)
+    journal = str(bench.root / "var/lib/txsetup/journal")
+    summary = [text for text in everything if journal in text]
+    found = [text for text in everything if journal not in text]
+    clean = not found and len(summary) <= 2
     report.row(
-        "5. converged re-run makes no write syscall under the root",
-        "yes" if clean else f"**no**: {len(found)} call(s)",
+        "5. converged re-run writes nothing under the root but its journal summary",
+        "yes" if clean else f"**no**: {len(found)} other call(s), {len(summary)} on the journal",
         "yes",
         clean,
     )
@@ -635,13 +642,16 @@ def figure_converged(bench: Bench, report: Report) -> None:
             [
                 "## 5. What a converged re-run writes",
                 "",
+                "Only its summary in the journal (one truncating open, one write, no fsync:"
+                " its txid must be findable on the node), and nothing else.",
                 "The same document again on a node that holds it, under `strace -f -y -e"
                 " trace=` every call that can change a file or directory (write family, opens,"
                 " renames, links, unlinks, mkdir/rmdir, truncate, chmod/chown, fallocate,"
                 " utimensat, setxattr). Counted: an open of a path under the root with a flag"
                 " that can write or create, a write to a descriptor of a file under the root,"
                 " any other such call naming a path under the root. Log lines (fd 2) and the"
-                " result (fd 1) are pipes and do not count. Calls that succeeded (distinct):",
+                " result (fd 1) are pipes and do not count. Calls that succeeded besides the"
+                " journal summary's (distinct):",
                 "",
                 shown,
                 "",

@@ -41,6 +41,7 @@ html_title = f"txsetup {release}"
 html_extra_path = [
     "log-events.schema.json",
     "node-daemon-setup.schema.json",
+    "result.schema.json",
     "ssh-setup.schema.json",
 ]
 graphviz_output_format = "svg"

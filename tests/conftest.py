@@ -1,7 +1,9 @@
 """Shared fixtures: run the installed CLI for real, check every log line it writes.
 
 Every stderr line any test sees goes through :func:`check_log_lines`: it must be
-JSON, valid against ``docs/log-events.schema.json``, and free of key material.
+JSON, valid against ``docs/log-events.schema.json``, and free of key material;
+every result a run prints goes through :func:`check_result`, against
+``docs/result.schema.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from txsetup.demo.certs import generate_node_certificate
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO / "docs" / "log-events.schema.json"
+RESULT_SCHEMA_PATH = REPO / "docs" / "result.schema.json"
 CLUSTER = "cluster.example.com"
 SECRET_MARKERS = ("-----BEGIN", "PRIVATE KEY", "hmac-secret-")
 SYSTEM_TESTS = os.environ.get("TXSETUP_SYSTEM_TESTS") == "1"
@@ -235,6 +238,26 @@ def _validator() -> jsonschema.protocols.Validator:
     return cls(schema)
 
 
+@cache
+def _result_validators() -> tuple[jsonschema.protocols.Validator, jsonschema.protocols.Validator]:
+    """``docs/result.schema.json``: for a whole result, and for its ``last_transaction``."""
+    schema = json.loads(RESULT_SCHEMA_PATH.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    last = {"$defs": schema["$defs"], "$ref": "#/$defs/last_transaction"}
+    return cls(schema), cls(last)
+
+
+def check_result(result: dict[str, Any]) -> None:
+    """A run's result validates against the published schema; ``status``'s
+    ``last_transaction`` against the same definition."""
+    whole, last = _result_validators()
+    if "steps" in result:
+        whole.validate(result)
+    elif result.get("last_transaction") is not None:
+        last.validate(result["last_transaction"])
+
+
 def check_log_lines(stderr: str) -> list[dict[str, Any]]:
     """Parse stderr as JSON lines, validate each against the schema, refuse secrets."""
     events = []
@@ -298,6 +321,7 @@ def parse_run(returncode: int, stdout: str, stderr: str) -> Run:
     assert len(lines) == 1, f"expected one result line, got {stdout!r}"
     result = json.loads(lines[0])
     assert result.get("exit_code", 0) == returncode
+    check_result(result)
     return Run(returncode, result, events, stdout, stderr)
 
 

@@ -22,6 +22,7 @@ from tests.conftest import (
     txsetup_exe,
 )
 from txsetup.demo.certs import generate_node_certificate, split_pem
+from txsetup.txn.journal import read_journal
 
 SetupRun = Callable[..., Run]
 
@@ -143,15 +144,21 @@ def test_ganeti_master_document_is_accepted(node_pem: str, root: Path, setup_run
 
 
 def test_rerun_converges_and_writes_nothing(node_pem: str, root: Path, setup_run: SetupRun) -> None:
-    """The same document twice: the second run is converged and changes no inode."""
+    """The same document twice: the second run is converged and changes no inode; only the
+    journal's content changes (its summary, in place), so that its txid is findable."""
     document = make_document(node_pem, hmac_key="hmac-secret-2", node_name="n1.example.com")
     assert setup_run(document).returncode == 0
-    before = {k: (v, v.ino) for k, v in snapshot(root, skip=("var/lock",)).items()}
+    skip = ("var/lock", "var/lib/txsetup/journal")
+    before = {k: (v, v.ino) for k, v in snapshot(root, skip=skip).items()}
+    journal = root / "var/lib/txsetup/journal"
+    inode = journal.stat().st_ino
     run = setup_run(document)
     assert run.result["outcome"] == "converged"
     assert run.result["changed"] == []
     assert "txn.converged" in run.event_names()
-    assert {k: (v, v.ino) for k, v in snapshot(root, skip=("var/lock",)).items()} == before
+    assert {k: (v, v.ino) for k, v in snapshot(root, skip=skip).items()} == before
+    assert journal.stat().st_ino == inode
+    assert {r.txid for r in read_journal(journal)} == {run.result["txid"]}
 
 
 def test_empty_ssconf_value_gets_no_newline(node_pem: str, root: Path, setup_run: SetupRun) -> None:

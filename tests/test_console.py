@@ -30,6 +30,7 @@ from tests.conftest import (
     SECRET_MARKERS,
     encode,
     make_document,
+    parse_run,
     run_txsetup,
     txsetup_exe,
 )
@@ -115,10 +116,14 @@ def _shown(returncode: int, stdout: bytes, stderr: bytes) -> Shown:
     return Shown(returncode, json.loads(stdout), raw, lines)
 
 
-def assert_readable(shown: Shown, mode: str, steps: tuple[str, ...]) -> None:
-    """Each of ``steps`` once, no other step line, no raw event name, colour only on a tty."""
+def assert_readable(
+    shown: Shown, mode: str, steps: tuple[str, ...], *, twice: tuple[str, ...] = ()
+) -> None:
+    """Each of ``steps`` once (``twice``: its failure, then its failed undo), no other step
+    line, no raw event name, colour only on a tty."""
     for step in STEPS:
-        assert len(shown.step_lines(step)) == (step in steps), (step, shown.raw)
+        expected = 2 if step in twice else int(step in steps)
+        assert len(shown.step_lines(step)) == expected, (step, shown.raw)
     assert not RAW_EVENT.search(shown.raw), shown.raw
     if mode == "pty":
         assert "\x1b[" in shown.raw, shown.raw
@@ -226,6 +231,68 @@ def test_resume_after_a_kill_says_what_it_finished(root: Path, node_pem: str, mo
     assert shown.summary.startswith(
         f"✓ resumed: the interrupted transaction is finished · txid {txid}"
     )
+
+
+# The undo's restart fails too (the daemon was running): exit 8.
+FAILING_UNDO = f'[daemon]\nrestart = [["false"]]\nstatus = ["true"]\n{QUIET_DAEMON}'
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_exit_8_shows_its_cause_and_the_command_to_run_next(
+    root: Path, node_pem: str, mode: str
+) -> None:
+    """An undo that fails too: the cause and the --resume command to run, on the run and on
+    a --resume alike, and never "the node is as it was"."""
+    config = root / "config.toml"
+    config.write_text(FAILING_UNDO)
+    run_txsetup(["node-daemon-setup", "--root", str(root)], stdin=encode(make_document(node_pem)))
+    update = make_document(node_pem, start_node_daemon=True, ssconf={"master_ip": "192.0.2.77"})
+    resume = f"txsetup node-daemon-setup --root {root} --config {config} --resume"
+
+    shown = show(root, "--config", str(config), stdin=encode(update), mode=mode)
+    assert shown.returncode == 8, shown.raw
+    assert_readable(shown, mode, STEPS, twice=("restart_daemon",))
+    failed, undo = shown.step_lines("restart_daemon")
+    assert failed.endswith("daemon restart: false exited 1 → undoing what was done")
+    assert undo.startswith("✗ restart_daemon  undo failed: restoring the node daemon failed")
+    assert "the node is as it was" not in shown.raw
+    assert not [line for line in shown.lines if line.startswith("↺ undone")], shown.raw
+    (cause,) = [line for line in shown.lines if line.startswith("✗ cause: ")]
+    assert cause.startswith("✗ cause: step restart_daemon failed (daemon restart: false exited 1)")
+    assert "journal and backups kept in" in cause
+    assert shown.lines[-2] == cause
+    assert shown.summary.startswith(f"✗ needs manual help · txid {shown.result['txid']} · ")
+    assert f"`{resume}` to finish it, or `{resume} --abort` to undo it" in shown.summary
+
+    again = show(root, "--resume", "--config", str(config), mode=mode)
+    assert (again.returncode, again.result["outcome"]) == (8, "failed"), again.raw
+    assert not RAW_EVENT.search(again.raw), again.raw
+    assert "the node is as it was" not in again.raw
+    (cause,) = [line for line in again.lines if line.startswith("✗ cause: ")]
+    assert cause.startswith("✗ cause: restoring the node daemon failed: daemon restart: false")
+    assert again.summary.startswith("✗ needs manual help · ")
+    assert f"`{resume}` to finish it, or `{resume} --abort` to undo it" in again.summary
+
+
+def test_exit_8_of_an_alias_names_the_alias_to_resume_with(root: Path, node_pem: str) -> None:
+    """Run as Ganeti's drop-in ``node-daemon-setup``, the command to run next is that name."""
+    config = root / "config.toml"
+    config.write_text(FAILING_UNDO)
+    run_txsetup(["node-daemon-setup", "--root", str(root)], stdin=encode(make_document(node_pem)))
+    alias = str(Path(txsetup_exe()).with_name("node-daemon-setup"))
+    update = make_document(node_pem, start_node_daemon=True, ssconf={"master_ip": "192.0.2.78"})
+    proc = subprocess.run(
+        [alias, "--root", str(root), "--config", str(config)],
+        input=encode(update),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    run = parse_run(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    assert run.returncode == 8, run.stderr
+    (end,) = [e for e in run.events if e["event"] == "txn.end"]
+    assert end["resume_command"] == f"node-daemon-setup --root {root} --config {config} --resume"
+    assert (end["error"], end["error_code"]) == (run.result["error"], "recovery_failed")
 
 
 def test_json_step_end_carries_the_summary(root: Path, node_pem: str) -> None:
@@ -447,6 +514,43 @@ def test_an_interrupted_run_is_told_to_run_again_not_to_fix_a_cause() -> None:
         line = render(renderer, {"event": "txn.rolled_back", "reason": "x"})
         assert line.startswith("↺ undone: restart_daemon; the node is as it was → ")
         assert action in line
+
+
+def test_a_failed_undo_is_never_followed_by_the_node_is_as_it_was() -> None:
+    """After compensate.failed the end shows the cause and the resume command, no undone line."""
+    renderer = ConsoleRenderer(colors=False)
+    events: list[dict[str, Any]] = [
+        {"event": "step.failed", "step": "restart_daemon", "error_code": "x", "error": "boom"},
+        {"event": "compensate.begin", "step": "restart_daemon"},
+        {"event": "compensate.failed", "step": "restart_daemon", "error": "again"},
+        {"event": "compensate.begin", "step": "commit"},
+        {"event": "compensate.end", "step": "commit"},
+        {"event": "compensate.begin", "step": "stage"},
+        {"event": "compensate.end", "step": "stage"},
+    ]
+    for event in events:
+        render(renderer, event)
+    end = {
+        "event": "txn.end",
+        "outcome": "failed",
+        "exit_code": 8,
+        "duration_ms": 5,
+        "txid": "T8",
+        "error": "undo failed\x1b[2J",
+        "error_code": "recovery_failed",
+        "resume_command": "prepare-node-join --resume",
+    }
+    cause, summary = render(renderer, end).split("\n")
+    assert cause == "✗ cause: undo failed\\x1b[2J"
+    assert summary.startswith("✗ needs manual help · txid T8 · 5 ms · exit 8 → ")
+    assert "`prepare-node-join --resume` to finish it" in summary
+    assert "the node is as it was" not in cause + summary
+    renderer = ConsoleRenderer(colors=False)
+    for event in events:
+        render(renderer, event)
+    line = render(renderer, {"event": "txn.rolled_back", "reason": "x"})
+    assert "the node is as it was" not in line
+    assert "the undo did not finish" in line
 
 
 def test_a_terminal_without_utf8_gets_ascii_marks(root: Path, node_pem: str) -> None:

@@ -228,6 +228,23 @@ def test_undo_failure_is_recovery_failed_and_keeps_the_original(work: Workdir) -
     assert [e["step"] for e in events if e["event"] == "compensate.failed"] == ["broken"]
 
 
+def test_on_failure_hears_the_step_and_error_before_any_undo(work: Workdir) -> None:
+    """``on_failure`` gets the failing step and its error first; one that raises stops no undo."""
+    heard: list[tuple[str, str, list[str]]] = []
+    before = contents(work.path)
+
+    def note(step: str, error: TxsetupError) -> None:
+        heard.append((step, error.error_code, list(work.calls)))
+        raise ValueError("a broken listener")
+
+    table = [file_step("a"), file_step("b", writes=True, then=refuse_input)]
+    with captured() as (log, _), pytest.raises(RolledBack):
+        run_steps(table, work, log=log, on_failure=note)
+    assert heard == [("b", "invalid_input", ["do a", "do b"])]
+    assert work.calls == ["do a", "do b", "undo b", "undo a"]
+    assert contents(work.path) == before
+
+
 def test_step_without_undo_is_not_compensated(work: Workdir) -> None:
     """A step with no undo (decode, verify) gets no compensate events and stays done."""
     table = [

@@ -23,6 +23,7 @@ from tests.conftest import (
     CLUSTER,
     assert_no_secrets,
     check_log_lines,
+    check_result,
     make_document,
     require_tool,
     snapshot,
@@ -31,6 +32,7 @@ from tests.conftest import (
 )
 from txsetup.demo.sshnodes import SshNode, SshNodes, start_ssh_nodes
 from txsetup.node.files import ssconf_content
+from txsetup.txn.journal import read_journal
 
 pytestmark = pytest.mark.system
 
@@ -257,7 +259,39 @@ def test_timeout_ends_ssh_and_the_node_still_finishes(master: Path, cluster: Ssh
     assert files == master_files(master)
     resume = run_push(master, cluster, node.spec, "--resume")
     assert resume.returncode == 0, resume.stderr
-    assert resume.results[node.spec]["outcome"] == "nothing_to_resume"
+    line = resume.results[node.spec]
+    assert line["outcome"] == "nothing_to_resume"
+    # What the node ended with: its transaction's txid on the line, its outcome in the result.
+    (ended,) = {r.txid for r in read_journal(node.root / "var/lib/txsetup/journal")}
+    assert line["txid"] == ended
+    check_result(line["result"])
+    last = line["result"]["last_transaction"]
+    assert (last["txid"], last["outcome"], last["reason"]) == (ended, "committed", None)
+
+
+def test_resume_after_a_timeout_tells_a_rollback_and_its_reason(
+    master: Path, cluster: SshNodes
+) -> None:
+    """A node whose slow restart then fails rolls back on its own after the timeout;
+    push --resume names that transaction, rolled_back, with the step and the error."""
+    node = cluster.nodes[0]
+    slow_restart_config(node, 4)
+    config = node.root / "etc/txsetup/config.toml"
+    config.write_text(config.read_text().replace("; touch", "; exit 3; touch"))
+    push = run_push(master, cluster, node.spec, "--timeout", "1.5")
+    assert push.results[node.spec]["outcome"] == "timed_out", push.stdout
+    assert wait_unlocked_and_done(node)
+    assert installed(node) == {}  # rolled back: a fresh node holds nothing again
+    resume = run_push(master, cluster, node.spec, "--resume")
+    assert resume.returncode == 0, resume.stderr
+    line = resume.results[node.spec]
+    (ended,) = {r.txid for r in read_journal(node.root / "var/lib/txsetup/journal")}
+    assert (line["outcome"], line["txid"]) == ("nothing_to_resume", ended)
+    check_result(line["result"])
+    last = line["result"]["last_transaction"]
+    assert (last["txid"], last["outcome"]) == (ended, "rolled_back")
+    assert last["reason"]["step"] == "restart_daemon"
+    assert "exited 3" in last["reason"]["error"]
 
 
 def wait_unlocked_and_done(node: SshNode, seconds: float = 30) -> bool:

@@ -42,7 +42,13 @@ def killed_at_first(root: Path, document: dict[str, Any], syscalls: str) -> int:
 def test_status_of_an_empty_root_is_none(root: Path) -> None:
     """With no journal, status says state none, finished, no files, and creates nothing."""
     before = snapshot(root, skip=())
-    assert status(root) == {"txid": None, "state": "none", "finished": True, "files": []}
+    assert status(root) == {
+        "txid": None,
+        "state": "none",
+        "finished": True,
+        "files": [],
+        "last_transaction": None,
+    }
     assert snapshot(root, skip=()) == before
 
 
@@ -110,7 +116,7 @@ def test_status_after_a_rolled_back_run(node_pem: str, root: Path, setup_run: Se
         None,
     )
     assert described["states"] == ["begun", "rolled_back"]
-    assert described["reason"] == "step failed"
+    assert described["reason"] == "step stage failed"
     assert described["outcome"] is None
     assert described["ended_at"] is not None
 

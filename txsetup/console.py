@@ -39,6 +39,7 @@ from txsetup.console_words import (
     duration,
     fact_of,
     node_line,
+    resume_advice,
 )
 
 __all__ = ["ConsoleRenderer", "wants_colour"]
@@ -96,6 +97,7 @@ class ConsoleRenderer:
         self._advised = False
         self._in_step = False
         self._resume = False
+        self._undo_failed = False
         self._failure = "rolled_back"
 
     def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> str:
@@ -198,6 +200,9 @@ class ConsoleRenderer:
         return ""
 
     def _compensate_failed(self, e: EventDict) -> str:
+        # Never to be followed by "undone: ...; the node is as it was".
+        self._undo_failed = True
+        self._undone = [step for step in self._undone if step != clean(e.get("step"))]
         text = self._with_facts(f"undo failed: {clean(e.get('error'), limit=600)}")
         advice = self._advice(ACTION["recovery_failed"])
         return self._line(self._marks.failed, clean(e.get("step")), text + advice, RED)
@@ -206,6 +211,8 @@ class ConsoleRenderer:
         steps = [step for step in self._undone if step != "lock"]
         self._undone = []
         what = f"undone: {', '.join(steps)}; the node is as it was" if steps else "nothing undone"
+        if self._undo_failed:  # the node may be half way: never say it is as it was
+            what = "the undo did not finish: the node may be half way"
         text = self._with_facts(what)
         return self._line(self._marks.undone, "", text + self._advice(action), YELLOW)
 
@@ -239,9 +246,18 @@ class ConsoleRenderer:
         return ""
 
     def _end(self, e: EventDict) -> str:
-        """The summary: outcome, txid, what changed, total time, and the action if any."""
-        pending = self._undone_line() if any(s != "lock" for s in self._undone) else ""
+        """The summary: outcome, txid, what changed, total time, and the action if any.
+
+        Exit 8 is preceded by its cause (the error, also on ``--resume``, where
+        no step line said it) and ends with the command to run next.
+        """
         outcome, code = str(e.get("outcome", "")), e.get("exit_code")
+        if code == 8:
+            pending = self._cause_line(e)
+        elif any(s != "lock" for s in self._undone):
+            pending = self._undone_line()
+        else:
+            pending = ""
         mark, tone, words = OUTCOME.get(outcome, ("failed", "bad", clean(outcome)))
         if outcome == "failed" and isinstance(code, int):
             words = FAILED_AS.get(code, words)
@@ -260,10 +276,20 @@ class ConsoleRenderer:
         if code:
             parts.append(f"exit {clean(code)}")
         text = self._marks.sep.join(parts)
-        if code and not self._advised:
+        if code == 8 and e.get("resume_command"):
+            text += self._advice(resume_advice(e.get("resume_command")))
+        elif code and not self._advised:
             text += self._advice(action_for(code))
         line = self._paint(BOLD + _TONE[tone], f"{getattr(self._marks, mark)} {text}")
         return f"{pending}\n{line}" if pending else line
+
+    def _cause_line(self, e: EventDict) -> str:
+        """``✗ cause: <error>``, with whatever the daemon or sshd said on the way."""
+        self._undone = []
+        if not e.get("error"):
+            return ""
+        text = self._with_facts(f"cause: {clean(e.get('error'), limit=600)}")
+        return self._line(self._marks.failed, "", text, RED)
 
     def _node(self, e: EventDict) -> str:
         mark, text, bad = node_line(e)

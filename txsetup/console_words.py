@@ -26,6 +26,7 @@ __all__ = [
     "duration",
     "fact_of",
     "node_line",
+    "resume_advice",
 ]
 
 
@@ -124,6 +125,15 @@ def action_for(code: object) -> str:
     if isinstance(code, int) and not isinstance(code, bool):
         code = _BY_EXIT.get(code, "internal")
     return ACTION.get(str(code), ACTION["internal"])
+
+
+def resume_advice(command: object) -> str:
+    """Exit 8's next step: the ``--resume`` command line given, to finish or to undo."""
+    resume = clean(command)
+    return (
+        f"remove the cause, then run `{resume}` to finish it, or `{resume} --abort` "
+        "to undo it (`txsetup status` shows where it stopped)"
+    )
 
 
 def clean(value: object, *, limit: int = 300) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "default_log_format",
     "get_logger",
     "refuse_key_material",
+    "without_key_material",
 ]
 
 LogFormat = Literal["json", "console"]
@@ -50,6 +51,11 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     return value
+
+
+def without_key_material(text: str) -> str:
+    """``text``, or the redaction marker when it holds key material (journal records use it)."""
+    return str(_scrub(text))
 
 
 def refuse_key_material(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

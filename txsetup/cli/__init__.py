@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import time
@@ -226,8 +227,35 @@ def main(argv: Sequence[str] | None = None, *, alias: str | None = None) -> int:
         outcome=result.outcome,
         exit_code=int(result.exit_code),
         duration_ms=int((time.monotonic() - started) * 1000),
+        **_why(result, args, alias),
     )
     return _emit(result)
+
+
+def _why(result: Result, args: argparse.Namespace, alias: str | None) -> dict[str, str]:
+    """``txn.end``'s ``error`` and ``error_code`` on a failure, and on exit 8 the
+    ``resume_command`` to run next: the console's summary says both."""
+    why: dict[str, str] = {
+        k: str(result.extra[k]) for k in ("error", "error_code") if k in result.extra
+    }
+    if result.exit_code == ExitCode.RECOVERY_FAILED:
+        why["resume_command"] = resume_command(args, alias)
+    return why
+
+
+def resume_command(args: argparse.Namespace, alias: str | None) -> str:
+    """The ``--resume`` command line for the command that ran, as it was invoked.
+
+    The drop-in alias when that ran (``prepare-node-join --resume``), else
+    ``txsetup <command> --resume``; with the same ``--root`` and ``--config``,
+    which say where the journal is and how to control the daemon.
+    """
+    words = [alias] if alias is not None else ["txsetup", args.command]
+    if args.root != Path("/"):
+        words += ["--root", str(args.root)]
+    if args.config is not None:
+        words += ["--config", str(args.config)]
+    return shlex.join([*words, "--resume"])
 
 
 def _run(args: argparse.Namespace, prog: str) -> Result:

@@ -7,6 +7,7 @@ nothing here prints or exits: :mod:`txsetup.cli` does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import secrets
 import sys
@@ -148,11 +149,18 @@ def run_node_daemon_setup(args: argparse.Namespace) -> Result:
         preflight=preflight,
     )
     table = DRY_RUN_STEPS if args.dry_run else NODE_DAEMON_SETUP_STEPS
-    return run_table(ctx, table, NODE_DAEMON_SETUP_STEPS, dry_run=args.dry_run)
+    return run_table(
+        ctx, table, NODE_DAEMON_SETUP_STEPS, dry_run=args.dry_run, command="node-daemon-setup"
+    )
 
 
 def run_table(
-    ctx: TableRun, table: Sequence[Step[Any]], full: Sequence[Step[Any]], *, dry_run: bool
+    ctx: TableRun,
+    table: Sequence[Step[Any]],
+    full: Sequence[Step[Any]],
+    *,
+    dry_run: bool,
+    command: str,
 ) -> Result:
     """Run a step table (or its dry-run table) and turn what happened into the result.
 
@@ -161,16 +169,22 @@ def run_table(
     there; a dry run reports its plan, a real run what it changed.
     """
     from txsetup.txn.engine import StepReport, StepState, run_steps, signals_raise
+    from txsetup.txn.recovery import failure_cause, utc_now
     from txsetup.txn.run import finish, release_lock
 
     log, layout = ctx.log, ctx.layout
     result = Result(ctx.txid, "dry_run" if dry_run else "committed")
     reports: list[StepReport] = []
+    started_at = utc_now()
+
+    def failed(step: str, error: TxsetupError) -> None:
+        ctx.failure = failure_cause(step=step, error_code=error.error_code, error=str(error))
+
     with signals_raise() as hush:
         try:
-            run_steps(table, ctx, log=log, hush=hush, reports=reports)
+            run_steps(table, ctx, log=log, hush=hush, reports=reports, on_failure=failed)
             if not dry_run:
-                finish(ctx)
+                finish(ctx, command=command, started_at=started_at)
         except TxsetupError as error:
             hush()
             result.outcome = "rolled_back" if isinstance(error, RolledBack) else "failed"
@@ -211,10 +225,24 @@ def unfinished_txid(layout: Layout) -> str | None:
 def run_resume(args: argparse.Namespace) -> Result:
     """``--resume [--abort]``: finish or undo the unfinished transaction.
 
+    Every result it gives, failures included, carries ``last_transaction``:
+    what the node's last transaction ended with, read back from the journal,
+    so a master that lost a run's own result (a push that timed out) learns
+    it here.
+
     Raises:
         EnvironmentProblem: the lock may not be taken here (not root, a
             read-only file system); the journal was not even read (exit 7).
     """
+    from txsetup.node.status import read_last_transaction
+
+    result = _resume(args)
+    with contextlib.suppress(OSError):  # an unreadable journal: the error already says so
+        result.extra["last_transaction"] = read_last_transaction(Layout(args.root))
+    return result
+
+
+def _resume(args: argparse.Namespace) -> Result:
     from txsetup.txn.recovery import recover_pending
     from txsetup.txn.run import acquire_lock
 
@@ -233,6 +261,7 @@ def run_resume(args: argparse.Namespace) -> Result:
                 hooks=all_recovery_hooks(config, layout),
                 abort=args.abort,
                 lock_timeout=args.lock_timeout,
+                by="--resume --abort" if args.abort else "--resume",
             )
         finally:
             lock.release()
@@ -247,6 +276,8 @@ def run_resume(args: argparse.Namespace) -> Result:
         return Result(None, "failed", error.exit_code, extra=_failure(error, layout))
     if found is None:
         return Result(None, "nothing_to_resume")
-    structlog.contextvars.bind_contextvars(txid=found["txid"])
-    outcome = "resumed" if found["action"] == "rolled_forward" else "rolled_back"
-    return Result(found["txid"], outcome, extra={"recovered": [found]})
+    structlog.contextvars.bind_contextvars(txid=found.txid)
+    outcome = "resumed" if found.action == "rolled_forward" else "rolled_back"
+    return Result(
+        found.txid, outcome, changed=found.changed, extra={"recovered": [found.to_json()]}
+    )

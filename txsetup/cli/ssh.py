@@ -55,7 +55,7 @@ def run_ssh_setup(args: argparse.Namespace) -> Result:
         preflight=preflight,
     )
     table = SSH_DRY_RUN_STEPS if args.dry_run else SSH_SETUP_STEPS
-    result = run_table(ctx, table, SSH_SETUP_STEPS, dry_run=args.dry_run)
+    result = run_table(ctx, table, SSH_SETUP_STEPS, dry_run=args.dry_run, command="ssh-setup")
     if result.exit_code == ExitCode.OK:
         result.extra["root_public_keys"] = ctx.root_public_keys
     return result

@@ -25,6 +25,7 @@ from txsetup.master.results import (
     UNREACHABLE,
     NodeResult,
     PushReport,
+    reported_txid,
 )
 from txsetup.master.ssh import SSH_FAILED, Node, NodeRun, RemoteCall, run_on_node
 
@@ -182,12 +183,11 @@ def _node_result(
     found = run.result
     if found is not None and isinstance(found.get("outcome"), str):
         error = found.get("error")
-        txid = found.get("txid")
         return NodeResult(
             node.spec,
             returncode,
             found["outcome"],
-            txid if isinstance(txid, str) else None,
+            reported_txid(found),
             run.duration_ms,
             error if isinstance(error, str) else None,
             found,

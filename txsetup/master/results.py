@@ -23,6 +23,7 @@ __all__ = [
     "NodeResult",
     "PushReport",
     "nodes_to_retry",
+    "reported_txid",
 ]
 
 # Outcomes a push gives a node that returned no result object of its own.
@@ -82,6 +83,20 @@ class PushReport:
     def counts(self) -> dict[str, int]:
         """How many nodes ended with each outcome."""
         return dict(Counter(r.outcome for r in self.results))
+
+
+def reported_txid(found: dict[str, Any]) -> str | None:
+    """The txid a node's result line names: its own, else its last transaction's.
+
+    ``--resume`` with nothing to resume has no transaction of its own; it
+    reports the node's last one (``last_transaction``), so after a push that
+    timed out, ``push --resume`` shows which transaction each node ended with.
+    """
+    txid = found.get("txid")
+    last = found.get("last_transaction")
+    if txid is None and isinstance(last, dict):
+        txid = last.get("txid")
+    return txid if isinstance(txid, str) else None
 
 
 def nodes_to_retry(path: Path) -> list[str]:

@@ -80,6 +80,7 @@ class SshRun:
     plan: list[PlannedFile] = field(default_factory=list)
     txn: recovery.PendingTxn | None = None
     preflight: Preflight | None = None  # the programs check; None only where no program runs
+    failure: dict[str, str] | None = None  # why the run is undone (set before compensation)
 
     def hooks_for_recovery(self) -> recovery.Hooks:
         """Recovery of any table's transaction."""

@@ -1,13 +1,19 @@
-"""``txsetup status``: the last or unfinished transaction, from the journal alone."""
+"""``txsetup status``: the last or unfinished transaction, from the journal alone.
+
+The same summary of the last transaction (:func:`last_transaction`) is what
+``--resume`` reports, so a master that lost a run's result (a push timed
+out) learns from the node what it ended with.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from txsetup.txn.journal import FINISHED_STATES, TxnState, read_journal
+from txsetup.txn.journal import FINISHED_STATES, Record, TxnState, read_journal
 from txsetup.txn.plan import Layout
 
-__all__ = ["describe_last_transaction"]
+__all__ = ["describe_last_transaction", "last_transaction", "read_last_transaction"]
 
 # The step a transaction is in (or stopped in) once it has reached a state.
 _STEP_OF_STATE = {
@@ -20,21 +26,109 @@ _STEP_OF_STATE = {
 }
 # ssh-setup's step after commit (the journal's first record names the command).
 _AFTER_COMMIT = {"ssh-setup": "reload_sshd"}
+_STOPPED = "killed, or the node went down"
+
+
+def _step_of(state: object, command: object) -> str | None:
+    """The step a transaction of ``command`` was in when its journal reached ``state``."""
+    try:
+        known = TxnState(str(state))
+    except ValueError:
+        return None
+    if known is TxnState.COMMITTED:
+        return _AFTER_COMMIT.get(str(command), _STEP_OF_STATE[known])
+    return _STEP_OF_STATE.get(known)
+
+
+def _merged(records: Sequence[Record]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for record in records:
+        merged.update(record.data)
+    return merged
+
+
+def _reason(last: Record, merged: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Why the transaction did not simply commit: ``step``, ``error_code``, ``error``.
+
+    From the ``cause`` its end record keeps (the step that failed and its
+    error, or where a killed run stopped and who finished it); from the bare
+    ``reason`` words of a journal that predates ``cause``; or, while it is
+    unfinished, the step it is in.
+    """
+    command = merged.get("command")
+    cause = merged.get("cause")
+    if isinstance(cause, Mapping):
+        step = cause.get("step") or _step_of(cause.get("state"), command)
+        error = cause.get("error")
+        if not error:
+            by = cause.get("by") or "recovery"
+            if cause.get("error_code") == "aborted":
+                error = f"undone by {by}" + (f" (it had stopped in {step})" if step else "")
+            else:
+                done = "finished" if last.state is TxnState.DONE else "undone"
+                error = f"the run stopped in {step or 'a step'} ({_STOPPED}); {done} by {by}"
+        return {"step": step, "error_code": cause.get("error_code"), "error": error}
+    if last.state not in FINISHED_STATES:
+        step = _step_of(last.state, command)
+        return {
+            "step": step,
+            "error_code": "unfinished",
+            "error": f"unfinished in {step}: still running, or stopped ({_STOPPED}); "
+            "--resume finishes or undoes it",
+        }
+    reason = merged.get("reason")
+    if last.state is TxnState.ROLLED_BACK and isinstance(reason, str):
+        return {"step": None, "error_code": None, "error": reason}
+    return None
+
+
+def last_transaction(records: Sequence[Record]) -> dict[str, Any] | None:
+    """The last transaction in brief: txid, program, outcome, times, reason. No secrets.
+
+    ``outcome`` is the end record's (``committed``, ``converged``,
+    ``resumed``), ``rolled_back``, or ``unfinished``; ``reason`` is None for
+    a plain commit or convergence.
+    """
+    if not records:
+        return None
+    last, merged = records[-1], _merged(records)
+    finished = last.state in FINISHED_STATES
+    if last.state is TxnState.DONE:
+        outcome = str(merged.get("outcome"))
+    else:
+        outcome = "rolled_back" if last.state is TxnState.ROLLED_BACK else "unfinished"
+    return {
+        "txid": last.txid,
+        "program": merged.get("command"),
+        "outcome": outcome,
+        "started_at": merged.get("started_at"),
+        "ended_at": merged.get("ended_at") if finished else None,
+        "reason": _reason(last, merged),
+    }
+
+
+def read_last_transaction(layout: Layout) -> dict[str, Any] | None:
+    """:func:`last_transaction` of the node's journal (None when there is none)."""
+    return last_transaction(read_journal(layout.journal))
 
 
 def describe_last_transaction(layout: Layout) -> dict[str, Any]:
     """A JSON-ready description: txid, state, step, files, times. No secrets.
 
     The journal holds paths, modes, sizes and inode numbers only, so nothing
-    read from it can carry key material.
+    read from it can carry key material (error texts in it were refused if
+    they held any).
     """
     records = read_journal(layout.journal)
     if not records:
-        return {"txid": None, "state": "none", "finished": True, "files": []}
-    last = records[-1]
-    merged: dict[str, Any] = {}
-    for record in records:
-        merged.update(record.data)
+        return {
+            "txid": None,
+            "state": "none",
+            "finished": True,
+            "files": [],
+            "last_transaction": None,
+        }
+    last, merged = records[-1], _merged(records)
     files = [
         {
             "path": c["path"],
@@ -44,14 +138,11 @@ def describe_last_transaction(layout: Layout) -> dict[str, Any]:
         for c in merged.get("changes", [])
     ]
     finished = last.state in FINISHED_STATES
-    step = _STEP_OF_STATE.get(last.state)
-    if last.state is TxnState.COMMITTED:
-        step = _AFTER_COMMIT.get(str(merged.get("command")), step)
     return {
         "txid": last.txid,
         "state": str(last.state),
         "finished": finished,
-        "step": None if finished else step,
+        "step": None if finished else _step_of(last.state, merged.get("command")),
         "command": merged.get("command"),
         "started_at": merged.get("started_at"),
         "ended_at": merged.get("ended_at") if finished else None,
@@ -63,4 +154,5 @@ def describe_last_transaction(layout: Layout) -> dict[str, Any]:
         "leftovers_of": merged.get("leftovers_of", []),
         "files": files,
         "states": [str(r.state) for r in records],
+        "last_transaction": last_transaction(records),
     }

@@ -87,6 +87,7 @@ class Setup:
     txn: recovery.PendingTxn | None = None
     hooks: recovery.Hooks | None = None  # recovery of any table's transaction; default: ours
     preflight: Preflight | None = None  # the programs check; None only where no program runs
+    failure: dict[str, str] | None = None  # why the run is undone (set before compensation)
 
     @property
     def journal(self) -> Journal:

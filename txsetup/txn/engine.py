@@ -17,7 +17,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import FrameType
@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import RecoveryFailed, RolledBack, error_from
+from txsetup.errors import RecoveryFailed, RolledBack, TxsetupError, error_from
 
 __all__ = ["Interrupted", "Step", "StepReport", "StepState", "run_steps", "signals_raise"]
 
@@ -135,6 +135,7 @@ class _Run(Generic[C]):
     ctx: C
     log: FilteringBoundLogger
     reports: list[StepReport] = field(default_factory=list)
+    on_failure: Callable[[str, TxsetupError], None] = lambda _step, _error: None
     current: int = 0
     started: float = 0.0
 
@@ -192,6 +193,8 @@ class _Run(Generic[C]):
             error_code=error.error_code,
             error=str(error),
         )
+        with suppress(Exception):  # noting why must never stop the undo
+            self.on_failure(step.name, error)
         failures = self.compensate(index)
         began = any(s.writes for s in self.steps[: index + 1])
         if failures:
@@ -212,6 +215,7 @@ def run_steps(
     log: FilteringBoundLogger,
     hush: Callable[[], None] = lambda: None,
     reports: list[StepReport] | None = None,
+    on_failure: Callable[[str, TxsetupError], None] = lambda _step, _error: None,
 ) -> list[StepReport]:
     """Run ``steps`` in order on ``ctx``; on failure undo in reverse and raise.
 
@@ -230,11 +234,13 @@ def run_steps(
     Returns the step reports. A caller that passes ``reports`` gets them
     filled in as the run goes, so it still sees which step failed and which
     were compensated when this raises (the result's ``steps``).
+    ``on_failure`` hears the failing step and its error before compensation
+    begins, so the undo can record why it runs.
     """
     if reports is None:
         reports = []
     reports[:] = [StepReport(s.name) for s in steps]
-    run = _Run(steps, ctx, log, reports)
+    run = _Run(steps, ctx, log, reports, on_failure)
     try:
         for index in range(len(steps)):
             run.do(index)

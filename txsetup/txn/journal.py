@@ -151,19 +151,49 @@ class Journal:
         transaction in it ever reached ``prepared`` (whose writer made them
         durable). The caller then fsyncs both before its ``prepared`` record.
         """
-        flags = os.O_WRONLY | os.O_CLOEXEC
+        fd, unsynced = self._replace()
         try:
-            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-            unsynced = True
-        except FileExistsError:
-            earlier = read_journal(self.path)
-            unsynced = not any(r.state is TxnState.PREPARED for r in earlier)
-            fd = os.open(self.path, flags | os.O_TRUNC)
-        try:
-            self._write(fd, TxnState.BEGUN, data, durable=False)
+            self._write(fd, [(TxnState.BEGUN, data)], durable=False)
         finally:
             os.close(fd)
         return unsynced
+
+    def record_unchanged(self, begun: Mapping[str, Any], end: Mapping[str, Any]) -> None:
+        """Replace the last transaction's records with this one's, which changed nothing.
+
+        A converged run writes no managed file, yet its txid must be findable
+        on the node (``txsetup status``, ``--resume``): its ``begun`` and
+        ``done`` records go in one write, not durable. A power loss may undo
+        them and leave the earlier transaction's records; nothing depends on
+        them. The ``begun`` record says ``entries_synced`` when the replaced
+        journal's directory entries were durable, so the next transaction
+        need not fsync them again (see :meth:`begin`).
+        """
+        fd, unsynced = self._replace()
+        try:
+            first = {**begun, **({} if unsynced else {"entries_synced": True})}
+            self._write(fd, [(TxnState.BEGUN, first), (TxnState.DONE, end)], durable=False)
+        finally:
+            os.close(fd)
+
+    def _replace(self) -> tuple[int, bool]:
+        """Open the journal for a new transaction's records, truncated in place.
+
+        Returns the descriptor and whether the journal's directory entries may
+        not be durable yet: this run created the journal, or no earlier record
+        in it is ``prepared`` (whose writer fsynced them) or says
+        ``entries_synced`` (a converged run's, carrying that on).
+        """
+        flags = os.O_WRONLY | os.O_CLOEXEC
+        try:
+            return os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600), True
+        except FileExistsError:
+            earlier = read_journal(self.path)
+            unsynced = not any(
+                r.state is TxnState.PREPARED or r.data.get("entries_synced") is True
+                for r in earlier
+            )
+            return os.open(self.path, flags | os.O_TRUNC), unsynced
 
     def append(
         self, state: TxnState, data: Mapping[str, Any] | None = None, *, durable: bool
@@ -171,12 +201,15 @@ class Journal:
         """Append one record; with ``durable`` it is on disk when this returns."""
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
-            self._write(fd, state, data or {}, durable=durable)
+            self._write(fd, [(state, data or {})], durable=durable)
         finally:
             os.close(fd)
 
-    def _write(self, fd: int, state: TxnState, data: Mapping[str, Any], *, durable: bool) -> None:
-        line = Record(self.txid, state, data).encode()
+    def _write(
+        self, fd: int, records: list[tuple[TxnState, Mapping[str, Any]]], *, durable: bool
+    ) -> None:
+        """Write ``records`` with one ``write(2)`` (more only if the kernel writes short)."""
+        line = b"".join(Record(self.txid, state, data).encode() for state, data in records)
         view = memoryview(line)
         while view:
             view = view[os.write(fd, view) :]

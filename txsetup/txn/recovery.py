@@ -52,10 +52,12 @@ __all__ = [
     "ForwardFailed",
     "Hooks",
     "PendingTxn",
+    "Recovered",
     "RecoveryAction",
     "RecoveryRule",
     "combine_hooks",
     "decide",
+    "failure_cause",
     "finish_forward",
     "finish_undo",
     "load_pending",
@@ -69,6 +71,26 @@ __all__ = [
 def utc_now() -> str:
     """RFC 3339 UTC timestamp for journal records."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# The longest error text a journal record keeps (a daemon's output can be kilobytes).
+_CAUSE_LIMIT = 4096
+
+
+def failure_cause(*, error_code: str, step: str | None = None, error: str = "") -> dict[str, str]:
+    """Why a transaction did not simply commit, as its end records keep it (``cause``).
+
+    The error text is the one the log's ``step.failed`` line carries, cut to
+    a bounded length and refused if it holds key material: the journal never
+    does.
+    """
+    from txsetup.log import without_key_material
+
+    text = without_key_material(error)
+    if len(text) > _CAUSE_LIMIT:
+        text = text[: _CAUSE_LIMIT - 3] + "..."
+    cause = {"error_code": error_code, "error": text}
+    return {"step": step, **cause} if step else cause
 
 
 class RecoveryAction(StrEnum):
@@ -240,20 +262,25 @@ def finish_undo(
     *,
     lock_timeout: float,
     reason: str,
+    cause: Mapping[str, str] | None = None,
     after_undo: Callable[[PendingTxn], None] = lambda _: None,
     end: Mapping[str, Any] | None = None,
 ) -> None:
     """Undo a transaction at any point: old files back, copies and new dirs gone.
 
-    ``end`` adds to the ``rolled_back`` record (what recovery removed besides).
+    ``reason`` (a few words) and ``cause`` (:func:`failure_cause`: the step
+    that failed, its error code and text) go into ``rolling_back`` and
+    ``rolled_back``, for ``txsetup status``; ``end`` adds to the
+    ``rolled_back`` record (what recovery removed besides).
 
     Once prepared, ``rolling_back`` is journaled durably first, so a crash
     during the undo can never be mistaken for a transaction to roll forward.
     """
     with _or_recovery_failed(layout, txn, "undoing"):
+        why: dict[str, Any] = {"reason": reason, **({"cause": dict(cause)} if cause else {})}
         if txn.prepared and not txn.rolling_back:
-            journal.append(TxnState.ROLLING_BACK, {"reason": reason}, durable=True)
-            txn.records.append(Record(txn.txid, TxnState.ROLLING_BACK, {"reason": reason}))
+            journal.append(TxnState.ROLLING_BACK, why, durable=True)
+            txn.records.append(Record(txn.txid, TxnState.ROLLING_BACK, why))
         # Ganeti's ssconf lock only when an ssconf file really changes back: an
         # undo after commit failed to take that lock must not wait for it again.
         needed = touches_ssconf(changed_in_place(layout, txn.changes))
@@ -263,9 +290,7 @@ def finish_undo(
     after_undo(txn)
     discard_copies(layout, txn.txid, txn.target_dirs)
     remove_created_dirs(layout, txn.created_dirs)
-    _record_end(
-        journal, TxnState.ROLLED_BACK, {"ended_at": utc_now(), "reason": reason, **(end or {})}
-    )
+    _record_end(journal, TxnState.ROLLED_BACK, {"ended_at": utc_now(), **why, **(end or {})})
 
 
 @contextlib.contextmanager
@@ -343,6 +368,26 @@ def combine_hooks(*hooks: Hooks) -> Hooks:
     return Hooks(after_commit=after_commit, after_undo=after_undo, sweep_dirs=sweep)
 
 
+@dataclass(frozen=True)
+class Recovered:
+    """What recovery did to an unfinished transaction.
+
+    Attributes:
+        txid: the transaction's id.
+        action: rolled forward or back.
+        changed: root-relative paths this recovery changed: the files it put
+            in place (rolled forward), or put back or removed (rolled back).
+    """
+
+    txid: str
+    action: RecoveryAction
+    changed: list[str]
+
+    def to_json(self) -> dict[str, str]:
+        """The ``recovered`` entry of a result (and ``txn.recovered``'s fields)."""
+        return {"txid": self.txid, "action": str(self.action)}
+
+
 def recover_pending(
     layout: Layout,
     log: FilteringBoundLogger,
@@ -350,16 +395,20 @@ def recover_pending(
     hooks: Hooks,
     abort: bool,
     lock_timeout: float,
-) -> dict[str, str] | None:
+    by: str,
+) -> Recovered | None:
     """Finish (prepared) or undo (not prepared, or ``abort``) an unfinished transaction.
 
     The caller holds the transaction lock. Finishing includes
     ``hooks.after_commit``; if that raises :class:`ForwardFailed`, the
     transaction is undone instead, which also leaves the node consistent.
 
+    ``by`` names who recovers (``--resume``, ``--resume --abort``, ``run
+    <txid>``): the end record keeps it, with the journal state the
+    transaction had stopped in, as the ``cause`` ``status`` reports.
+
     Returns:
-        ``{"txid": ..., "action": "rolled_forward" | "rolled_back"}``, or None
-        when nothing was unfinished.
+        What was done, or None when nothing was unfinished.
 
     Raises:
         RecoveryFailed: an I/O error on the way (exit 8): the node may be half
@@ -379,21 +428,28 @@ def recover_pending(
         # Any other transaction's copies go first: this one's are still needed.
         sweep = (*hooks.sweep_dirs, *txn.target_dirs)
         note = _leftovers(log, discard_copies(layout, None, sweep, keep=txn.txid))
+        in_place = {c.path for c in changed_in_place(layout, txn.changes)}
+        # Where the run stopped, and who finishes it: ``status`` words it.
+        stopped = {"state": str(txn.records[-1].state), "by": by}
+        earlier = txn.details.get("cause")  # an undo that had begun keeps its own cause
 
-        def undo(reason: str) -> None:
+        def undo(reason: str, cause: Mapping[str, str]) -> None:
             finish_undo(
                 layout,
                 txn,
                 journal,
                 lock_timeout=lock_timeout,
                 reason=reason,
+                cause=earlier if isinstance(earlier, dict) and txn.rolling_back else cause,
                 after_undo=hooks.after_undo,
                 end=note,
             )
 
         action = RecoveryAction.ROLLED_BACK
         if decide(txn.states, abort=abort) is RecoveryAction.ROLLED_BACK:
-            undo("aborted" if abort else "recovered after interruption")
+            code = "aborted" if abort else "interrupted"
+            reason = "aborted" if abort else "recovered after interruption"
+            undo(reason, {"error_code": code, **stopped})
         else:
             try:
                 finish_forward(
@@ -402,14 +458,19 @@ def recover_pending(
                     journal,
                     lock_timeout=lock_timeout,
                     after_commit=lambda t: hooks.after_commit(t, journal),
-                    end=note,
+                    end={**note, "cause": {"error_code": "interrupted", **stopped}},
                 )
                 action = RecoveryAction.ROLLED_FORWARD
             except ForwardFailed as exc:
                 log.error("step.failed", step=exc.step, error_code=exc.error_code, error=str(exc))
-                undo(f"{exc.step} did not finish: {exc}")
+                failed = failure_cause(step=exc.step, error_code=exc.error_code, error=str(exc))
+                undo(f"{exc.step} did not finish", {**failed, **stopped})
         log.warning("txn.recovered", recovered_txid=txn.txid, action=str(action))
-        return {"txid": txn.txid, "action": str(action)}
+        if action is RecoveryAction.ROLLED_FORWARD:
+            changed = [c.path for c in txn.changes if c.path not in in_place]
+        else:
+            changed = [c.path for c in txn.changes if c.path in in_place]
+        return Recovered(txn.txid, action, changed)
 
 
 def _leftovers(log: FilteringBoundLogger, removed: Sequence[str]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ contexts satisfy :class:`TxnRun`, so these few functions serve both tables.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,6 +56,8 @@ class TxnRun(Protocol):
     lock: FileLock | None
     recovered: list[dict[str, str]]
     txn: recovery.PendingTxn | None
+    # Why the run is being undone (:func:`recovery.failure_cause`), set before compensation.
+    failure: dict[str, str] | None
 
     @property
     def journal(self) -> Journal:
@@ -118,9 +121,10 @@ def take_lock(ctx: TxnRun) -> bool:
         hooks=ctx.hooks_for_recovery(),
         abort=False,
         lock_timeout=ctx.lock_timeout,
+        by=f"run {ctx.txid}",
     )
     if pending:
-        ctx.recovered.append(pending)
+        ctx.recovered.append(pending.to_json())
     return pending is not None
 
 
@@ -190,12 +194,14 @@ def undo(ctx: TxnRun, after_undo: Callable[[recovery.PendingTxn], None]) -> None
     if ctx.txn is None:
         return
     txn, ctx.txn = ctx.txn, None
+    step = ctx.failure.get("step") if ctx.failure else None
     recovery.finish_undo(
         ctx.layout,
         txn,
         ctx.journal,
         lock_timeout=ctx.lock_timeout,
-        reason="step failed",
+        reason=f"step {step} failed" if step else "step failed",
+        cause=ctx.failure,
         after_undo=after_undo,
     )
 
@@ -207,15 +213,28 @@ def release_lock(ctx: TxnRun) -> None:
         ctx.lock = None
 
 
-def finish(ctx: TxnRun) -> None:
+def finish(ctx: TxnRun, *, command: str, started_at: str) -> None:
     """Past every step: drop the copies and record the end.
 
     No fsync: if the ``done`` record or a removal is lost, the journal still
     says prepared, and the next run rolls forward, which finds every file in
     place. For the same reason a failure here (a full disk, an I/O error)
     does not change the outcome, which was decided at commit.
+
+    A run that changed nothing (converged) began no transaction; its summary
+    replaces the last transaction's records all the same, so that its txid
+    is findable on the node: one write, no fsync (:meth:`Journal.record_unchanged`).
     """
     if ctx.txn is None:
+        begun = {
+            "command": command,
+            "started_at": started_at,
+            "created_dirs": [],
+            "target_dirs": [],
+        }
+        end = {"ended_at": recovery.utc_now(), "outcome": "converged"}
+        with contextlib.suppress(OSError):  # only the summary is lost, not the outcome
+            ctx.journal.record_unchanged(begun, end)
         return
     try:
         discard_copies(ctx.layout, ctx.txid, ctx.txn.target_dirs)

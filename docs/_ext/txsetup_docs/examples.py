@@ -4,9 +4,11 @@ Once per build, in a temporary root, with a certificate and a payload made by
 the demo's own helpers (``start_node_daemon`` false: no daemon to run), the
 console script runs as a master runs it: a dry run, a committed run with JSON
 logs, a run this node refuses (another cluster: exit 4), and ``txsetup
-status``; then, on fresh roots and with ``--log-format console`` (no colour:
-stderr is a pipe), a committed run, a refusal, and a run whose daemon restart
-fails and is rolled back (exit 6). The runs that need a configuration or a
+status``, the same document again (converged) and ``--resume`` (nothing to
+resume: it names the converged run); then, on fresh roots and with
+``--log-format console`` (no colour: stderr is a pipe), a committed run, a
+refusal, a run whose daemon restart fails and is rolled back (exit 6), and
+one whose undo's restart fails too (exit 8). The runs that need a configuration or a
 document of their own (an unfinished transaction and its resume, an invalid
 configuration file, ssh-setup) are in ``configured``. Each example is one of
 those outputs as it came, except that the temporary root reads ``/srv/node``
@@ -40,13 +42,19 @@ def examples() -> dict[str, Example]:
         document = {**payload(pem), "start_node_daemon": False}
         stranger = {**document, "cluster_name": "other.example.com"}
         stranger["ssconf"] = {**document["ssconf"], "cluster_name": "other.example.com"}
+        # The exit 8 example's document: a new master IP, and the daemon to restart.
+        update = {**document, "start_node_daemon": True}
+        update["ssconf"] = {**document["ssconf"], "master_ip": "192.0.2.77"}
         nds = "txsetup node-daemon-setup"
         dry = run(root, ["node-daemon-setup", "--dry-run", "--log-format", "json"], document)
         real = run(root, ["node-daemon-setup", "--log-format", "json"], document)
         refused = run(root, ["node-daemon-setup", "--log-format", "json"], stranger)
         status = run(root, ["status"], None)
+        # The same document again converges; --resume then names that run.
+        run(root, ["node-daemon-setup", "--log-format", "json"], document)
+        nothing = run(root, ["node-daemon-setup", "--resume", "--log-format", "json"], None)
         return {
-            **_console_examples(Path(tmp) / "console", document, stranger),
+            **_console_examples(Path(tmp) / "console", document, stranger, update),
             **configured.configured_examples(Path(tmp) / "configured", document),
             "dry-run": Example(
                 f"{nds} --dry-run < payload.json",
@@ -75,18 +83,23 @@ def examples() -> dict[str, Example]:
             "status": Example(
                 "txsetup status", status.returncode, result(status.stdout, root), "stdout"
             ),
+            "resume-nothing": Example(
+                f"{nds} --resume", nothing.returncode, result(nothing.stdout, root), "stdout"
+            ),
         }
 
 
 # A daemon whose restart fails: the run is rolled back. No health check, nothing stopped.
 _FAILING_DAEMON = '[daemon]\nrestart = [["false"]]\nstop = [["true"]]\nstatus = ["false"]\n'
 _FAILING_DAEMON += 'health_url = "none"\n'
+# The same, with a daemon that was running: the undo's restart fails too (exit 8).
+_STUCK_DAEMON = _FAILING_DAEMON.replace('status = ["false"]', 'status = ["true"]')
 
 
 def _console_examples(
-    base: Path, document: dict[str, object], stranger: dict[str, object]
+    base: Path, document: dict[str, object], stranger: dict[str, object], update: dict[str, object]
 ) -> dict[str, Example]:
-    """The console view of a commit, a refusal and a rollback, each on a fresh root."""
+    """The console view of a commit, a refusal, a rollback and an exit 8, each on a fresh root."""
     console = ["node-daemon-setup", "--log-format", "console"]
     nds = "txsetup node-daemon-setup"
     fresh = run(base / "fresh", console, document)
@@ -101,6 +114,12 @@ def _console_examples(
             "start_node_daemon": True,
         },
     )
+    # Exit 8: the root's own configuration (no --config), so the command it names is short.
+    run(base / "stuck", console, document)
+    stuck_config = base / "stuck/etc/txsetup/config.toml"
+    stuck_config.parent.mkdir(parents=True)
+    stuck_config.write_text(_STUCK_DAEMON)
+    stuck = run(base / "stuck", console, update)
     return {
         name: Example(command, ran.returncode, shown(ran.stderr, root), "console")
         for name, command, ran, root in (
@@ -112,6 +131,7 @@ def _console_examples(
                 failing,
                 base / "failing",
             ),
+            ("console-manual-help", f"{nds} < new-master-ip.json", stuck, base / "stuck"),
         )
     }
 
