@@ -1,4 +1,4 @@
-"""Benchmarks (SPEC §9): measured side by side in one run, never as timed tests.
+"""Benchmarks: measured side by side in one run, never as timed tests.
 
 Timings on shared machines are too noisy to assert on in a test suite; the
 benchmarks instead report ratios of variants alternated within one run, with

@@ -1,4 +1,4 @@
-"""``txsetup node-daemon-setup`` on the node: the node-side figures of SPEC §9.
+"""``txsetup node-daemon-setup`` on the node: the node-side figures of docs/benchmarks.md.
 
 ``python -m bench.node [--quick]`` (as root, from the repository root) builds
 the document a master of a 1,000-node cluster sends (``bench.push``'s master

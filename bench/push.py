@@ -1,4 +1,4 @@
-"""``txsetup push`` against real sshd nodes: the figures of SPEC §9 for the master side.
+"""``txsetup push`` against real sshd nodes: the master side's figures of docs/benchmarks.md.
 
 ``python -m bench.push [--quick]`` starts real OpenSSH ``sshd`` "nodes" on
 loopback (:mod:`txsetup.demo.sshnodes`), builds a realistic master root (the

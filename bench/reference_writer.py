@@ -3,7 +3,7 @@
 ``python bench/reference_writer.py --root DIR --client-pem FILE [--stack | --mint]``
 reads the JSON document on stdin and writes the files ``txsetup
 node-daemon-setup`` writes for it — every ``ssconf_<key>``, ``server.pem``,
-``hmac.key`` and ``client.pem`` under ``DIR/var/lib/ganeti``, with SPEC §4's
+``hmac.key`` and ``client.pem`` under ``DIR/var/lib/ganeti``, with txsetup's
 modes and Ganeti's owners — durably, one file after another: create with
 the final mode, write, fsync, rename over the target; then fsync the
 directory once. No checks, no journal, no lock, no log.

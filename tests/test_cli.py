@@ -324,7 +324,7 @@ def test_unknown_command_exits_2() -> None:
 
 
 def test_help_lists_the_options() -> None:
-    """--help documents the SPEC §2 options (argparse prints it and exits 0)."""
+    """--help documents the options every run command shares (argparse prints it and exits 0)."""
     import subprocess
 
     from tests.conftest import txsetup_exe

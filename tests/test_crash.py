@@ -434,7 +434,7 @@ def expected_after_error(traced: Traced, result: dict[str, Any] | None) -> str |
     """The state a run that met an error must leave, judged by its exit code and log.
 
     0 means committed (new) and 6 rolled back (old); 1 is allowed only for a
-    failure before anything changed (the error's own code, SPEC §7): old.
+    failure before anything changed (the error's own exit code): old.
     8 is allowed only when the lock step's recovery check could not read the
     journal: it cannot tell whether a transaction is unfinished, so it asks
     for help and changes nothing: old.

@@ -341,7 +341,7 @@ def test_signal_in_a_step_is_interrupted_and_undone(work: Workdir, signum: int) 
 
 
 def test_signal_before_writes_is_still_interrupted(work: Workdir) -> None:
-    """SPEC §5: a signal is exit 6 even when it lands in a read-only step such as the lock wait."""
+    """A signal is exit 6 even when it lands in a read-only step such as the lock wait."""
 
     def kill_self(ctx: Workdir) -> None:
         os.kill(os.getpid(), signal.SIGTERM)

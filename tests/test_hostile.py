@@ -7,9 +7,9 @@ filesystem set-up (symlinks, directories, FIFOs at targets; read-only or full
 tmpfs mounts). Every case must hold the output contract (no traceback, a
 documented exit code, valid JSON log lines, one short one-line message, no
 secret) and then its expectation: its exit code, its message, and the node
-root and everything beside it exactly as before — except what SPEC makes
+root and everything beside it exactly as before — except what the transaction makes
 inevitable (see :func:`allowed_changes`). A case with a ``deviation`` is a
-known difference from SPEC: it is ``xfail(strict=True)`` for the expectation
+known difference from the docs: it is ``xfail(strict=True)`` for the expectation
 only, never for the output contract.
 
 Then a ``hypothesis`` test runs the installed ``node-daemon-setup`` alias on
@@ -307,13 +307,13 @@ def changed_paths(before: Mapping[str, Entry], after: Mapping[str, Entry]) -> se
 
 
 def allowed_changes(before: Mapping[str, Entry], after: Mapping[str, Entry], code: int) -> set[str]:
-    """What SPEC makes inevitable for a run that ends with ``code``.
+    """What the transaction makes inevitable for a run that ends with ``code``.
 
-    Any run: the ``lock`` step comes before ``decode`` (SPEC §5), and taking the
+    Any run: the ``lock`` step comes before ``decode``, and taking the
     lock creates ``var/lock/txsetup.lock`` and the state directory when a fresh
     node has none; an existing lock file or journal must stay as it was.
     Exit 6: staging had begun, so the journal records it and its rollback
-    (SPEC §5: every state change is journaled before the action), and commit may
+    (every state change is journaled before the action), and commit may
     have created Ganeti's ssconf lock. Nothing else, ever.
     """
     allowed = {
@@ -369,7 +369,7 @@ def check_output_contract(run: Run, elapsed: float, max_seconds: float | None) -
 def test_hostile_case(
     case: dict[str, Any], material: Material, installed_template: Path, tmp_path: Path
 ) -> None:
-    """A hostile case keeps the output contract, exits as SPEC says, and changes nothing."""
+    """A hostile case keeps the output contract, exits as documented, and changes nothing."""
     root, outside = tmp_path / "root", tmp_path / "outside"
     outside.mkdir()
     (outside / "decoy").write_text("outside --root: never written\n")

@@ -1,4 +1,4 @@
-"""Owners and groups of installed files (SPEC §4, ``[files]`` in the configuration)."""
+"""Owners and groups of installed files (``[files]`` in the configuration)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Decoding of the stdin documents (SPEC §3): what is accepted, what is refused and how."""
+"""Decoding of the stdin documents: what is accepted, what is refused and how."""
 
 from __future__ import annotations
 

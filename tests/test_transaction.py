@@ -3,8 +3,8 @@
 Every failure test has one shape: install the old files (a first real run
 with document A) → snapshot → a run with document B that fails at a step for
 a real cause (a directory where a file must go, an immutable file, a full
-filesystem, a held lock, a signal, an injected I/O error) → the exit code SPEC
-§7 gives → the snapshot equals the old one exactly (bytes, mode, owner, and
+filesystem, a held lock, a signal, an injected I/O error) → its documented exit
+code → the snapshot equals the old one exactly (bytes, mode, owner, and
 the very same inodes) and no staged or hold copy is left in the state dir.
 We run as root, so ``chmod`` cannot make anything fail; these causes can.
 """
@@ -72,7 +72,7 @@ def assert_restored(root: Path, before: Mapping[str, Entry]) -> None:
 
 
 def assert_rolled_back(run: Run, step: str) -> None:
-    """Exit 6 with outcome rolled_back, and the SPEC §7 failure events in order."""
+    """Exit 6 with outcome rolled_back, and the failure events in order."""
     assert run.returncode == 6, run.stderr
     assert run.result["outcome"] == "rolled_back"
     assert run.result["error_code"] in {"rolled_back", "interrupted"}
@@ -388,7 +388,7 @@ def test_failed_result_names_the_failed_step(
 def test_first_install_creates_var_lib_ganeti(
     node_pem: str, root: Path, setup_run: SetupRun
 ) -> None:
-    """On an empty root the first run creates var/lib/ganeti and every file with SPEC §4 modes."""
+    """On an empty root the first run creates var/lib/ganeti and each file with its mode."""
     run = setup_run(make_document(node_pem, hmac_key="hmac-secret-1"))
     assert run.returncode == 0, run.stderr
     assert run.result["outcome"] == "committed"

@@ -1,4 +1,4 @@
-"""Typed errors: each class carries the exit code SPEC §7 gives it.
+"""Typed errors: each class carries its documented exit code (docs/exit-codes.md).
 
 Only :mod:`txsetup.cli` turns these into exit codes and messages; everything
 else raises them ``from`` their cause, naming the step that failed.
@@ -31,7 +31,7 @@ __all__ = [
 
 
 class ExitCode(IntEnum):
-    """Process exit codes; the numbers are part of the contract (SPEC §7)."""
+    """Process exit codes; the numbers are part of the contract."""
 
     OK = 0
     INTERNAL = 1

@@ -158,7 +158,7 @@ def build_alias_parser(alias: str) -> argparse.ArgumentParser:
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
-    """The options node-daemon-setup and ssh-setup share (SPEC §2)."""
+    """The options node-daemon-setup and ssh-setup share."""
     _common(parser)
     parser.add_argument(
         "--dry-run", action="store_true", help="decode, verify and print the plan; touch nothing"

@@ -52,7 +52,7 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The result object (SPEC §7)."""
+        """The result object."""
         return {
             "txid": self.txid,
             "outcome": self.outcome,

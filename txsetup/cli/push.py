@@ -36,11 +36,11 @@ PUSH_EXIT_CODES: Final = (
     ExitCode.NODES_FAILED,
     ExitCode.INTERRUPTED,
 )
-"""Every code a push can end with (SPEC §8); its help and reference list each one."""
+"""Every code a push can end with; its help and reference list each one."""
 
 
 def add_push_parser(sub: argparse._SubParsersAction[Any]) -> None:
-    """The ``push`` subcommand and its options (SPEC §8)."""
+    """The ``push`` subcommand and its options."""
     push = sub.add_parser(
         "push",
         help="master side: run node-daemon-setup on nodes over ssh, one connection each",

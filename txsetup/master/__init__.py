@@ -1,4 +1,4 @@
-"""The master side: push one payload to many nodes over OpenSSH (SPEC §8).
+"""The master side: push one payload to many nodes over OpenSSH.
 
 The API a cluster manager embeds::
 

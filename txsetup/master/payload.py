@@ -1,4 +1,4 @@
-"""The document a master sends: built once from the master's own files (SPEC §8).
+"""The document a master sends: built once from the master's own files.
 
 A Ganeti master keeps what a node needs under ``var/lib/ganeti``: the
 ``ssconf_*`` files, ``server.pem`` (the node daemon certificate and key) and

@@ -35,7 +35,7 @@ NOT_STARTED = "not_started"
 
 @dataclass(frozen=True)
 class NodeResult:
-    """One node's outcome (SPEC §8): the node's own result under ``result``."""
+    """One node's outcome: the node's own result under ``result``."""
 
     node: str
     exit_code: int | None

@@ -1,6 +1,6 @@
 """Cluster-name and certificate verification: pure functions, no I/O.
 
-The ``verify_*`` functions run before the first write (SPEC §3) and report
+The ``verify_*`` functions run before the first write and report
 every problem of a document at once as :class:`RefusedByVerification`. Any
 input, however broken, ends in that error and nothing else, and no message
 ever quotes key material or PEM text: the messages are logged and shown to

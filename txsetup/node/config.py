@@ -1,4 +1,4 @@
-"""The TOML configuration (SPEC §6): how to control the daemons and who owns the files.
+"""The TOML configuration: how to control the daemons and who owns the files.
 
 Every default is a stock Ganeti node's, so a node without a file behaves as
 Ganeti's own ``node-daemon-setup`` would. The file is checked as strictly as

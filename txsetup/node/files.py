@@ -1,4 +1,4 @@
-"""The files ``node-daemon-setup`` installs: where, with which bytes, modes and owners (SPEC §4).
+"""The files ``node-daemon-setup`` installs: where, with which bytes, modes and owners.
 
 Everything here mirrors what Ganeti's own ``node-daemon-setup`` leaves on a
 node (see ``docs/ganeti.md``), so a node set up by txsetup looks the same to
@@ -40,7 +40,7 @@ class FileOwner:
 
     ``uid``/``gid`` come from ``[files]`` and apply always; ``new_uid``/``new_gid``
     are the defaults, which apply only to a file that is created: an existing
-    file keeps its owner unless one is configured (SPEC §4).
+    file keeps its owner unless one is configured.
     """
 
     uid: int = -1
@@ -100,7 +100,7 @@ def desired_files(
     client_pem: bytes | None,
     owners: Mapping[str, FileOwner],
 ) -> list[DesiredFile]:
-    """Every file the payload wants, with SPEC §4's modes and the owners given."""
+    """Every file the payload wants, with their documented modes and the owners given."""
     files = [
         DesiredFile(f"{GANETI_DIR}/ssconf_{key}", ssconf_content(value), 0o444)
         for key, value in sorted(payload.ssconf.items())

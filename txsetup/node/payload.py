@@ -1,4 +1,4 @@
-"""Decode and validate the JSON documents a master sends on stdin (SPEC §3).
+"""Decode and validate the JSON documents a master sends on stdin.
 
 Decoding is the ``decode`` step: it only decides whether a document is
 well-formed input (exit 3). Whether the node accepts it — cluster name,

@@ -1,4 +1,4 @@
-"""The ``restart_daemon`` step's do and undo, journaled (SPEC §5, §6).
+"""The ``restart_daemon`` step's do and undo, journaled.
 
 Do: note (durably, in the journal) whether the daemon runs, restart it,
 and wait until it presents exactly the newly installed certificate.

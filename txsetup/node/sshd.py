@@ -1,4 +1,4 @@
-"""The ``reload_sshd`` step's do and undo, journaled (SPEC §5, §6 ``[sshd]``).
+"""The ``reload_sshd`` step's do and undo, journaled.
 
 Do: note (durably, in the journal) whether sshd runs and which host keys the
 old files held, reload it, and wait until it presents every new host key.

@@ -1,4 +1,4 @@
-"""The files ``ssh-setup`` installs: where, with which bytes and modes (SPEC §4).
+"""The files ``ssh-setup`` installs: where, with which bytes and modes.
 
 Standard library only: recovery (on every run's start-up path) imports the
 paths from here, and ``cryptography`` is loaded only when keys are checked.

@@ -1,6 +1,6 @@
 """SSH key pairs for ``ssh-setup``: verify, recognise, generate. Pure functions, no I/O.
 
-Verification runs before the first write (SPEC §3) and reports every problem
+Verification runs before the first write and reports every problem
 of a document at once, each at its JSON path (``$.ssh_host_key[1]: ...``).
 Messages name kinds and paths, never key material: they are logged.
 

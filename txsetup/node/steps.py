@@ -1,4 +1,4 @@
-"""The step tables: ``node-daemon-setup`` as data (SPEC §5, STYLE §2).
+"""The step tables: ``node-daemon-setup`` as data.
 
 Each step is a name, a one-line description, a ``do`` and an idempotent
 ``undo``; the engine runs the table. Steps share one typed context,

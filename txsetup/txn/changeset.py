@@ -141,7 +141,7 @@ def stage_changes(
         want = item.desired
         target = layout.path(want.relpath)
         staged, hold_path = _copy_names(layout, txid, index, target)
-        # Unless configured otherwise, an existing file keeps its owner (SPEC §4)
+        # Unless configured otherwise, an existing file keeps its owner
         # and a new one gets the default owner.
         old = item.old if item.old is not None and item.old.kind == "file" else None
         uid = want.uid if want.uid != -1 else old.uid if old else want.new_uid

@@ -44,7 +44,7 @@ class StepState(StrEnum):
 
 @dataclass(frozen=True)
 class Step(Generic[C]):
-    """One state of the transaction: a name from SPEC §5, a do, an idempotent undo.
+    """One state of the transaction: a name from the documented step list, a do, an idempotent undo.
 
     ``do`` returns whether it changed anything on disk (``step.end``'s
     ``changed``); ``writes`` marks steps from which on a failure counts as
@@ -77,7 +77,7 @@ class StepReport:
 
 
 class Interrupted(RolledBack):
-    """SIGINT or SIGTERM arrived during a run (SPEC §5: compensate, exit 6)."""
+    """SIGINT or SIGTERM arrived during a run (compensate, exit 6)."""
 
     error_code = "interrupted"
 

@@ -33,7 +33,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Layout:
-    """Every path txsetup uses, derived from one root (SPEC §4)."""
+    """Every path txsetup uses, derived from one root."""
 
     root: Path
 
@@ -91,7 +91,7 @@ class DesiredFile:
     """A file the payload wants: its place, bytes, mode and (optional) owner.
 
     Two owners, because an existing file keeps its owner unless one is
-    configured (SPEC §4) while a new file still needs one: ``uid``/``gid``
+    configured while a new file still needs one: ``uid``/``gid``
     apply always (-1: keep an existing file's), ``new_uid``/``new_gid`` only
     to a file that is created, or replaces something that is not a regular
     file (-1: the process's own, normally root).
