@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,15 +69,22 @@ def master(tmp_path: Path, node_pem: str) -> Path:
     return write_master(tmp_path / "master", node_pem)
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[SshNodes]:
-    """Five real sshd nodes on loopback, each with an empty node root."""
+@contextmanager
+def empty_nodes(count: int, where: Path) -> Iterator[SshNodes]:
+    """``count`` real sshd nodes on loopback, each with an empty node root."""
     require_tool("sshd")
     require_tool("ssh")
-    with start_ssh_nodes(5, tmp_path / "nodes", env={"SHLVL": "1"}) as nodes:
+    with start_ssh_nodes(count, where, env={"SHLVL": "1"}) as nodes:
         for node in nodes.nodes:
             (node.root / "var/lib").mkdir(parents=True)
             (node.root / "var/lock").mkdir()
+        yield nodes
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[SshNodes]:
+    """Five real sshd nodes on loopback, each with an empty node root."""
+    with empty_nodes(5, tmp_path / "nodes") as nodes:
         yield nodes
 
 

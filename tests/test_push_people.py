@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import check_log_lines, require_tool
-from tests.test_push import parse_push, push_argv, write_master
-from txsetup.demo.sshnodes import SshNode, SshNodes, start_ssh_nodes
+from tests.conftest import check_log_lines
+from tests.test_push import empty_nodes, parse_push, push_argv, write_master
+from txsetup.demo.sshnodes import SshNode, SshNodes
 
 pytestmark = pytest.mark.system
 
@@ -36,12 +36,7 @@ def master(tmp_path: Path, node_pem: str) -> Path:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[SshNodes]:
     """Two real sshd nodes on loopback, each with an empty node root."""
-    require_tool("sshd")
-    require_tool("ssh")
-    with start_ssh_nodes(2, tmp_path / "nodes", env={"SHLVL": "1"}) as nodes:
-        for node in nodes.nodes:
-            (node.root / "var/lib").mkdir(parents=True)
-            (node.root / "var/lock").mkdir()
+    with empty_nodes(2, tmp_path / "nodes") as nodes:
         yield nodes
 
 
