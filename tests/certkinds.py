@@ -13,10 +13,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed448, ed25519, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import require_tool
+from txsetup.node.cryptocompat import CertificateIssuerPrivateKeyTypes
 
 NAME = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "node.example.com")])
 
