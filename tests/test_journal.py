@@ -36,7 +36,7 @@ from tests.conftest import (
     state_dir_leftovers,
 )
 from txsetup.txn.journal import Journal, Record, TxnState, read_journal, repair_journal
-from txsetup.txn.plan import Layout
+from txsetup.txn.layout import Layout
 from txsetup.txn.recovery import finish_forward, finish_undo, load_pending
 
 TXID = "20300601T120000Z-0badcafe"

@@ -37,7 +37,7 @@ from txsetup.errors import (
     environment_problem,
 )
 from txsetup.log import configure_logging, default_log_format, get_logger
-from txsetup.txn.plan import Layout
+from txsetup.txn.layout import Layout
 
 __all__ = [
     "ALIASES",

@@ -28,7 +28,7 @@ from txsetup.errors import (
 )
 from txsetup.log import get_logger
 from txsetup.node.config import Config, load_config
-from txsetup.txn.plan import Layout
+from txsetup.txn.layout import Layout
 
 if TYPE_CHECKING:
     from txsetup.node.preflight import Preflight, Table

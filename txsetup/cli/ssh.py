@@ -23,7 +23,7 @@ from txsetup.cli.node import (
 from txsetup.errors import ExitCode
 from txsetup.log import get_logger
 from txsetup.node.config import load_config
-from txsetup.txn.plan import Layout
+from txsetup.txn.layout import Layout
 
 __all__ = ["run_ssh_setup"]
 

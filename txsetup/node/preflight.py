@@ -33,7 +33,7 @@ from typing import Final, Literal
 from txsetup.errors import RefusedByVerification
 from txsetup.node.config import DEFAULT_CONFIG_PATH, Config
 from txsetup.txn.journal import FINISHED_STATES, TxnState, read_journal
-from txsetup.txn.plan import Layout
+from txsetup.txn.layout import Layout
 
 __all__ = [
     "GANETI_PKGLIBDIR",

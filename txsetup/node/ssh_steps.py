@@ -47,7 +47,8 @@ from txsetup.node.summaries import (
 from txsetup.txn import recovery
 from txsetup.txn.engine import Step
 from txsetup.txn.journal import Journal
-from txsetup.txn.plan import Action, Layout, PlannedFile, plan_files, refuse_unsafe_targets
+from txsetup.txn.layout import Layout
+from txsetup.txn.plan import Action, PlannedFile, plan_files, refuse_unsafe_targets
 from txsetup.txn.run import commit, prepare, release_lock, take_lock, undo
 
 if TYPE_CHECKING:

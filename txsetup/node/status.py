@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from txsetup.txn.journal import FINISHED_STATES, Record, TxnState, read_journal
-from txsetup.txn.plan import Layout
+from txsetup.txn.layout import Layout
 
 __all__ = ["describe_last_transaction", "last_transaction", "read_last_transaction"]
 

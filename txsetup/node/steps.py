@@ -41,13 +41,8 @@ from txsetup.txn import recovery
 from txsetup.txn.atomic import read_regular
 from txsetup.txn.engine import Step
 from txsetup.txn.journal import Journal
-from txsetup.txn.plan import (
-    Action,
-    Layout,
-    PlannedFile,
-    plan_files,
-    refuse_unsafe_targets,
-)
+from txsetup.txn.layout import Layout
+from txsetup.txn.plan import Action, PlannedFile, plan_files, refuse_unsafe_targets
 from txsetup.txn.run import commit, prepare, release_lock, take_lock, undo
 
 if TYPE_CHECKING:

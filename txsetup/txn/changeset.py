@@ -31,7 +31,8 @@ from typing import Any
 
 from txsetup.errors import RecoveryFailed
 from txsetup.txn.atomic import fsync_dir, hold, write_new
-from txsetup.txn.plan import Action, FileMeta, Layout, PlannedFile
+from txsetup.txn.layout import Layout
+from txsetup.txn.plan import Action, FileMeta, PlannedFile
 
 __all__ = [
     "Change",

@@ -1,4 +1,4 @@
-"""Where files live under ``--root``, what a transaction wants in them, and the plan.
+"""What a transaction wants in files under ``--root``, and the plan.
 
 Planning only reads: it compares each wanted file with what is on disk
 (bytes, mode, owner; a symlink or anything but a regular file is never read
@@ -7,7 +7,6 @@ and always counts as different) and says create, replace or unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from collections.abc import Iterable
@@ -18,72 +17,17 @@ from typing import Any
 
 from txsetup.errors import RefusedByVerification
 from txsetup.txn.atomic import read_regular
+from txsetup.txn.layout import Layout
 
 __all__ = [
     "KIND_WORDS",
     "Action",
     "DesiredFile",
     "FileMeta",
-    "Layout",
     "PlannedFile",
     "plan_files",
     "refuse_unsafe_targets",
 ]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Every path txsetup uses, derived from one root."""
-
-    root: Path
-
-    @property
-    def state_dir(self) -> Path:
-        """Journal, staged and hold copies (0700)."""
-        return self.root / "var/lib/txsetup"
-
-    @property
-    def journal(self) -> Path:
-        """The transaction journal."""
-        return self.state_dir / "journal"
-
-    @property
-    def lock_file(self) -> Path:
-        """The transaction lock."""
-        return self.root / "var/lock/txsetup.lock"
-
-    @property
-    def ssconf_lock(self) -> Path:
-        """Ganeti's own lock over ssconf files, held while they change."""
-        return self.root / "var/lock/ganeti-ssconf.lock"
-
-    def make_state_dir(self) -> None:
-        """Create the lock and state directories (state 0700).
-
-        Not durably: nothing depends on them until a transaction's ``prepared``
-        record, and the run that writes the first one fsyncs them with its
-        staged copies (:meth:`txsetup.txn.journal.Journal.begin`).
-        """
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):  # a dangling symlink, a file: refused below
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = os.lstat(self.state_dir)
-        if not stat.S_ISDIR(st.st_mode):
-            raise RefusedByVerification(
-                f"{self.relative(self.state_dir)} is not a directory (a symlink or a file): "
-                "txsetup keeps its journal only in a real directory; move it away"
-            )
-        # Only when it is not 0700 already: a converged run writes nothing at all.
-        if stat.S_IMODE(st.st_mode) != 0o700:
-            os.chmod(self.state_dir, 0o700)
-
-    def path(self, relpath: str) -> Path:
-        """The absolute path of a root-relative path."""
-        return self.root / relpath
-
-    def relative(self, path: Path) -> str:
-        """The root-relative form of ``path`` (as results and the journal show it)."""
-        return path.relative_to(self.root).as_posix()
 
 
 @dataclass(frozen=True, repr=False)

@@ -45,7 +45,7 @@ from txsetup.txn.journal import (
     read_journal,
     repair_journal,
 )
-from txsetup.txn.plan import Layout
+from txsetup.txn.layout import Layout
 
 __all__ = [
     "RECOVERY_RULES",

@@ -31,7 +31,8 @@ from txsetup.txn.changeset import (
     stage_changes,
 )
 from txsetup.txn.journal import Journal, Record, TxnState
-from txsetup.txn.plan import KIND_WORDS, FileMeta, Layout, PlannedFile
+from txsetup.txn.layout import Layout
+from txsetup.txn.plan import KIND_WORDS, FileMeta, PlannedFile
 
 __all__ = [
     "TableRun",
