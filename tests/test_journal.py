@@ -35,9 +35,10 @@ from tests.conftest import (
     snapshot,
     state_dir_leftovers,
 )
+from txsetup.txn.finish import finish_forward, finish_undo
 from txsetup.txn.journal import Journal, Record, TxnState, read_journal, repair_journal
 from txsetup.txn.layout import Layout
-from txsetup.txn.recovery import finish_forward, finish_undo, load_pending
+from txsetup.txn.pending import load_pending
 
 TXID = "20300601T120000Z-0badcafe"
 HMAC_KEY = "hmac-secret-journal-test-5f3a"

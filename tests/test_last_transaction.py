@@ -35,7 +35,7 @@ from tests.conftest import (
 from tests.sshdoc import ssh_document, write_sshd_config
 from txsetup.node.status import last_transaction
 from txsetup.txn.journal import Journal, read_journal
-from txsetup.txn.recovery import PendingTxn
+from txsetup.txn.pending import PendingTxn
 
 SetupRun = Callable[..., Run]
 GANETI = "var/lib/ganeti"

@@ -12,8 +12,8 @@ import pytest
 
 from tests.conftest import Run, make_document, snapshot
 from txsetup.node.config import FilesConfig, Ownership
+from txsetup.node.daemon_setup import resolve_owners
 from txsetup.node.files import FileOwner, ganeti_owners
-from txsetup.node.steps import resolve_owners
 
 SetupRun = Callable[..., Run]
 GANETI = "var/lib/ganeti"

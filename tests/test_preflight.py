@@ -19,7 +19,9 @@ from tests.conftest import encode, make_document, run_txsetup, snapshot, txsetup
 from tests.sshdoc import ssh_document, write_sshd_config
 from txsetup.node.config import Config, DaemonConfig, SshdConfig
 from txsetup.node.preflight import MissingProgram, Preflight, programs_of
-from txsetup.txn.journal import TxnState, read_journal
+from txsetup.node.restart import DAEMON
+from txsetup.node.sshd import SSHD
+from txsetup.txn.journal import read_journal
 
 CONFIG = "etc/txsetup/config.toml"
 DAEMON_UTIL = "/usr/lib/ganeti/daemon-util"
@@ -99,7 +101,7 @@ def interrupted_restart(root: Path, pem: str) -> str:
     )
     assert proc.returncode == -9, proc.stderr.decode()
     records = read_journal(root / "var/lib/txsetup/journal")
-    assert records[-1].state is TxnState.RESTARTING_DAEMON
+    assert records[-1].state == DAEMON.state
     return records[-1].txid
 
 
@@ -331,7 +333,7 @@ def test_a_run_refuses_when_recovering_another_commands_transaction_needs_a_miss
         check=False,
     )
     assert killed.returncode == -9, killed.stderr.decode()
-    assert read_journal(root / "var/lib/txsetup/journal")[-1].state is TxnState.RELOADING_SSHD
+    assert read_journal(root / "var/lib/txsetup/journal")[-1].state == SSHD.state
     missing = tmp_path / "reload-sshd"
     write_sshd_config(root, reload=[str(missing)], status=["true"], health_address="none")
     before = snapshot(root, skip=())

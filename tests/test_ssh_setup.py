@@ -36,8 +36,9 @@ from tests.sshdoc import (
     ssh_document,
     write_sshd_config,
 )
+from txsetup.node.sshd import SSHD
 from txsetup.node.sshfiles import merge_authorized_keys
-from txsetup.txn.journal import TxnState, read_journal
+from txsetup.txn.journal import read_journal
 
 SshRun = Callable[..., Run]
 
@@ -131,7 +132,7 @@ def test_only_authorized_keys_changing_does_not_reload(node: Path, ssh_run: SshR
     assert run.result["changed"] == ["root/.ssh/authorized_keys"]
     assert reload_count(node) == 1
     states = [r.state for r in read_journal(node / "var/lib/txsetup/journal")]
-    assert TxnState.RELOADING_SSHD not in states
+    assert SSHD.state not in states
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ from tests.conftest import (
 )
 from tests.conftest import require_tool as tool
 from tests.sshdoc import fingerprint, ssh_document, write_sshd_config
+from txsetup.node.sshd import SSHD
 from txsetup.txn.journal import TxnState, read_journal
 
 pytestmark = pytest.mark.system
@@ -203,7 +204,7 @@ def test_new_host_keys_are_served_after_the_reload(sshd: Sshd) -> None:
     healthy = [e for e in run.events if e["event"] == "sshd.healthy"]
     assert {e["kind"] for e in healthy} == set(KINDS)
     states = [r.state for r in read_journal(sshd.root / "var/lib/txsetup/journal")]
-    assert states.index(TxnState.COMMITTED) < states.index(TxnState.RELOADING_SSHD)
+    assert states.index(TxnState.COMMITTED) < states.index(SSHD.state)
 
 
 def test_identical_rerun_converges_and_sshd_keeps_serving(sshd: Sshd) -> None:

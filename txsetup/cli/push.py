@@ -52,6 +52,13 @@ def add_push_parser(sub: argparse._SubParsersAction[Any]) -> None:
         formatter_class=ExamplesFormatter,
     )
     add_version(push)
+    _where_options(push)
+    _run_options(push)
+    push.set_defaults(debug=False, verbose=False)
+
+
+def _where_options(push: argparse.ArgumentParser) -> None:
+    """Which nodes, and what to push them from."""
     push.add_argument("nodes", nargs="*", metavar="NODE", help="[user@]host[:port]")
     push.add_argument(
         "--nodes-file", type=Path, metavar="FILE", help="one NODE per line, # comments"
@@ -70,6 +77,10 @@ def add_push_parser(sub: argparse._SubParsersAction[Any]) -> None:
         help="the master's root: var/lib/ganeti/ssconf_*, server.pem, hmac.key "
         "(default: $TXSETUP_ROOT or /)",
     )
+
+
+def _run_options(push: argparse.ArgumentParser) -> None:
+    """How to reach the nodes and what to run there."""
     push.add_argument("--ssh", default="ssh", metavar="PROGRAM", help="ssh client (default ssh)")
     push.add_argument(
         "--ssh-option",
@@ -111,7 +122,6 @@ def add_push_parser(sub: argparse._SubParsersAction[Any]) -> None:
         default=None,
         help="stderr: live view (console, the default on a terminal) or JSON lines",
     )
-    push.set_defaults(debug=False, verbose=False)
 
 
 def _push_nodes(args: argparse.Namespace) -> list[Node]:

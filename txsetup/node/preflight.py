@@ -32,14 +32,17 @@ from typing import Final, Literal
 
 from txsetup.errors import RefusedByVerification
 from txsetup.node.config import DEFAULT_CONFIG_PATH, Config
-from txsetup.txn.journal import FINISHED_STATES, TxnState, read_journal
+from txsetup.node.restart import DAEMON
+from txsetup.node.sshd import SSHD
+from txsetup.txn.journal import FINISHED_STATES, read_journal
 from txsetup.txn.layout import Layout
+from txsetup.txn.service import ServiceKind
 
 __all__ = [
     "GANETI_PKGLIBDIR",
     "MissingProgram",
+    "NeededProgram",
     "Preflight",
-    "Program",
     "Table",
     "Which",
     "pending_tables",
@@ -47,6 +50,8 @@ __all__ = [
 ]
 
 Table = Literal["daemon", "sshd"]
+# Each service, and the configuration table that names the programs it starts.
+_SERVICE_TABLES: tuple[tuple[ServiceKind, Table], ...] = ((DAEMON, "daemon"), (SSHD, "sshd"))
 Which = Callable[[str], str | None]
 """Looks a bare program name up on ``PATH``: :func:`shutil.which` in production."""
 
@@ -63,27 +68,27 @@ class MissingProgram(RefusedByVerification):
 
 
 @dataclass(frozen=True)
-class Program:
+class NeededProgram:
     """A program the run may start, and the configuration key that names it."""
 
     name: str
     key: str
 
 
-def programs_of(config: Config, table: Table) -> list[Program]:
+def programs_of(config: Config, table: Table) -> list[NeededProgram]:
     """Every program ``table``'s commands start, with the key that sets each one."""
     if table == "daemon":
         daemon = config.daemon
         return [
-            *(Program(argv[0], "[daemon] restart") for argv in daemon.restart),
-            *(Program(argv[0], "[daemon] stop") for argv in daemon.stop),
-            Program(daemon.status[0], "[daemon] status"),
+            *(NeededProgram(argv[0], "[daemon] restart") for argv in daemon.restart),
+            *(NeededProgram(argv[0], "[daemon] stop") for argv in daemon.stop),
+            NeededProgram(daemon.status[0], "[daemon] status"),
         ]
     sshd = config.sshd
-    keyscan = [Program("ssh-keyscan", "[sshd] health_address")] if sshd.health_address else []
+    keyscan = [NeededProgram("ssh-keyscan", "[sshd] health_address")] if sshd.health_address else []
     return [
-        *(Program(argv[0], "[sshd] reload") for argv in sshd.reload),
-        Program(sshd.status[0], "[sshd] status"),
+        *(NeededProgram(argv[0], "[sshd] reload") for argv in sshd.reload),
+        NeededProgram(sshd.status[0], "[sshd] status"),
         *keyscan,
     ]
 
@@ -104,12 +109,11 @@ def pending_tables(layout: Layout) -> set[Table]:
         return set()
     mine = [r for r in records if r.txid == records[-1].txid]
     states = {r.state for r in mine}
-    tables: set[Table] = set()
-    if TxnState.RESTARTING_DAEMON in states or any(r.data.get("start_node_daemon") for r in mine):
-        tables.add("daemon")
-    if TxnState.RELOADING_SSHD in states or any(r.data.get("reload_sshd") for r in mine):
-        tables.add("sshd")
-    return tables
+    return {
+        table
+        for kind, table in _SERVICE_TABLES
+        if kind.state in states or any(kind.wanted(r.data) for r in mine)
+    }
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ class Preflight:
         """
         self.require(program for table in tables for program in programs_of(self.config, table))
 
-    def require(self, programs: Iterable[Program]) -> None:
+    def require(self, programs: Iterable[NeededProgram]) -> None:
         """Refuse, naming each missing program once with all the keys that set it.
 
         Raises:

@@ -1,11 +1,11 @@
-"""The ``restart_daemon`` step's do and undo, journaled.
+"""The node daemon as ``node-daemon-setup``'s service: its control and its journal state.
 
-Do: note (durably, in the journal) whether the daemon runs, restart it,
-and wait until it presents exactly the newly installed certificate.
-Undo, after the files are back: restart it and wait for the *old*
-certificate if it was running before, or stop it if it was not. Both read
-what they need from the journal, so ``--resume`` after a kill during the
-restart does the same thing a live run would.
+Apply: restart it and wait until it presents exactly the newly installed
+certificate. Restore, after the old files are back: restart it and wait for
+the *old* certificate if it was running before, or stop it if it was not.
+The journaled-service runner (:mod:`txsetup.txn.service`) records, before the
+restart, whether it ran and which certificate it served, so ``--resume``
+after a kill during the restart does what a live run would.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import functools
 import hashlib
 import re
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
@@ -30,11 +32,10 @@ from txsetup.node.daemon import (
     run_command,
     wait_healthy,
 )
-from txsetup.node.files import GANETI_DIR
-from txsetup.txn.journal import Journal, Record, TxnState, find_record, record_once
-from txsetup.txn.recovery import ForwardFailed, Hooks, PendingTxn
+from txsetup.txn.finish import ForwardFailed
+from txsetup.txn.service import ServiceKind
 
-__all__ = ["DaemonControl", "DaemonUnhealthy", "fingerprint_of_pem", "recovery_hooks"]
+__all__ = ["DAEMON", "DaemonControl", "DaemonUnhealthy", "fingerprint_of_pem"]
 
 _CERT_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
 
@@ -60,7 +61,7 @@ class DaemonUnhealthy(ForwardFailed):
     step = "restart_daemon"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DaemonControl:
     """Restart, stop and health-check the node daemon as configured."""
 
@@ -125,68 +126,36 @@ class DaemonControl:
                 f"({self.config.health_url or 'status'})"
             )
 
-    def restore(self, *, was_running: bool, fingerprint: str | None) -> None:
-        """Bring the daemon back to its earlier state (files already restored)."""
+    def is_current(self, details: Mapping[str, Any]) -> bool:
+        """Whether it serves the certificate ``details`` want already (a quick look)."""
+        return self.healthy(_fingerprint(details.get("fingerprint")), timeout=1.0)
+
+    def apply(self, details: Mapping[str, Any]) -> None:
+        """Restart it and wait for the new certificate; :class:`DaemonUnhealthy` if not."""
+        self.restart_healthy(_fingerprint(details.get("fingerprint")))
+
+    def restore(self, earlier: Mapping[str, Any]) -> None:
+        """Bring the daemon back to its journaled earlier state (files already restored)."""
         try:
-            if was_running:
-                self.restart_healthy(fingerprint)
+            if earlier.get("was_running"):
+                self.restart_healthy(_fingerprint(earlier.get("old_fingerprint")))
             else:
                 self._run("stop", self.config.stop)
         except DaemonUnhealthy as exc:
             raise RecoveryFailed(f"restoring the node daemon failed: {exc}") from exc
 
 
-def restart_journaled(
-    control: DaemonControl,
-    journal: Journal,
-    records: list[Record],
-    *,
-    old_fingerprint: str | None,
-    new_fingerprint: str | None,
-) -> None:
-    """The whole ``restart_daemon`` do, for a live run and for roll-forward alike:
-    journal the earlier state (once), restart, wait for the new certificate."""
-    record_once(
-        journal,
-        records,
-        TxnState.RESTARTING_DAEMON,
-        lambda: {"was_running": control.is_running(), "old_fingerprint": old_fingerprint},
-    )
-    control.restart_healthy(new_fingerprint)
+def _fingerprint(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
-def restore_if_touched(control: DaemonControl, records: list[Record]) -> None:
-    """Undo hook: put the daemon back only if this transaction touched it."""
-    record = find_record(records, TxnState.RESTARTING_DAEMON)
-    if record is not None:
-        old = record.data.get("old_fingerprint")
-        control.restore(
-            was_running=bool(record.data.get("was_running")),
-            fingerprint=old if isinstance(old, str) else None,
-        )
-
-
-def recovery_hooks(control: DaemonControl) -> Hooks:
-    """How recovery finishes or undoes ``restart_daemon``, from the journal alone.
-
-    Rolling forward restarts the daemon when the transaction asked for it
-    (raising :class:`DaemonUnhealthy`, so recovery undoes instead, if it does
-    not come back); undoing puts it back only if the transaction touched it.
-    """
-
-    def after_commit(txn: PendingTxn, journal: Journal) -> None:
-        if txn.details.get("start_node_daemon"):
-            old, new = txn.details.get("old_fingerprint"), txn.details.get("fingerprint")
-            restart_journaled(
-                control,
-                journal,
-                txn.records,
-                old_fingerprint=old if isinstance(old, str) else None,
-                new_fingerprint=new if isinstance(new, str) else None,
-            )
-
-    return Hooks(
-        after_commit=after_commit,
-        after_undo=lambda txn: restore_if_touched(control, txn.records),
-        sweep_dirs=(GANETI_DIR,),
-    )
+DAEMON = ServiceKind(
+    step="restart_daemon",
+    description="restart the node daemon; wait until healthy",
+    state="restarting_daemon",
+    wanted=lambda details: bool(details.get("start_node_daemon")),
+    earlier=lambda details: {"old_fingerprint": details.get("old_fingerprint")},
+)
+"""The node daemon, as ``node-daemon-setup`` declares it: the prepared record's
+``start_node_daemon`` asks for the restart, ``fingerprint`` is what it must
+serve after and ``old_fingerprint`` what it served before."""

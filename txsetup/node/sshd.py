@@ -1,10 +1,11 @@
-"""The ``reload_sshd`` step's do and undo, journaled.
+"""sshd as ``ssh-setup``'s service: its control and its journal state.
 
-Do: note (durably, in the journal) whether sshd runs and which host keys the
-old files held, reload it, and wait until it presents every new host key.
-Undo, after the old files are back: reload again and wait for the *old*
-keys if sshd was running before. Both read what they need from the journal,
-so ``--resume`` after a kill during the reload does what a live run would.
+Apply: reload it and wait until it presents every new host key. Restore,
+after the old files are back: reload again and wait for the *old* keys if
+sshd was running before. The journaled-service runner
+(:mod:`txsetup.txn.service`) records, before the reload, whether sshd ran and
+which host keys the old files held, so ``--resume`` after a kill during the
+reload does what a live run would.
 
 Healthy means the server at ``health_address`` presents the new host key in
 its SSH handshake: an sshd that still answers with the old key is running the
@@ -24,23 +25,17 @@ import hashlib
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
 from txsetup.errors import RecoveryFailed
 from txsetup.node.config import HealthTarget, SshdConfig
 from txsetup.node.daemon import RunCommand, is_running, run_all, run_command, wait_healthy
-from txsetup.node.sshfiles import ROOT_SSH_DIR, SSH_DIR
-from txsetup.txn.journal import Journal, Record, TxnState, find_record, record_once
-from txsetup.txn.recovery import ForwardFailed, Hooks, PendingTxn
+from txsetup.txn.finish import ForwardFailed
+from txsetup.txn.service import ServiceKind
 
-__all__ = [
-    "UNCHECKED_KINDS",
-    "SshdControl",
-    "SshdUnhealthy",
-    "keyscan",
-    "sshd_recovery_hooks",
-]
+__all__ = ["SSHD", "UNCHECKED_KINDS", "SshdControl", "SshdUnhealthy", "keyscan"]
 
 UNCHECKED_KINDS = frozenset({"dsa"})
 
@@ -84,7 +79,7 @@ def _checked(fingerprints: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in sorted(fingerprints.items()) if k not in UNCHECKED_KINDS}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SshdControl:
     """Reload sshd as configured and check which host keys it serves."""
 
@@ -145,7 +140,15 @@ class SshdControl:
                 f"{self.config.health_timeout:g}s ({self.config.health_address or 'status'})"
             )
 
-    def restore(self, *, was_running: bool, fingerprints: Mapping[str, str]) -> None:
+    def is_current(self, details: Mapping[str, Any]) -> bool:
+        """Always: sshd is reloaded only because a host key file changes."""
+        return True
+
+    def apply(self, details: Mapping[str, Any]) -> None:
+        """Reload and wait for the new host keys; :class:`SshdUnhealthy` if not served."""
+        self.reload_healthy(_strings(details.get("host_keys")))
+
+    def restore(self, earlier: Mapping[str, Any]) -> None:
         """Make sshd read the old keys again (files already restored) and check it serves them.
 
         sshd reads its keys only when reloaded, so it is reloaded whether or not
@@ -157,37 +160,10 @@ class SshdControl:
             self.reload()
         except SshdUnhealthy as exc:
             self.log.warning("sshd.reload_failed", error=str(exc))
+        fingerprints = _strings(earlier.get("old_host_keys"))
+        was_running = bool(earlier.get("was_running"))
         if was_running and not self.serves(fingerprints, timeout=self.config.health_timeout):
             raise RecoveryFailed("restoring sshd failed: it does not serve the old host keys")
-
-
-def reload_journaled(
-    control: SshdControl,
-    journal: Journal,
-    records: list[Record],
-    *,
-    old: Mapping[str, str],
-    new: Mapping[str, str],
-) -> None:
-    """The whole ``reload_sshd`` do, for a live run and roll-forward alike: journal
-    sshd's earlier state (once, durably), reload, wait for the new host keys."""
-    record_once(
-        journal,
-        records,
-        TxnState.RELOADING_SSHD,
-        lambda: {"was_running": control.is_running(), "old_host_keys": dict(old)},
-    )
-    control.reload_healthy(new)
-
-
-def restore_if_reloaded(control: SshdControl, records: list[Record]) -> None:
-    """Undo hook: put sshd back on the old keys only if this transaction reloaded it."""
-    record = find_record(records, TxnState.RELOADING_SSHD)
-    if record is not None:
-        control.restore(
-            was_running=bool(record.data.get("was_running")),
-            fingerprints=_strings(record.data.get("old_host_keys")),
-        )
 
 
 def _strings(value: object) -> dict[str, str]:
@@ -196,26 +172,13 @@ def _strings(value: object) -> dict[str, str]:
     return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def sshd_recovery_hooks(control: SshdControl) -> Hooks:
-    """How recovery finishes or undoes ``reload_sshd``, from the journal alone.
-
-    Rolling forward reloads when the transaction changed host keys (raising
-    :class:`SshdUnhealthy`, so recovery undoes instead, when sshd does not
-    serve them); undoing reloads again only if the transaction had reloaded.
-    """
-
-    def after_commit(txn: PendingTxn, journal: Journal) -> None:
-        if txn.details.get("reload_sshd"):
-            reload_journaled(
-                control,
-                journal,
-                txn.records,
-                old=_strings(txn.details.get("old_host_keys")),
-                new=_strings(txn.details.get("host_keys")),
-            )
-
-    return Hooks(
-        after_commit=after_commit,
-        after_undo=lambda txn: restore_if_reloaded(control, txn.records),
-        sweep_dirs=(SSH_DIR, ROOT_SSH_DIR),
-    )
+SSHD = ServiceKind(
+    step="reload_sshd",
+    description="reload sshd; wait until it serves the new host keys",
+    state="reloading_sshd",
+    wanted=lambda details: bool(details.get("reload_sshd")),
+    earlier=lambda details: {"old_host_keys": _strings(details.get("old_host_keys"))},
+)
+"""sshd, as ``ssh-setup`` declares it: the prepared record's ``reload_sshd``
+asks for the reload (a host key changed), ``host_keys`` are what it must serve
+after and ``old_host_keys`` what it served before."""

@@ -10,34 +10,32 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from txsetup.node.restart import DAEMON
+from txsetup.node.sshd import SSHD
 from txsetup.txn.journal import FINISHED_STATES, Record, TxnState, read_journal
 from txsetup.txn.layout import Layout
 
 __all__ = ["describe_last_transaction", "last_transaction", "read_last_transaction"]
 
 # The step a transaction is in (or stopped in) once it has reached a state.
-_STEP_OF_STATE = {
+_STEP_OF_STATE: dict[str, str] = {
     TxnState.BEGUN: "stage",
     TxnState.PREPARED: "commit",
-    TxnState.COMMITTED: "restart_daemon",
-    TxnState.RESTARTING_DAEMON: "restart_daemon",
-    TxnState.RELOADING_SSHD: "reload_sshd",
+    TxnState.COMMITTED: DAEMON.step,
+    DAEMON.state: DAEMON.step,
+    SSHD.state: SSHD.step,
     TxnState.ROLLING_BACK: "compensate",
 }
-# ssh-setup's step after commit (the journal's first record names the command).
-_AFTER_COMMIT = {"ssh-setup": "reload_sshd"}
+# Each program's step after commit (the journal's first record names the command).
+_AFTER_COMMIT = {"node-daemon-setup": DAEMON.step, "ssh-setup": SSHD.step}
 _STOPPED = "killed, or the node went down"
 
 
 def _step_of(state: object, command: object) -> str | None:
     """The step a transaction of ``command`` was in when its journal reached ``state``."""
-    try:
-        known = TxnState(str(state))
-    except ValueError:
-        return None
-    if known is TxnState.COMMITTED:
-        return _AFTER_COMMIT.get(str(command), _STEP_OF_STATE[known])
-    return _STEP_OF_STATE.get(known)
+    if state == TxnState.COMMITTED:
+        return _AFTER_COMMIT.get(str(command), _STEP_OF_STATE[TxnState.COMMITTED])
+    return _STEP_OF_STATE.get(str(state))
 
 
 def _merged(records: Sequence[Record]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "FINISHED_STATES",
+    "SERVICE_STATE",
     "Journal",
     "Record",
     "TxnState",
@@ -38,13 +40,17 @@ __all__ = [
 
 
 class TxnState(StrEnum):
-    """The states a transaction moves through, in journal order."""
+    """The states every transaction moves through, in journal order.
+
+    A service a program restarts or reloads adds a state of its own between
+    ``committed`` and the end (``restarting_daemon``, ``reloading_sshd``):
+    each declares it (:class:`txsetup.txn.service.ServiceKind`), named as
+    :data:`SERVICE_STATE` says, and a record in it keeps its name as a string.
+    """
 
     BEGUN = "begun"
     PREPARED = "prepared"
     COMMITTED = "committed"
-    RESTARTING_DAEMON = "restarting_daemon"
-    RELOADING_SSHD = "reloading_sshd"
     ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"
     DONE = "done"
@@ -53,12 +59,27 @@ class TxnState(StrEnum):
 FINISHED_STATES = frozenset({TxnState.ROLLED_BACK, TxnState.DONE})
 
 
+SERVICE_STATE = re.compile(r"[a-z]+ing_[a-z][a-z_]*")
+"""How a service's own state is named: what is being done to it (``restarting_daemon``)."""
+
+
+def _state_of(name: str) -> str | None:
+    """A state read from the journal: a :class:`TxnState`, a service's state, or None."""
+    try:
+        return TxnState(name)
+    except ValueError:
+        return name if SERVICE_STATE.fullmatch(name) else None
+
+
 @dataclass(frozen=True)
 class Record:
-    """One journal record: the state entered and what undo or redo needs."""
+    """One journal record: the state entered and what undo or redo needs.
+
+    ``state`` is a :class:`TxnState` or the state a service declares.
+    """
 
     txid: str
-    state: TxnState
+    state: str
     data: Mapping[str, Any] = field(default_factory=dict)
 
     def encode(self) -> bytes:
@@ -82,11 +103,12 @@ class Record:
             return None
         try:
             obj = json.loads(body)
-            state = TxnState(obj.pop("state"))
+            name = obj.pop("state")
             txid = obj.pop("txid")
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        if not isinstance(txid, str):
+        state = _state_of(name) if isinstance(name, str) else None
+        if not isinstance(txid, str) or state is None:
             return None
         return cls(txid=txid, state=state, data=obj)
 
@@ -195,9 +217,7 @@ class Journal:
             )
             return os.open(self.path, flags | os.O_TRUNC), unsynced
 
-    def append(
-        self, state: TxnState, data: Mapping[str, Any] | None = None, *, durable: bool
-    ) -> None:
+    def append(self, state: str, data: Mapping[str, Any] | None = None, *, durable: bool) -> None:
         """Append one record; with ``durable`` it is on disk when this returns."""
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
@@ -206,7 +226,7 @@ class Journal:
             os.close(fd)
 
     def _write(
-        self, fd: int, records: list[tuple[TxnState, Mapping[str, Any]]], *, durable: bool
+        self, fd: int, records: list[tuple[str, Mapping[str, Any]]], *, durable: bool
     ) -> None:
         """Write ``records`` with one ``write(2)`` (more only if the kernel writes short)."""
         line = b"".join(Record(self.txid, state, data).encode() for state, data in records)
@@ -217,15 +237,15 @@ class Journal:
             os.fdatasync(fd)
 
 
-def find_record(records: list[Record], state: TxnState) -> Record | None:
+def find_record(records: list[Record], state: str) -> Record | None:
     """The first of ``records`` in ``state``, if any."""
-    return next((r for r in records if r.state is state), None)
+    return next((r for r in records if r.state == state), None)
 
 
 def record_once(
     journal: Journal,
     records: list[Record],
-    state: TxnState,
+    state: str,
     data: Callable[[], Mapping[str, Any]],
 ) -> Mapping[str, Any]:
     """Journal ``state`` durably unless ``records`` hold it already; its data either way.

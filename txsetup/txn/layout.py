@@ -34,17 +34,15 @@ class Layout:
         """The transaction lock."""
         return self.root / "var/lock/txsetup.lock"
 
-    @property
-    def ssconf_lock(self) -> Path:
-        """Ganeti's own lock over ssconf files, held while they change."""
-        return self.root / "var/lock/ganeti-ssconf.lock"
-
     def make_state_dir(self) -> None:
         """Create the lock and state directories (state 0700).
 
         Not durably: nothing depends on them until a transaction's ``prepared``
-        record, and the run that writes the first one fsyncs them with its
-        staged copies (:meth:`txsetup.txn.journal.Journal.begin`).
+        record. The first transaction to write one fsyncs the state directory
+        and its parent along with its staged copies
+        (:func:`txsetup.txn.steps.prepare`, told by
+        :meth:`txsetup.txn.journal.Journal.begin` that they may not be durable
+        yet); the lock's directory never needs to be.
         """
         self.lock_file.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):  # a dangling symlink, a file: refused below

@@ -1,220 +1,170 @@
-"""What every transaction run shares, whatever its step table: the lock step and the end.
+"""A whole transaction, read top to bottom: lock, steps, finish, release; and ``--resume``.
 
-``node-daemon-setup`` and ``ssh-setup`` have different steps but the same
-first and last moves: take the lock and finish (or undo) whatever a crash left
-unfinished, then, past every step, drop the copies and record the end. Their
-contexts satisfy :class:`TxnRun`, so these few functions serve both tables.
+:func:`run_transaction` is the one place a run of any program can be read in
+order. It returns an :class:`Outcome`; :mod:`txsetup.cli` turns that into the
+JSON result and the exit code.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any
 
-from filelock import FileLock, Timeout
 from structlog.typing import FilteringBoundLogger
 
 from txsetup.errors import (
-    Busy,
+    EnvironmentProblem,
     InternalError,
-    RefusedByVerification,
-    environment_problem,
+    RecoveryFailed,
+    RolledBack,
+    TxsetupError,
 )
-from txsetup.txn import recovery
-from txsetup.txn.changeset import (
-    commit_changes,
-    discard_copies,
-    make_dirs,
-    missing_dirs,
-    stage_changes,
-)
-from txsetup.txn.journal import Journal, Record, TxnState
+from txsetup.txn.changeset import discard_copies
+from txsetup.txn.engine import StepReport, StepState, run_steps, signals_raise
+from txsetup.txn.hooks import Hooks
+from txsetup.txn.journal import FINISHED_STATES, TxnState, read_journal
 from txsetup.txn.layout import Layout
-from txsetup.txn.plan import KIND_WORDS, FileMeta, PlannedFile
+from txsetup.txn.lock import acquire_lock
+from txsetup.txn.pending import failure_cause, utc_now
+from txsetup.txn.program import TxnContext
+from txsetup.txn.recovery import Recovered, recover_pending
+from txsetup.txn.steps import dry_run_table, release_lock, step_table
 
-__all__ = [
-    "TableRun",
-    "TxnRun",
-    "acquire_lock",
-    "commit",
-    "finish",
-    "prepare",
-    "release_lock",
-    "take_lock",
-    "undo",
-]
+__all__ = ["Outcome", "resume", "run_transaction"]
 
 
-class TxnRun(Protocol):
-    """The part of a step table's context that the lock step and the end use."""
+@dataclass
+class Outcome:
+    """What became of one run of a program, for the command line to report.
 
-    layout: Layout
+    Attributes:
+        txid: the run's transaction id.
+        outcome: ``committed``, ``converged``, ``dry_run``, ``rolled_back`` or ``failed``.
+        error: why it did not commit (its type says the exit code).
+        steps: every step of the program's table, ``skipped`` where the run never got.
+        changed: root-relative paths it changed (committed).
+        recovered: what its lock step recovered.
+        plan: the dry run's plan lines.
+        pending_recovery: a dry run's note: the unfinished transaction a real run would recover.
+        extra: what the program adds to a successful result.
+    """
+
     txid: str
-    log: FilteringBoundLogger
-    lock_timeout: float
-    lock: FileLock | None
-    recovered: list[dict[str, str]]
-    txn: recovery.PendingTxn | None
-    # Why the run is being undone (:func:`recovery.failure_cause`), set before compensation.
-    failure: dict[str, str] | None
-
-    @property
-    def journal(self) -> Journal:
-        """This transaction's journal writer."""
-        ...
-
-    def hooks_for_recovery(self) -> recovery.Hooks:
-        """How to finish or undo an unfinished transaction of any table."""
-        ...
+    outcome: str
+    error: TxsetupError | None = None
+    steps: list[dict[str, object]] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    recovered: list[dict[str, str]] = field(default_factory=list)
+    plan: list[dict[str, Any]] | None = None
+    pending_recovery: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-class TableRun(TxnRun, Protocol):
-    """A step table's context, as the command line reads it to make the result."""
+def run_transaction(ctx: TxnContext[Any, Any], *, dry_run: bool) -> Outcome:
+    """Run the program's steps (or its dry run) and finish: the whole run, in order.
 
-    plan: list[PlannedFile]
+    SIGINT and SIGTERM become an undo until every step is done; the lock is
+    released whatever happens; errors become the outcome, never escape.
+    """
+    full = step_table(ctx.program)
+    table = dry_run_table(ctx.program) if dry_run else full
+    reports: list[StepReport] = []
+    started_at = utc_now()
+    error: TxsetupError | None = None
 
-    @property
-    def changed_paths(self) -> list[str]:
-        """Root-relative paths the transaction changes."""
-        ...
+    def failed(step: str, error: TxsetupError) -> None:
+        ctx.failure = failure_cause(step=step, error_code=error.error_code, error=str(error))
+
+    with signals_raise() as hush:
+        try:
+            run_steps(table, ctx, log=ctx.log, hush=hush, reports=reports, on_failure=failed)
+            if not dry_run:
+                finish(ctx, started_at=started_at)
+        except TxsetupError as raised:
+            hush()
+            error = raised
+        finally:
+            release_lock(ctx)
+    done = {r.name: r for r in reports}
+    outcome = Outcome(
+        ctx.txid,
+        _outcome_of(ctx, error, dry_run=dry_run),
+        error,
+        steps=[done.get(s.name, StepReport(s.name, StepState.SKIPPED)).to_json() for s in full],
+        recovered=ctx.recovered,
+    )
+    if error is None:
+        _describe_success(ctx, outcome)
+    return outcome
 
 
-def acquire_lock(layout: Layout, timeout: float) -> FileLock:
-    """Take ``var/lock/txsetup.lock``, refusing a lock file that is not a regular file.
+def _outcome_of(ctx: TxnContext[Any, Any], error: TxsetupError | None, *, dry_run: bool) -> str:
+    """The result's ``outcome`` word, logged as its event where it has one."""
+    if isinstance(error, RolledBack):
+        ctx.log.warning("txn.rolled_back", reason=str(error))
+        return "rolled_back"
+    if error is not None:
+        return "failed"
+    if dry_run:
+        return "dry_run"
+    if ctx.txn is None:
+        ctx.log.info("txn.converged")
+        return "converged"
+    ctx.log.info("txn.committed", changed=ctx.changed_paths)
+    return "committed"
+
+
+def _describe_success(ctx: TxnContext[Any, Any], outcome: Outcome) -> None:
+    """A dry run reports its plan (and what a real run would recover first); a run what changed."""
+    outcome.extra = ctx.program.result(ctx)
+    if outcome.outcome == "dry_run":
+        outcome.plan = [p.describe() for p in ctx.plan]
+        # The real run would first finish or undo it; say so, touch nothing.
+        outcome.pending_recovery = unfinished_txid(ctx.layout)
+        return
+    outcome.changed = ctx.changed_paths
+
+
+def unfinished_txid(layout: Layout) -> str | None:
+    """The id of an unfinished transaction in the journal, read without writing."""
+    records = read_journal(layout.journal)
+    return records[-1].txid if records and records[-1].state not in FINISHED_STATES else None
+
+
+def resume(
+    layout: Layout, log: FilteringBoundLogger, *, hooks: Hooks, abort: bool, lock_timeout: float
+) -> Recovered | None:
+    """``--resume [--abort]``: under the lock, finish or undo the unfinished transaction.
 
     Raises:
-        RefusedByVerification: a symlink, directory or FIFO is at the lock's path (exit 4).
-        Busy: another run holds it for longer than ``timeout`` seconds (exit 5).
-        EnvironmentProblem: the lock or state directory may not be created or
-            opened here: not root, or a read-only file system (exit 7).
-        InternalError: the lock file cannot be opened for another reason (exit 1).
+        EnvironmentProblem: the lock may not be taken here (not root, a
+            read-only file system); the journal was not even read (exit 7).
+        RecoveryFailed: anything else on the way (exit 8): an unreadable lock
+            file or state directory says nothing about the journal, which
+            only a later ``--resume`` can finish.
+        TxsetupError: the lock is held (exit 5) or is not a regular file (exit 4).
     """
-    where = layout.relative(layout.lock_file)
-    found = FileMeta.of(layout.lock_file)
-    if found is not None and found.kind != "file":
-        # Opening it would follow a symlink out of the root, or block on a FIFO.
-        raise RefusedByVerification(
-            f"lock: {where} is {KIND_WORDS.get(found.kind, 'a file')}, not a regular file; "
-            "move it away, then run again"
-        )
-    lock = FileLock(layout.lock_file, timeout=timeout)
     try:
-        layout.make_state_dir()
-        lock.acquire()
-    except Timeout as exc:
-        raise Busy(f"lock: {where} is held by another run (waited {timeout:g}s)") from exc
-    except OSError as exc:
-        raise environment_problem(exc, doing="lock", where=layout.lock_file) or InternalError(
-            f"lock: cannot open {where}: {exc.strerror or exc}"
-        ) from exc
-    return lock
+        lock = acquire_lock(layout, lock_timeout)
+        try:
+            return recover_pending(
+                layout,
+                log,
+                hooks=hooks,
+                abort=abort,
+                lock_timeout=lock_timeout,
+                by="--resume --abort" if abort else "--resume",
+            )
+        finally:
+            lock.release()
+    except EnvironmentProblem:
+        raise  # this user or this mount may not take the lock: nothing was touched
+    except (OSError, InternalError) as exc:
+        raise RecoveryFailed(f"resume: {exc}") from exc
 
 
-def take_lock(ctx: TxnRun) -> bool:
-    """Take the transaction lock, then recover whatever a crash left behind."""
-    lock = acquire_lock(ctx.layout, ctx.lock_timeout)
-    ctx.lock = lock
-    pending = recovery.recover_pending(
-        ctx.layout,
-        ctx.log,
-        hooks=ctx.hooks_for_recovery(),
-        abort=False,
-        lock_timeout=ctx.lock_timeout,
-        by=f"run {ctx.txid}",
-    )
-    if pending:
-        ctx.recovered.append(pending.to_json())
-    return pending is not None
-
-
-def prepare(
-    ctx: TxnRun,
-    planned: Sequence[PlannedFile],
-    *,
-    command: str,
-    details: Mapping[str, Any],
-    dir_modes: Mapping[str, int] | None = None,
-) -> recovery.PendingTxn:
-    """Stage ``planned`` and journal it durably: the commit point of either table.
-
-    In order: the ``begun`` record (not durable; it names the directories
-    about to be created, for an undo after a crash of the process), the
-    missing target directories, the staged copies and hold links; then one
-    fsync of each directory whose new entries the commit point depends on
-    (the staging directories, the parents of created directories, and the
-    journal's own entries the first time); then ``prepared`` with
-    ``details``, fdatasync'd. A fresh node costs files + 4 fsyncs in all, a
-    re-add files + 3 (``docs/journal.md``).
-    """
-    layout = ctx.layout
-    dirs = missing_dirs(layout, planned)
-    target_dirs = sorted({Path(p.desired.relpath).parent.as_posix() for p in planned})
-    unsynced = ctx.journal.begin(
-        {
-            "command": command,
-            "started_at": recovery.utc_now(),
-            "created_dirs": dirs,
-            "target_dirs": target_dirs,
-        }
-    )
-    ctx.txn = txn = recovery.PendingTxn(ctx.txid, [], created_dirs=dirs, target_dirs=target_dirs)
-    make_dirs(layout, dirs, modes=dir_modes)
-    entries = {layout.path(d).parent for d in dirs}
-    if unsynced:
-        entries.update((layout.state_dir, layout.state_dir.parent))
-    txn.changes = stage_changes(layout, ctx.txid, planned, entries=entries)
-    ctx.journal.append(
-        TxnState.PREPARED,
-        {"changes": [c.to_json() for c in txn.changes], **details},
-        durable=True,
-    )
-    txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
-    return txn
-
-
-def commit(ctx: TxnRun) -> bool:
-    """Rename the staged files into place, under Ganeti's ssconf lock when ssconf files change."""
-    if ctx.txn is None or not ctx.txn.changes:
-        return False
-    changes = ctx.txn.changes
-    with recovery.ssconf_locked(ctx.layout, recovery.touches_ssconf(changes), ctx.lock_timeout):
-        commit_changes(ctx.layout, changes)
-    ctx.journal.append(TxnState.COMMITTED, durable=False)
-    return True
-
-
-def undo(ctx: TxnRun, after_undo: Callable[[recovery.PendingTxn], None]) -> None:
-    """Undo stage and whatever followed it: old files back, copies gone, then ``after_undo``.
-
-    Whatever happens, this runs once: every writing step of a table shares it
-    as its compensation, and after a failure the durable ``rolling_back``
-    record leaves the rest to ``--resume``.
-    """
-    if ctx.txn is None:
-        return
-    txn, ctx.txn = ctx.txn, None
-    step = ctx.failure.get("step") if ctx.failure else None
-    recovery.finish_undo(
-        ctx.layout,
-        txn,
-        ctx.journal,
-        lock_timeout=ctx.lock_timeout,
-        reason=f"step {step} failed" if step else "step failed",
-        cause=ctx.failure,
-        after_undo=after_undo,
-    )
-
-
-def release_lock(ctx: TxnRun) -> None:
-    """Release the transaction lock (idempotent)."""
-    if ctx.lock is not None:
-        ctx.lock.release(force=True)
-        ctx.lock = None
-
-
-def finish(ctx: TxnRun, *, command: str, started_at: str) -> None:
+def finish(ctx: TxnContext[Any, Any], *, started_at: str) -> None:
     """Past every step: drop the copies and record the end.
 
     No fsync: if the ``done`` record or a removal is lost, the journal still
@@ -228,19 +178,19 @@ def finish(ctx: TxnRun, *, command: str, started_at: str) -> None:
     """
     if ctx.txn is None:
         begun = {
-            "command": command,
+            "command": ctx.program.command,
             "started_at": started_at,
             "created_dirs": [],
             "target_dirs": [],
         }
-        end = {"ended_at": recovery.utc_now(), "outcome": "converged"}
+        end = {"ended_at": utc_now(), "outcome": "converged"}
         with contextlib.suppress(OSError):  # only the summary is lost, not the outcome
             ctx.journal.record_unchanged(begun, end)
         return
     try:
         discard_copies(ctx.layout, ctx.txid, ctx.txn.target_dirs)
         ctx.journal.append(
-            TxnState.DONE, {"ended_at": recovery.utc_now(), "outcome": "committed"}, durable=False
+            TxnState.DONE, {"ended_at": utc_now(), "outcome": "committed"}, durable=False
         )
     except OSError as exc:
         ctx.log.warning("txn.cleanup_deferred", error=str(exc))

@@ -1,9 +1,9 @@
-"""The transaction page, generated from the step tables and the recovery rules.
+"""The transaction page, generated from the programs' step tables and the recovery rules.
 
 ``{transaction-steps} node-daemon-setup`` draws a step table (its order,
 which steps write, which have an undo, where the commit point is) and lists
 it; ``{transaction-recovery}`` tells, for every journal state, what
-``--resume`` and ``--resume --abort`` do, by asking :func:`recovery.decide`
+``--resume`` and ``--resume --abort`` do, by asking :func:`rules.decide`
 itself. Nothing here restates the code: a changed table changes the page.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from docutils import nodes
@@ -18,19 +19,37 @@ from sphinx.application import Sphinx
 from sphinx.ext.graphviz import graphviz
 from sphinx.util.docutils import SphinxDirective
 
-from txsetup.node.ssh_steps import SSH_SETUP_STEPS
-from txsetup.node.steps import NODE_DAEMON_SETUP_STEPS
-from txsetup.txn import recovery
+from txsetup.log import get_logger
+from txsetup.node.config import Config
+from txsetup.node.programs import COMMANDS, make_program
+from txsetup.node.restart import DAEMON
+from txsetup.node.sshd import SSHD
+from txsetup.txn import rules
 from txsetup.txn.journal import FINISHED_STATES, TxnState
+from txsetup.txn.layout import Layout
+from txsetup.txn.steps import step_table
 from txsetup_docs.nodes import depend_on_package, paragraph, table
 
 TABLES: dict[str, Sequence[Any]] = {
-    "node-daemon-setup": NODE_DAEMON_SETUP_STEPS,
-    "ssh-setup": SSH_SETUP_STEPS,
+    command: step_table(
+        make_program(command, config=Config(), layout=Layout(Path("/")), log=get_logger())
+    )
+    for command in COMMANDS
 }
+# Every journal state in journal order: the services' between commit and the end.
+STATES: list[str] = [
+    TxnState.BEGUN,
+    TxnState.PREPARED,
+    TxnState.COMMITTED,
+    DAEMON.state,
+    SSHD.state,
+    TxnState.ROLLING_BACK,
+    TxnState.ROLLED_BACK,
+    TxnState.DONE,
+]
 _ACTION = {
-    recovery.RecoveryAction.ROLLED_FORWARD: "roll forward",
-    recovery.RecoveryAction.ROLLED_BACK: "roll back",
+    rules.RecoveryAction.ROLLED_FORWARD: "roll forward",
+    rules.RecoveryAction.ROLLED_BACK: "roll back",
 }
 
 
@@ -85,26 +104,25 @@ def steps_rows(steps: Sequence[Any]) -> list[list[str]]:
     ]
 
 
-def reached(state: TxnState) -> set[TxnState]:
-    """The states a journal whose newest record is ``state`` went through (in enum order)."""
-    order = list(TxnState)
-    return set(order[: order.index(state) + 1])
+def reached(state: str) -> set[str]:
+    """The states a journal whose newest record is ``state`` went through (in journal order)."""
+    return set(STATES[: STATES.index(state) + 1])
 
 
 def recovery_rows() -> list[list[str]]:
     """For each unfinished journal state: what ``--resume`` and ``--resume --abort`` do, and why."""
     rows = []
-    for state in TxnState:
+    for state in STATES:
         if state in FINISHED_STATES:
             rows.append([f"`{state}`", "nothing to do", "nothing to do", "finished"])
             continue
         states = reached(state)
-        rule = next(r for r in recovery.RECOVERY_RULES if r.state in states)
+        rule = next(r for r in rules.RECOVERY_RULES if r.state in states)
         rows.append(
             [
                 f"`{state}`",
-                _ACTION[recovery.decide(states, abort=False)],
-                _ACTION[recovery.decide(states, abort=True)],
+                _ACTION[rules.decide(states, abort=False)],
+                _ACTION[rules.decide(states, abort=True)],
                 rule.why,
             ]
         )
@@ -117,19 +135,19 @@ def recovery_dot() -> str:
         "digraph journal {",
         "node [shape=box, style=rounded, fontname=sans, fontsize=10];",
     ]
-    unfinished = [s for s in TxnState if s not in FINISHED_STATES]
+    unfinished = [s for s in STATES if s not in FINISHED_STATES]
     for state in unfinished:
-        forward = recovery.decide(reached(state), abort=False)
-        colour = "#e6f4ea" if forward is recovery.RecoveryAction.ROLLED_FORWARD else "#fce8e6"
+        forward = rules.decide(reached(state), abort=False)
+        colour = "#e6f4ea" if forward is rules.RecoveryAction.ROLLED_FORWARD else "#fce8e6"
         text = (
             f"{state}\\n--resume: {_ACTION[forward]}\\n"
-            f"--abort: {_ACTION[recovery.decide(reached(state), abort=True)]}"
+            f"--abort: {_ACTION[rules.decide(reached(state), abort=True)]}"
         )
         lines.append(
             f'{_quote(state)} [label="{text}", style="rounded,filled", fillcolor="{colour}"];'
         )
     # Journal order, in rows of four; a transaction skips the states it does not need.
-    ordered = list(TxnState)
+    ordered = list(STATES)
     rows = [ordered[i : i + 4] for i in range(0, len(ordered), 4)]
     for row in rows:
         lines.append("{rank=same; " + " ".join(f"{_quote(state)};" for state in row) + "}")
@@ -138,7 +156,7 @@ def recovery_dot() -> str:
         )
     for upper, lower in itertools.pairwise(rows):
         lines.append(f"{_quote(upper[0])} -> {_quote(lower[0])} [style=invis];")
-    for state in (s for s in TxnState if s in FINISHED_STATES):
+    for state in (s for s in STATES if s in FINISHED_STATES):
         lines.append(f'{_quote(state)} [label="{state}\\nnothing to do", shape=box];')
     lines.append("}")
     return "\n".join(lines)
