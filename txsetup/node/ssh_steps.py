@@ -19,8 +19,9 @@ from filelock import FileLock
 from structlog.typing import FilteringBoundLogger
 
 from txsetup.errors import InternalError, RefusedByVerification
+from txsetup.node.documents import SshSetup
 from txsetup.node.files import GANETI_DIR
-from txsetup.node.payload import SshSetup, decode_ssh_setup, read_document
+from txsetup.node.payload import decode_ssh_setup
 from txsetup.node.sshd import SshdControl, reload_journaled
 from txsetup.node.sshd import restore_if_reloaded as restore_sshd
 from txsetup.node.sshfiles import (
@@ -33,6 +34,7 @@ from txsetup.node.sshfiles import (
     root_key_paths,
 )
 from txsetup.node.steps import read_local
+from txsetup.node.strictjson import read_document
 from txsetup.node.summaries import (
     describe_cluster,
     describe_commit,

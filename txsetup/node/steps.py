@@ -18,8 +18,9 @@ from structlog.typing import FilteringBoundLogger
 
 from txsetup.errors import InternalError, RefusedByVerification
 from txsetup.node.config import ClientPemProfile, FilesConfig, resolve_ownership
+from txsetup.node.documents import NodeDaemonSetup
 from txsetup.node.files import GANETI_DIR, FileOwner, desired_files, ganeti_owners
-from txsetup.node.payload import NodeDaemonSetup, decode_node_daemon_setup, read_document
+from txsetup.node.payload import decode_node_daemon_setup
 from txsetup.node.restart import (
     DaemonControl,
     fingerprint_of_pem,
@@ -27,6 +28,7 @@ from txsetup.node.restart import (
     restart_journaled,
     restore_if_touched,
 )
+from txsetup.node.strictjson import read_document
 from txsetup.node.summaries import (
     describe_cert,
     describe_cluster,
