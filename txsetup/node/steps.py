@@ -162,11 +162,8 @@ def verify_cert(ctx: Setup) -> bool:
     restart needs every ``[daemon]`` program: checked here, before any write,
     so a refusal (and a dry run) touches nothing.
     """
-    from txsetup.node.checks import (
-        client_certificate_is_current,
-        make_client_certificate,
-        verify_node_certificate,
-    )
+    from txsetup.node.checks import verify_node_certificate
+    from txsetup.node.client_pem import client_certificate_is_current, make_client_certificate
 
     payload = ctx.need_payload()
     local_pem = read_local(ctx.layout, f"{GANETI_DIR}/server.pem")
