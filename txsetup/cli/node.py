@@ -27,7 +27,8 @@ from txsetup.errors import (
     TxsetupError,
 )
 from txsetup.log import get_logger
-from txsetup.node.config import Config, load_config
+from txsetup.node.config import Config
+from txsetup.node.config_file import load_config
 from txsetup.txn.plan import Layout
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from txsetup.cli.node import (
 )
 from txsetup.errors import ExitCode
 from txsetup.log import get_logger
-from txsetup.node.config import load_config
+from txsetup.node.config_file import load_config
 from txsetup.txn.plan import Layout
 
 __all__ = ["run_ssh_setup"]
