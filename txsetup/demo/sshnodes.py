@@ -12,7 +12,10 @@ sessions find that root in ``TXSETUP_ROOT``, so one machine can host many
         for node in cluster.nodes:
             subprocess.run(cluster.ssh_argv(node, 'ls "$TXSETUP_ROOT"'), check=True)
 
-Standard library only, Linux only (it reads ``/proc`` to clean up sessions).
+Standard library only, Linux only (:mod:`txsetup.demo.proctree` reads ``/proc`` to
+clean up sessions). The sshd_config, the keys and the sshd processes are in
+:mod:`~txsetup.demo.sshd_config`, :mod:`~txsetup.demo.sshd_keys` and
+:mod:`~txsetup.demo.sshd_process`.
 Things worth knowing about the sessions these daemons run:
 
 * The remote command goes through the user's login shell, and Debian's bash
