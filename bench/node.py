@@ -67,7 +67,7 @@ from bench.runs import (
 )
 from txsetup.demo.certs import generate_node_certificate
 from txsetup.master.payload import build_payload
-from txsetup.node.payload import MAX_SSCONF_VALUE_BYTES
+from txsetup.node.ganeti_fields import MAX_SSCONF_VALUE_BYTES
 from txsetup.txn.journal import read_journal
 
 __all__ = ["main"]

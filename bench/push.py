@@ -55,7 +55,7 @@ from txsetup.demo.certs import generate_node_certificate
 from txsetup.demo.sshnodes import SshNode, SshNodes, start_ssh_nodes
 from txsetup.master.payload import build_payload
 from txsetup.node.files import GANETI_DIR, ssconf_content
-from txsetup.node.payload import SSCONF_KEYS
+from txsetup.node.ganeti_fields import SSCONF_KEYS
 
 __all__ = ["main", "ssconf_values", "write_master"]
 

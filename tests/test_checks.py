@@ -21,12 +21,11 @@ from txsetup.demo.certs import generate_node_certificate, split_pem
 from txsetup.errors import ExitCode, RefusedByVerification
 from txsetup.node.checks import (
     EXPIRY_WARNING,
-    client_certificate_is_current,
-    make_client_certificate,
     verify_cluster_name,
     verify_node_certificate,
     verify_public_certificate,
 )
+from txsetup.node.client_pem import client_certificate_is_current, make_client_certificate
 from txsetup.node.config import ClientPemProfile
 from txsetup.node.cryptocompat import (
     SKIPS_RSA_KEY_CHECK,

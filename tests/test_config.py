@@ -19,9 +19,9 @@ from txsetup.node.config import (
     HealthTarget,
     Ownership,
     SshdConfig,
-    load_config,
     resolve_ownership,
 )
+from txsetup.node.config_file import load_config
 
 DAEMON_UTIL = "/usr/lib/ganeti/daemon-util"
 

@@ -56,7 +56,8 @@ from tests.conftest import (
 from txsetup.demo.certs import generate_node_certificate, split_pem
 from txsetup.errors import InvalidInput
 from txsetup.node.files import ssconf_content
-from txsetup.node.payload import SSCONF_KEYS, decode_node_daemon_setup
+from txsetup.node.ganeti_fields import SSCONF_KEYS
+from txsetup.node.payload import decode_node_daemon_setup
 
 CASES_DIR = Path(__file__).parent / "hostile"
 DOCUMENTED_EXITS = frozenset({0, 1, 2, 3, 4, 5, 6, 7, 8})

@@ -13,18 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from txsetup.errors import ExitCode, InvalidInput
+from txsetup.node.documents import NodeDaemonSetup, SshSetup
 from txsetup.node.files import ssconf_content
-from txsetup.node.payload import (
-    MAX_DOCUMENT_BYTES,
-    MAX_SSCONF_VALUE_BYTES,
-    SSCONF_KEYS,
-    SSH_KEY_TYPES,
-    NodeDaemonSetup,
-    SshSetup,
-    decode_node_daemon_setup,
-    decode_ssh_setup,
-    read_document,
-)
+from txsetup.node.ganeti_fields import MAX_SSCONF_VALUE_BYTES, SSCONF_KEYS, SSH_KEY_TYPES
+from txsetup.node.payload import decode_node_daemon_setup, decode_ssh_setup
+from txsetup.node.strictjson import MAX_DOCUMENT_BYTES, read_document
 
 SECRET = "S3CRET-MARKER-9f4c"
 CERTIFICATE = (

@@ -33,13 +33,8 @@ from tests.test_payload import (
 from tests.test_payload import ssh_document as complete_ssh_document
 from txsetup.demo.__main__ import payload as demo_payload
 from txsetup.errors import InvalidInput
-from txsetup.node.payload import (
-    MAX_SSH_KEY_BITS,
-    SSCONF_KEYS,
-    SSH_KEY_TYPES,
-    decode_node_daemon_setup,
-    decode_ssh_setup,
-)
+from txsetup.node.ganeti_fields import MAX_SSH_KEY_BITS, SSCONF_KEYS, SSH_KEY_TYPES
+from txsetup.node.payload import decode_node_daemon_setup, decode_ssh_setup
 
 __all__ = ["material"]  # the hostile corpus's fixture, used here too
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from txsetup.demo.sshnodes import HOST, SshNodes, start_ssh_nodes
+from txsetup.demo.sshd_config import HOST
+from txsetup.demo.sshnodes import SshNodes, start_ssh_nodes
 
 pytestmark = pytest.mark.system
 

@@ -44,7 +44,7 @@ from tests.conftest import (
     tmpfs,
 )
 from txsetup.node.files import ssconf_content
-from txsetup.node.payload import SSCONF_KEYS
+from txsetup.node.ganeti_fields import SSCONF_KEYS
 from txsetup.txn.journal import TxnState, read_journal
 
 SetupRun = Callable[..., Run]

@@ -21,7 +21,8 @@ import structlog
 from txsetup.cli.result import Result, failed, of_outcome, of_resume
 from txsetup.errors import EnvironmentProblem, TxsetupError
 from txsetup.log import get_logger
-from txsetup.node.config import Config, load_config
+from txsetup.node.config import Config
+from txsetup.node.config_file import load_config
 from txsetup.node.preflight import Preflight, Table
 from txsetup.txn.layout import Layout
 

@@ -19,11 +19,8 @@ from typing import Any
 
 from txsetup.errors import InvalidInput, RefusedByVerification
 from txsetup.node.files import GANETI_DIR
-from txsetup.node.payload import (
-    MAX_SSCONF_VALUE_BYTES,
-    SSCONF_KEYS,
-    decode_node_daemon_setup,
-)
+from txsetup.node.ganeti_fields import MAX_SSCONF_VALUE_BYTES, SSCONF_KEYS
+from txsetup.node.payload import decode_node_daemon_setup
 
 __all__ = ["Payload", "build_payload"]
 

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 from structlog.typing import FilteringBoundLogger
 
 from txsetup.node.config import ClientPemProfile, Config, FilesConfig, resolve_ownership
+from txsetup.node.documents import NodeDaemonSetup
 from txsetup.node.files import GANETI_DIR, FileOwner, desired_files, ganeti_owners
 from txsetup.node.local import LOCAL_LIMIT, describe_cluster, local_cluster_name, read_local
-from txsetup.node.payload import NodeDaemonSetup, decode_node_daemon_setup, read_document
+from txsetup.node.payload import decode_node_daemon_setup
 from txsetup.node.restart import DAEMON, DaemonControl, fingerprint_of_pem
 from txsetup.node.ssconf import ssconf_locked
+from txsetup.node.strictjson import read_document
 from txsetup.txn.atomic import read_regular
 from txsetup.txn.engine import Step
 from txsetup.txn.layout import Layout
@@ -119,7 +121,7 @@ def client_pem(ctx: Context) -> bytes | None:
     Minted only when planning, after every check passed: a refused document
     costs no key generation.
     """
-    from txsetup.node.checks import client_certificate_is_current, make_client_certificate
+    from txsetup.node.client_pem import client_certificate_is_current, make_client_certificate
 
     document, profile, now = ctx.need_document(), ctx.facts.client_profile, ctx.now()
     if not document.node_name:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 from txsetup.txn.plan import DesiredFile
 
 if TYPE_CHECKING:
-    from txsetup.node.payload import NodeDaemonSetup
+    from txsetup.node.documents import NodeDaemonSetup
 
 __all__ = [
     "GANETI_DIR",
@@ -53,7 +53,7 @@ def ssconf_content(value: str) -> bytes:
     """An ssconf file's bytes: the value plus a newline unless empty or already there.
 
     The same rule as Ganeti's ``SimpleStore.WriteFiles``; the node's 128 KiB
-    cap applies to these bytes, newline included (see ``payload``).
+    cap applies to these bytes, newline included (see ``ganeti_fields``).
     """
     if value and not value.endswith("\n"):
         value += "\n"

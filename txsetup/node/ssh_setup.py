@@ -16,9 +16,10 @@ from structlog.typing import FilteringBoundLogger
 
 from txsetup.errors import RefusedByVerification
 from txsetup.node.config import Config
+from txsetup.node.documents import SshSetup
 from txsetup.node.files import GANETI_DIR
 from txsetup.node.local import describe_cluster, local_cluster_name, read_local
-from txsetup.node.payload import SshSetup, decode_ssh_setup, read_document
+from txsetup.node.payload import decode_ssh_setup
 from txsetup.node.sshd import SSHD, SshdControl
 from txsetup.node.sshfiles import (
     AUTHORIZED_KEYS,
@@ -31,6 +32,7 @@ from txsetup.node.sshfiles import (
     merge_authorized_keys,
     root_key_paths,
 )
+from txsetup.node.strictjson import read_document
 from txsetup.txn.engine import Step
 from txsetup.txn.plan import DesiredFile, refuse_unsafe_targets
 from txsetup.txn.program import Program, TxnContext

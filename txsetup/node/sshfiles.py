@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from txsetup.node.payload import SshKeyTriple
+from txsetup.node.documents import SshKeyTriple
 from txsetup.txn.plan import DesiredFile
 
 __all__ = [

@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
 from txsetup.node.cryptocompat import PrivateKeyTypes, PublicKeyTypes
-from txsetup.node.payload import SshKeyTriple
+from txsetup.node.documents import SshKeyTriple
 from txsetup.node.sshfiles import KEY_LINE_TYPES
+from txsetup.node.strictjson import json_path
 
 __all__ = [
     "DEFAULT_BITS",
@@ -206,8 +207,6 @@ def _key_at(parts: Sequence[str]) -> int | None:
 
 def verify_authorized_lines(authorized: Mapping[str, Sequence[str]], path: str) -> list[str]:
     """Each line must carry a public key: junk must not reach root's authorized_keys."""
-    from txsetup.node.payload import json_path
-
     problems = []
     for name, lines in authorized.items():
         for index, line in enumerate(lines):
