@@ -33,7 +33,6 @@ __all__ = [
     "CommandResult",
     "Health",
     "Probe",
-    "RunCommand",
     "is_running",
     "probe_tls",
     "run_all",
@@ -69,12 +68,6 @@ class CommandResult:
     def ok(self) -> bool:
         """Whether the command exited 0 within its time."""
         return self.returncode == 0 and not self.timed_out
-
-
-class RunCommand(Protocol):
-    """How commands are run; :func:`run_command` in production."""
-
-    def __call__(self, argv: Sequence[str], /, *, timeout: float) -> CommandResult: ...
 
 
 class Probe(Protocol):
@@ -195,9 +188,7 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def run_all(
-    commands: Sequence[Sequence[str]], *, timeout: float, run: RunCommand = run_command
-) -> CommandResult:
+def run_all(commands: Sequence[Sequence[str]], *, timeout: float) -> CommandResult:
     """Run ``commands`` in order, each with ``timeout``, stopping at the first failure.
 
     Returns the failing command's result, or the last one's when all succeeded.
@@ -205,23 +196,21 @@ def run_all(
     """
     if not commands:
         raise ValueError("run_all: no commands to run")
-    result = run(commands[0], timeout=timeout)
+    result = run_command(commands[0], timeout=timeout)
     for argv in commands[1:]:
         if not result.ok:
             break
-        result = run(argv, timeout=timeout)
+        result = run_command(argv, timeout=timeout)
     return result
 
 
-def is_running(
-    status_argv: Sequence[str], *, timeout: float, run: RunCommand = run_command
-) -> bool:
+def is_running(status_argv: Sequence[str], *, timeout: float) -> bool:
     """Whether the daemon runs: its status command exits 0 within ``timeout``.
 
     Anything else (non-zero, timed out, status program missing) is "not running",
     the answer that makes a later restart start it rather than skip it.
     """
-    return run(status_argv, timeout=timeout).ok
+    return run_command(status_argv, timeout=timeout).ok
 
 
 def probe_tls(target: HealthTarget, *, timeout: float, client_cert: str | None = None) -> str:

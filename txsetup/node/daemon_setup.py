@@ -88,7 +88,7 @@ def verify_cert(ctx: Context) -> bool:
     local_pem = read_local(ctx.layout, f"{GANETI_DIR}/server.pem")
     facts.old_fingerprint = fingerprint_of_pem(local_pem)
     facts.cert = verify_node_certificate(
-        document.node_daemon_certificate, local_pem=local_pem, now=ctx.now()
+        document.node_daemon_certificate, local_pem=local_pem, now=ctx.now
     )
     if facts.cert.expires_soon:
         ctx.log.warning(
@@ -123,7 +123,7 @@ def client_pem(ctx: Context) -> bytes | None:
     """
     from txsetup.node.client_pem import client_certificate_is_current, make_client_certificate
 
-    document, profile, now = ctx.need_document(), ctx.facts.client_profile, ctx.now()
+    document, profile, now = ctx.need_document(), ctx.facts.client_profile, ctx.now
     if not document.node_name:
         return None
     pem, name = document.node_daemon_certificate, document.node_name

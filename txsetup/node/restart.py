@@ -25,11 +25,9 @@ from txsetup.errors import RecoveryFailed
 from txsetup.node.config import DaemonConfig
 from txsetup.node.daemon import (
     Probe,
-    RunCommand,
     is_running,
     probe_tls,
     run_all,
-    run_command,
     wait_healthy,
 )
 from txsetup.txn.finish import ForwardFailed
@@ -68,15 +66,13 @@ class DaemonControl:
     config: DaemonConfig
     log: FilteringBoundLogger
     server_pem: Path
-    run: RunCommand = run_command
-    probe: Probe | None = None
 
     def is_running(self) -> bool:
         """Whether the daemon runs now (its ``status`` command exits 0)."""
-        return is_running(self.config.status, timeout=self.config.command_timeout, run=self.run)
+        return is_running(self.config.status, timeout=self.config.command_timeout)
 
     def _run(self, what: str, commands: tuple[tuple[str, ...], ...]) -> None:
-        result = run_all(commands, timeout=self.config.command_timeout, run=self.run)
+        result = run_all(commands, timeout=self.config.command_timeout)
         self.log.info(
             f"daemon.{what}",
             argv=list(result.argv),
@@ -94,8 +90,6 @@ class DaemonControl:
             )
 
     def _probe(self) -> Probe:
-        if self.probe is not None:
-            return self.probe
         # Ganeti's noded asks for a client certificate; present the installed one.
         cert = str(self.server_pem) if self.server_pem.exists() else None
         return functools.partial(probe_tls, client_cert=cert)

@@ -46,7 +46,6 @@ __all__ = ["SshFacts", "ssh_setup"]
 class SshFacts:
     """What ``ssh-setup``'s steps keep: its settings, then what its checks find."""
 
-    hostname: Callable[[], str] = socket.gethostname
     require_programs: Callable[[], None] = lambda: None  # the [sshd] programs are there
     host_keys: dict[str, str] = field(default_factory=dict)  # kind → new fingerprint
     old_host_keys: dict[str, str] = field(default_factory=dict)  # kind → old fingerprint
@@ -89,7 +88,7 @@ def verify_cert(ctx: Context) -> bool:
     pem = ctx.need_document().node_daemon_certificate
     if pem is not None:
         local = read_local(ctx.layout, f"{GANETI_DIR}/server.pem")
-        verify_public_certificate(pem, local_pem=local, now=ctx.now())
+        verify_public_certificate(pem, local_pem=local, now=ctx.now)
     return False
 
 
@@ -167,7 +166,7 @@ def _root_pairs(ctx: Context) -> list[KeyPairFiles]:
         or public is None
         or not key_pair_fits(private, public, kind, document.ssh_key_bits)
     ):
-        owner = f"root@{ctx.facts.hostname()}"
+        owner = f"root@{socket.gethostname()}"
         private, public = generate_key_pair(kind, document.ssh_key_bits, owner)
         ctx.log.info("ssh.root_key_generated", kind=kind, path=root_key_paths(kind)[0])
     return [KeyPairFiles(root_key_paths(kind), private, public)]
@@ -235,14 +234,13 @@ def ssh_setup(
     config: Config,
     log: FilteringBoundLogger,
     require_programs: Callable[[], None] = lambda: None,
-    hostname: Callable[[], str] = socket.gethostname,
 ) -> Program[SshSetup, SshFacts]:
     """The program, with this node's configuration."""
     return Program(
         command="ssh-setup",
         decode=lambda stdin: decode_ssh_setup(read_document(stdin)),
         describe_document=describe_document,
-        facts=lambda: SshFacts(hostname=hostname, require_programs=require_programs),
+        facts=lambda: SshFacts(require_programs=require_programs),
         checks=CHECKS,
         wanted=wanted,
         service=Service(kind=SSHD, control=SshdControl(config=config.sshd, log=log)),

@@ -31,7 +31,7 @@ from structlog.typing import FilteringBoundLogger
 
 from txsetup.errors import RecoveryFailed
 from txsetup.node.config import HealthTarget, SshdConfig
-from txsetup.node.daemon import RunCommand, is_running, run_all, run_command, wait_healthy
+from txsetup.node.daemon import is_running, run_all, run_command, wait_healthy
 from txsetup.txn.finish import ForwardFailed
 from txsetup.txn.service import ServiceKind
 
@@ -47,9 +47,7 @@ class SshdUnhealthy(ForwardFailed):
     step = "reload_sshd"
 
 
-def keyscan(
-    target: HealthTarget, /, *, kind: str, timeout: float, run: RunCommand = run_command
-) -> str:
+def keyscan(target: HealthTarget, /, *, kind: str, timeout: float) -> str:
     """The fingerprint of the ``kind`` host key the server at ``target`` presents.
 
     Raises:
@@ -64,7 +62,7 @@ def keyscan(
         )
     seconds = str(max(1, round(timeout)))
     argv = [program, "-T", seconds, "-p", str(target.port), "-t", kind, target.host]
-    result = run(argv, timeout=timeout + 1)
+    result = run_command(argv, timeout=timeout + 1)
     for line in result.output.splitlines():
         fields = line.split()
         if len(fields) == 3 and not line.startswith("#"):
@@ -85,15 +83,14 @@ class SshdControl:
 
     config: SshdConfig
     log: FilteringBoundLogger
-    run: RunCommand = run_command
 
     def is_running(self) -> bool:
         """Whether sshd runs now (its ``status`` command exits 0)."""
-        return is_running(self.config.status, timeout=self.config.command_timeout, run=self.run)
+        return is_running(self.config.status, timeout=self.config.command_timeout)
 
     def reload(self) -> None:
         """Run the reload commands; raise :class:`SshdUnhealthy` when one fails."""
-        result = run_all(self.config.reload, timeout=self.config.command_timeout, run=self.run)
+        result = run_all(self.config.reload, timeout=self.config.command_timeout)
         self.log.info(
             "sshd.reload",
             argv=list(result.argv),
@@ -114,7 +111,7 @@ class SshdControl:
             return self.is_running()
         budget = timeout
         for kind, fingerprint in wanted.items():
-            probe = functools.partial(keyscan, kind=kind, run=self.run)
+            probe = functools.partial(keyscan, kind=kind)
             health = wait_healthy(
                 target, expected_fingerprint=fingerprint, timeout=budget, probe=probe
             )

@@ -85,7 +85,7 @@ class TxnContext(Generic[D, F]):
         recovery: every program's hooks: the lock step finishes any program's
             unfinished transaction, and an undo restores any service touched.
         lock_timeout: how long to wait for a lock.
-        now: the clock checks use.
+        now: the time the checks judge validity at (the run's start).
         facts: what the checks found (the program's own record).
         document: the decoded document (set by ``decode``).
         lock: the transaction lock, while held.
@@ -103,7 +103,7 @@ class TxnContext(Generic[D, F]):
     recovery: Hooks
     facts: F
     lock_timeout: float = 60.0
-    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
     document: D | None = None
     lock: FileLock | None = None
     recovered: list[dict[str, str]] = field(default_factory=list)
