@@ -173,12 +173,15 @@ def prepare(
     if unsynced:
         entries.update((layout.state_dir, layout.state_dir.parent))
     txn.changes = stage_changes(layout, ctx.txid, planned, entries=entries)
+    # Counted as written before it is: when the write or its fdatasync fails, the
+    # record may still reach the disk, so the undo must journal rolling_back first
+    # (a resume would otherwise roll forward over copies the undo removed).
+    txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
     ctx.journal.append(
         TxnState.PREPARED,
         {"changes": [c.to_json() for c in txn.changes], **details},
         durable=True,
     )
-    txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
     return txn
 
 
