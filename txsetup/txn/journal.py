@@ -225,6 +225,28 @@ class Journal:
         finally:
             os.close(fd)
 
+    def size(self) -> int:
+        """The journal's length now: where :meth:`cut` takes it back to."""
+        return os.stat(self.path).st_size
+
+    def cut(self, size: int) -> bool:
+        """Take the journal back to ``size`` bytes, durably: whether that worked.
+
+        For a durable append that failed: its record may have reached the
+        disk all the same, and a record recovery would act on must not be
+        left to chance. Shrinking needs no free space.
+        """
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            return False
+        return True
+
     def _write(
         self, fd: int, records: list[tuple[str, Mapping[str, Any]]], *, durable: bool
     ) -> None:

@@ -173,15 +173,21 @@ def prepare(
     if unsynced:
         entries.update((layout.state_dir, layout.state_dir.parent))
     txn.changes = stage_changes(layout, ctx.txid, planned, entries=entries)
-    # Counted as written before it is: when the write or its fdatasync fails, the
-    # record may still reach the disk, so the undo must journal rolling_back first
-    # (a resume would otherwise roll forward over copies the undo removed).
+    journal, before = ctx.journal, ctx.journal.size()
+    try:
+        journal.append(
+            TxnState.PREPARED,
+            {"changes": [c.to_json() for c in txn.changes], **details},
+            durable=True,
+        )
+    except OSError:
+        # The record may be on disk although its write or fdatasync failed: take
+        # it back durably, or else count it as written, so that the undo journals
+        # rolling_back first (a resume would roll forward over removed copies).
+        if not journal.cut(before):
+            txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
+        raise
     txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
-    ctx.journal.append(
-        TxnState.PREPARED,
-        {"changes": [c.to_json() for c in txn.changes], **details},
-        durable=True,
-    )
     return txn
 
 
