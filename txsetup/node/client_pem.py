@@ -28,7 +28,7 @@ from txsetup.node.cryptocompat import (
 )
 from txsetup.node.pem import PARSE_ERRORS, count_problems, pair_problems, parse_pem, spki
 
-__all__ = ["client_certificate_is_current", "make_client_certificate"]
+__all__ = ["client_certificate_is_current", "make_client_certificate", "verify_can_issue"]
 
 _CLIENT_BACKDATE: Final = timedelta(hours=1)
 _COMMON_NAME_MAX: Final = 64
@@ -44,6 +44,23 @@ _ISSUER_KEYS: Final = (
     ed448.Ed448PrivateKey,
     dsa.DSAPrivateKey,
 )
+
+
+def verify_can_issue(server_pem: str, node_name: str, *, now: datetime) -> None:
+    """Refuse, before anything is written, what would keep client.pem from being minted.
+
+    The minting itself comes later, when the run plans its files; whatever
+    could stop it is checked here, so a document that cannot have a
+    client.pem is a refusal (exit 4), never a rollback.
+
+    Raises:
+        RefusedByVerification: the node certificate cannot issue now, or the
+            name cannot be a common name.
+    """
+    server_cert, _ = _issuer(server_pem)
+    if not valid_from(server_cert) <= now <= valid_until(server_cert):
+        raise RefusedByVerification("cannot issue client certificate: node certificate not valid")
+    _client_subject(node_name)
 
 
 def make_client_certificate(

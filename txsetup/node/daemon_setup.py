@@ -83,6 +83,7 @@ def verify_cert(ctx: Context) -> bool:
     so a refusal (and a dry run) touches nothing.
     """
     from txsetup.node.checks import verify_node_certificate
+    from txsetup.node.client_pem import verify_can_issue
 
     document, facts = ctx.need_document(), ctx.facts
     local_pem = read_local(ctx.layout, f"{GANETI_DIR}/server.pem")
@@ -96,6 +97,8 @@ def verify_cert(ctx: Context) -> bool:
             not_after=facts.cert.not_after.isoformat(),
             fingerprint=facts.cert.fingerprint_sha256,
         )
+    if document.node_name:
+        verify_can_issue(document.node_daemon_certificate, document.node_name, now=ctx.now)
     # Only the places: client.pem's bytes are made when planning, once this passed.
     placeholder = b"" if document.node_name else None
     targets = desired_files(document, client_pem=placeholder, owners=facts.owners)
