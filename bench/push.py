@@ -883,7 +883,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--output", type=Path, default=RESULTS, help="where to write (bench/results.md)"
     )
+    parser.add_argument(
+        "--figures",
+        default="123",
+        help="which figures to run, e.g. 1 (default 123: all); results.md holds only those",
+    )
     args = parser.parse_args(argv)
+    figures = [
+        f
+        for n, f in (("1", figure_one), ("2", figure_two), ("3", figure_three))
+        if n in args.figures
+    ]
     reps = args.reps or (QUICK_REPS if args.quick else FULL_REPS)
     many, most = (QUICK_MANY, QUICK_MOST) if args.quick else (MANY, MOST)
     command = " ".join(["python -m bench.push", *(argv if argv is not None else sys.argv[1:])])
@@ -898,7 +908,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.push(bench.cluster.nodes[:1])
         _fresh(bench.local_root)
         bench.local_run()
-        for figure in (figure_one, figure_two, figure_three):
+        for figure in figures:
             figure(bench, reps, report)
             _progress(f"{time.monotonic() - started:.0f}s so far")
     args.output.write_text(render(report))
