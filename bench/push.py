@@ -804,7 +804,7 @@ def machine_lines() -> list[str]:
     version = (ssh.stderr or ssh.stdout).strip()
     cores = f"{os.cpu_count()} CPUs ({_cores()} usable)"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    # structlog imports rich when it can: start-up time in every txsetup process
+    # txsetup keeps structlog from importing rich; the node bench's reference writer does not
     rich = "yes" if importlib.util.find_spec("rich") else "no"
     return [
         f"- CPUs: {cores}",
