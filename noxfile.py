@@ -198,9 +198,9 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Measure push (bench/results.md) and the node side (bench/results-node.md); not timed tests.
 
-    Installs without extras, as on a node: rich, when present, is imported by
-    structlog and adds start-up time to every txsetup process. Arguments
-    (``--quick``, ``--reps N``) go to both benchmarks.
+    Installs without extras, as on a node: txsetup keeps structlog from importing
+    rich, but the node benchmark's reference writer imports structlog as any tool
+    would. Arguments (``--quick``, ``--reps N``) go to both benchmarks.
     """
     session.install("-e", ".")
     # A node installs a wheel, which pip byte-compiles: without this, an editable install

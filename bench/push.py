@@ -44,12 +44,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from bench.pushparts import PARTS, parts_of, stamped_command
 from txsetup import __version__
 from txsetup.demo.certs import generate_node_certificate
 from txsetup.demo.sshnodes import SshNode, SshNodes, start_ssh_nodes
@@ -321,20 +322,29 @@ class Bench:
 
         return prepare
 
-    def push(self, nodes: Sequence[SshNode]) -> tuple[int, ...]:
+    def push(
+        self, nodes: Sequence[SshNode], breakdowns: list[dict[str, float]] | None = None
+    ) -> tuple[int, ...]:
         """One ``txsetup push`` to ``nodes``; every node must commit.
+
+        With ``breakdowns`` (one node), the node's shell also prints when it
+        started, and where the push's time went is appended to the list
+        (:mod:`bench.pushparts`).
 
         Raises:
             RuntimeError: push failed or a node did not commit (stderr's tail).
         """
         ssh_options = [arg for opt in self.cluster.ssh_options for arg in ("--ssh-option", opt)]
+        command = f"{shlex.quote(self.txsetup)} node-daemon-setup"
         argv = [
             self.txsetup,
             "push",
+            "--log-format",
+            "json",
             "--from-root",
             str(self.master),
             "--remote-command",
-            f"{shlex.quote(self.txsetup)} node-daemon-setup",
+            command if breakdowns is None else stamped_command(command),
             *ssh_options,
             "--parallel",
             str(PARALLEL),
@@ -343,11 +353,15 @@ class Bench:
             "--no-start-node-daemon",
             *(node.spec for node in nodes),
         ]
+        spawned = time.time()
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        exited = time.time()
         results = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
         committed = [r for r in results if r.get("outcome") == "committed"]
         if proc.returncode != 0 or len(committed) != len(nodes):
             raise RuntimeError(f"push exited {proc.returncode}: {proc.stderr[-3000:]}")
+        if breakdowns is not None:
+            breakdowns.append(parts_of(proc.stderr, spawned, exited))
         return tuple(int(r["duration_ms"]) for r in results)
 
     def push_each(self, nodes: Sequence[SshNode]) -> tuple[int, ...]:
@@ -471,19 +485,56 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def _mint_key() -> tuple[int, ...]:
+    """client.pem's key as the node makes it (RSA 2048), in this process: the mint's cost."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ()
+
+
+def _breakdown_rows(breakdowns: Sequence[Mapping[str, float]], push_wall: float) -> list[str]:
+    """The parts of the push's wall time, each its median [min-max] over the repetitions."""
+    names = list(dict.fromkeys(name for parts in breakdowns for name in parts))
+    names = list(PARTS[:3]) + [n for n in names if n.startswith("step ")] + list(PARTS[3:])
+    lines = []
+    for name in names:
+        spread = Spread.of([parts.get(name, 0.0) for parts in breakdowns])
+        label = _PART_WORDS.get(name, f"node: step `{name.removeprefix('step ')}`")
+        lines.append(f"| {label} | {spread.text()} | {spread.median / push_wall:.0%} |")
+    total = Spread.of([sum(parts.values()) for parts in breakdowns])
+    return [*lines, f"| all parts | {total.text()} | {total.median / push_wall:.0%} |"]
+
+
+_PART_WORDS: Final = {
+    "master start-up": "master: start-up (Python, imports, payload read, built and checked)",
+    "ssh": "ssh: TCP, key exchange, authentication, session, login shell",
+    "node start-up": "node: start-up (Python, imports, reading the document)",
+    "step verify_cert": "node: step `verify_cert` (node certificate checked, client.pem minted)",
+    "step stage": "node: step `stage` (37 files written and fsynced, journal `prepared`)",
+    "step commit": "node: step `commit` (renames into place, directory fsync)",
+    "node, between steps": "node: between steps (journal records, lock release, result)",
+    "node exit, ssh close": "node: exit, ssh session closed",
+    "master exit": "master: results printed, exit",
+}
+
+
 def figure_one(bench: Bench, reps: int, report: Report) -> None:
-    """Push vs one scp per file on one node, and where push's time goes."""
+    """Push vs one scp per file on one node, and where push's time goes, from the same run."""
     node = bench.cluster.nodes[0]
     pids = (node.pid,)
+    breakdowns: list[dict[str, float]] = []
     variants = [
-        Variant("push", bench.fresh([node]), lambda: bench.push([node]), pids),
+        Variant("push", bench.fresh([node]), lambda: bench.push([node], breakdowns), pids),
         Variant("scp", bench.fresh([node]), lambda: bench.scp_each(node), pids),
         Variant("ssh", lambda: None, lambda: bench.ssh_true(node), pids),
         bench.local_variant(),
+        Variant("mint", lambda: None, _mint_key),
     ]
     samples = alternate(reps, variants, "1. push vs scp per file")
-    report.note_load(samples)
-    push, scp, ssh, local = (samples[v.name] for v in variants)
+    # the key is made in this process, whose CPU the load accounting counts as other load
+    report.note_load({name: runs for name, runs in samples.items() if name != "mint"})
+    push, scp, ssh, local, mint = (samples[v.name] for v in variants)
     med = statistics.median
     report.ssh_cpu = (med(s.local_cpu for s in ssh), med(s.node_cpu for s in ssh))
     ratio = _ratios(scp, push)
@@ -497,24 +548,16 @@ def figure_one(bench: Bench, reps: int, report: Report) -> None:
             _met(met, full=True),
         )
     )
-    push_wall, node_wall = med(s.wall for s in push), med(s.node_ms[0] / 1000 for s in push)
-    ssh_wall, local_wall = med(s.wall for s in ssh), med(s.wall for s in local)
+    push_wall = med(s.wall for s in push)
     per_file = med(s.wall / n for s in scp)
+    part = {name: med(parts.get(name, 0.0) for parts in breakdowns) for name in breakdowns[0]}
     rows = [
         ("`txsetup push`, whole command", _walls(push).text(), _cpu(push)),
         (f"{n} x `scp` (one per file)", _walls(scp).text(), _cpu(scp)),
         ("one of those scp runs", Spread.of([s.wall / n for s in scp]).text(), "—"),
         ("bare connection: `ssh node true`", _walls(ssh).text(), _cpu(ssh)),
         ("node-side run alone, no ssh", _walls(local).text(), _cpu(local)),
-    ]
-    parts = [
-        ("master process before and after the node (start-up, payload)", push_wall - node_wall),
-        ("the SSH connection (as a bare `ssh true`)", ssh_wall),
-        ("the node-side run (as run locally)", local_wall),
-        (
-            "the rest (remote shell, session start, waiting for a core)",
-            node_wall - ssh_wall - local_wall,
-        ),
+        ("client.pem's RSA 2048 key alone (in the bench process)", _walls(mint).text(), "—"),
     ]
     report.sections.append(
         "\n".join(
@@ -529,30 +572,35 @@ def figure_one(bench: Bench, reps: int, report: Report) -> None:
                 "| --- | --- | --- |",
                 *(f"| {a} | {b} | {c} |" for a, b, c in rows),
                 "",
-                "Where one push's wall time goes: medians of runs timed apart, so under other"
-                " load the parts need not add up; push's own per-node duration (connection and"
-                f" remote run) is {node_wall:.2f} s:",
+                "Where the push's wall time goes, measured inside each timed push (see"
+                " `bench/pushparts.py`): the timestamps of push's own events, of the node's"
+                " log lines and of the node's login shell starting, all on this machine's clock;"
+                " shares of the push's median wall time:",
                 "",
-                "| part | seconds | share |",
+                "| part | seconds, median [min-max] | share |",
                 "| --- | --- | --- |",
-                *(f"| {a} | {b:.2f} | {b / push_wall:.0%} |" for a, b in parts),
+                *_breakdown_rows(breakdowns, push_wall),
                 "",
                 *_cpu_parts(push, 1, med(s.local_cpu for s in local), report.ssh_cpu),
             ]
         )
     )
     if not met:
+        python = part["master start-up"] + part["node start-up"]
+        node_work = sum(v for k, v in part.items() if k.startswith("step ")) + part.get(
+            "node, between steps", 0.0
+        )
         report.unmet.append(
             f"**1. push vs scp per file: {ratio.median:.1f}x, target ≥ {SCP_TARGET:g}x.**"
-            f" The scp series is {n} SSH connections of {per_file:.2f} s each (a bare `ssh true`"
-            f" takes {ssh_wall:.2f} s), {n * per_file:.1f} s in all. One push is"
-            f" {push_wall:.2f} s: {push_wall - node_wall:.2f} s in the master process (Python"
-            f" start-up, imports, reading and checking the payload), {ssh_wall:.2f} s for its"
-            f" one connection and {local_wall:.2f} s for the node-side run (Python start-up,"
-            " verification, client certificate, durable writes). 20x would need a push of"
-            f" {n * per_file / SCP_TARGET:.2f} s; the connection and the node-side run alone"
-            f" take {ssh_wall + local_wall:.2f} s. The ratio grows with the file count: it is"
-            " bounded by files x one connection ÷ (connection + node-side run + master)."
+            f" The scp series is {n} SSH connections of {per_file:.2f} s each, {n * per_file:.1f}"
+            f" s in all; 20x would need a push of {n * per_file / SCP_TARGET:.2f} s. One push is"
+            f" {push_wall:.2f} s: its one connection {part['ssh']:.2f} s, the start-up of the"
+            f" two Python processes (master with its payload, node with the document)"
+            f" {python:.2f} s, the node's steps {node_work:.2f} s (of which client.pem's RSA key"
+            f" about {med(s.wall for s in mint):.2f} s and the durable writes), the exits"
+            f" {part['node exit, ssh close'] + part['master exit']:.2f} s. The ratio is bounded"
+            " by files x one connection ÷ (one connection + both start-ups + the node's work);"
+            " a cheaper connection (same options for both) lowers it."
         )
 
 
@@ -756,7 +804,7 @@ def machine_lines() -> list[str]:
     version = (ssh.stderr or ssh.stdout).strip()
     cores = f"{os.cpu_count()} CPUs ({_cores()} usable)"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    # structlog imports rich when it can: start-up time in every txsetup process
+    # txsetup keeps structlog from importing rich; the node bench's reference writer does not
     rich = "yes" if importlib.util.find_spec("rich") else "no"
     return [
         f"- CPUs: {cores}",
@@ -836,7 +884,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--output", type=Path, default=RESULTS, help="where to write (bench/results.md)"
     )
+    parser.add_argument(
+        "--figures",
+        default="123",
+        help="which figures to run, e.g. 1 (default 123: all); results.md holds only those",
+    )
     args = parser.parse_args(argv)
+    figures = [
+        f
+        for n, f in (("1", figure_one), ("2", figure_two), ("3", figure_three))
+        if n in args.figures
+    ]
     reps = args.reps or (QUICK_REPS if args.quick else FULL_REPS)
     many, most = (QUICK_MANY, QUICK_MOST) if args.quick else (MANY, MOST)
     command = " ".join(["python -m bench.push", *(argv if argv is not None else sys.argv[1:])])
@@ -851,7 +909,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.push(bench.cluster.nodes[:1])
         _fresh(bench.local_root)
         bench.local_run()
-        for figure in (figure_one, figure_two, figure_three):
+        for figure in figures:
             figure(bench, reps, report)
             _progress(f"{time.monotonic() - started:.0f}s so far")
     args.output.write_text(render(report))

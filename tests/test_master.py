@@ -15,7 +15,14 @@ from tests.conftest import CLUSTER, make_document
 from tests.test_push import HMAC, write_master
 from txsetup.demo.certs import generate_node_certificate
 from txsetup.errors import ExitCode, InvalidInput, UsageError
-from txsetup.master import Node, PushOptions, build_payload, nodes_to_retry, parse_node
+from txsetup.master import (
+    Node,
+    Payload,
+    PushOptions,
+    build_payload,
+    nodes_to_retry,
+    parse_node,
+)
 from txsetup.node.payload import decode_node_daemon_setup
 
 VALID_NODES = [
@@ -114,6 +121,18 @@ def test_payload_from_master_files(tmp_path: Path, node_pem: str) -> None:
     assert decoded.start_node_daemon is False
     assert "BEGIN" not in repr(payload)
     assert "hmac" not in repr(payload)
+
+
+@pytest.mark.parametrize("name", ["node9.example.com", "127.0.0.1", 'n\u00f6de "9"', ""])
+def test_payload_bytes_per_node(tmp_path: Path, node_pem: str, name: str) -> None:
+    """Each node gets exactly the JSON of the document with its node_name last, also
+    when the document given already holds a node_name."""
+    payload = build_payload(write_master(tmp_path, node_pem), start_node_daemon=False)
+    assert payload.for_node(name) == json.dumps({**payload.document, "node_name": name}).encode()
+    assert payload.for_node("other") != payload.for_node(name)
+    named = Payload({"node_name": "old", "cluster_name": CLUSTER})
+    assert json.loads(named.for_node(name)) == {"cluster_name": CLUSTER, "node_name": name}
+    assert Payload({}).for_node(name) == json.dumps({"node_name": name}).encode()
 
 
 def test_payload_without_hmac_key(tmp_path: Path, node_pem: str) -> None:

@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ class Payload:
     """The ``node-daemon-setup`` document for every node; only ``node_name`` differs.
 
     Holds key material: its repr names the cluster and the ssconf keys only.
+    The document is encoded once, at the first :meth:`for_node`: do not change
+    it after that.
     """
 
     document: Mapping[str, Any]
@@ -42,8 +45,21 @@ class Payload:
         return str(self.document["cluster_name"])
 
     def for_node(self, node_name: str) -> bytes:
-        """The bytes sent on one node's stdin."""
-        return json.dumps({**self.document, "node_name": node_name}).encode()
+        """The bytes sent on one node's stdin: the document with ``node_name`` last.
+
+        The same bytes as ``json.dumps({**document, "node_name": node_name})``;
+        the rest of the document (350 KiB for a 1,000-node cluster, several
+        milliseconds to encode) is encoded once per push, not once per node.
+        """
+        name = json.dumps(node_name).encode()
+        return self._encoded_head + name + b"}"
+
+    @cached_property
+    def _encoded_head(self) -> bytes:
+        """The document without ``node_name``, up to where that key goes."""
+        rest = {k: v for k, v in self.document.items() if k != "node_name"}
+        encoded = json.dumps(rest).encode()
+        return encoded[:-1] + (b", " if rest else b"") + b'"node_name": '
 
     def __repr__(self) -> str:
         keys = sorted(self.document.get("ssconf", {}))
