@@ -131,28 +131,9 @@ async def run_on_node(
     stdout, stderr = proc.stdout, proc.stderr
     if stdout is None or stderr is None:  # asked for above: cannot happen
         raise InternalError("ssh was started without its output pipes")
-
-    async def feed() -> None:
-        if stdin is None or proc.stdin is None:
-            return
-        with contextlib.suppress(ConnectionError):  # ssh gave up before reading it all
-            proc.stdin.write(stdin)
-            await proc.stdin.drain()
-            proc.stdin.close()
-            await proc.stdin.wait_closed()
-
-    async def read_stderr() -> None:
-        while line := await _read_line(stderr):
-            text = line.decode("utf-8", "replace").rstrip("\r\n")
-            on_line(_json_object(text), text)
-
-    async def read_stdout() -> bytes:
-        kept = bytearray()
-        while chunk := await stdout.read(65536):
-            kept += chunk[: _RESULT_LIMIT - len(kept)]  # read it all, keep a bounded part
-        return bytes(kept)
-
-    work = asyncio.gather(feed(), read_stderr(), read_stdout(), proc.wait())
+    work = asyncio.gather(
+        _feed(proc, stdin), _read_lines(stderr, on_line), _read_result(stdout), proc.wait()
+    )
     stopped = asyncio.ensure_future(stop.wait())
     waiting: set[asyncio.Future[Any]] = {work, stopped}
     done, _ = await asyncio.wait(waiting, timeout=timeout, return_when="FIRST_COMPLETED")
@@ -169,6 +150,34 @@ async def run_on_node(
     run.result = _json_object(out.decode("utf-8", "replace").strip().rsplit("\n", 1)[-1])
     run.duration_ms = int((time.monotonic() - started) * 1000)
     return run
+
+
+async def _feed(proc: asyncio.subprocess.Process, stdin: bytes | None) -> None:
+    """Write the document to ssh's stdin, then close it."""
+    if stdin is None or proc.stdin is None:
+        return
+    with contextlib.suppress(ConnectionError):  # ssh gave up before reading it all
+        proc.stdin.write(stdin)
+        await proc.stdin.drain()
+        proc.stdin.close()
+        await proc.stdin.wait_closed()
+
+
+async def _read_lines(
+    stderr: asyncio.StreamReader, on_line: Callable[[dict[str, Any] | None, str], None]
+) -> None:
+    """Hand each stderr line to ``on_line`` as it arrives, parsed and as text."""
+    while line := await _read_line(stderr):
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        on_line(_json_object(text), text)
+
+
+async def _read_result(stdout: asyncio.StreamReader) -> bytes:
+    """All of stdout read, a bounded part of it kept (the result is its last line)."""
+    kept = bytearray()
+    while chunk := await stdout.read(65536):
+        kept += chunk[: _RESULT_LIMIT - len(kept)]
+    return bytes(kept)
 
 
 async def _read_line(stream: asyncio.StreamReader) -> bytes:
