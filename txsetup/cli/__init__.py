@@ -22,13 +22,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from txsetup.cli.invocation import check_root, check_stdin
 from txsetup.cli.parser import ALIASES, build_alias_parser, build_parser
 from txsetup.cli.push import run_push
-from txsetup.cli.result import Result, internal_error, refused
-from txsetup.cli.transaction import run_program, run_resume
 from txsetup.errors import (
     ExitCode,
     InternalError,
@@ -37,7 +35,9 @@ from txsetup.errors import (
     environment_problem,
 )
 from txsetup.log import configure_logging, default_log_format, get_logger
-from txsetup.txn.layout import Layout
+
+if TYPE_CHECKING:
+    from txsetup.cli.result import Result
 
 __all__ = [
     "ALIASES",
@@ -63,6 +63,8 @@ def main(argv: Sequence[str] | None = None, *, alias: str | None = None) -> int:
         return ExitCode.OK if done.code in (None, 0) else ExitCode.USAGE
     except UsageError as error:
         configure_logging(fmt="console" if sys.stderr.isatty() else "json", stream=sys.stderr)
+        from txsetup.cli.result import refused
+
         return _emit(refused(error))
     level = logging.DEBUG if args.debug or args.verbose else logging.INFO
     configure_logging(
@@ -119,7 +121,13 @@ def resume_command(args: argparse.Namespace, alias: str | None) -> str:
 
 
 def _run(args: argparse.Namespace, prog: str) -> Result:
-    """node-daemon-setup, ssh-setup or ``--resume``: the invocation checked, then the run."""
+    """node-daemon-setup, ssh-setup or ``--resume``: the invocation checked, then the run.
+
+    The node's modules are imported here, not at the top: ``push`` does not need them.
+    """
+    from txsetup.cli.result import internal_error, refused
+    from txsetup.cli.transaction import run_program, run_resume
+
     try:
         if args.abort and not args.resume:
             raise UsageError("--abort goes with --resume")
@@ -138,7 +146,9 @@ def _run(args: argparse.Namespace, prog: str) -> Result:
 
 def _status(root: Path) -> int:
     """``txsetup status``: the journal described, or why it cannot be read (exit 7 or 1)."""
+    from txsetup.cli.result import refused
     from txsetup.node.status import describe_last_transaction
+    from txsetup.txn.layout import Layout
 
     try:
         check_root(root)
