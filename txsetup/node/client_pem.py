@@ -57,10 +57,17 @@ def verify_can_issue(server_pem: str, node_name: str, *, now: datetime) -> None:
         RefusedByVerification: the node certificate cannot issue now, or the
             name cannot be a common name.
     """
-    server_cert, _ = _issuer(server_pem)
+    _issuing(server_pem, node_name, now=now)
+
+
+def _issuing(
+    server_pem: str, node_name: str, *, now: datetime
+) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes, x509.Name]:
+    """The issuer's certificate and key, and the subject, when client.pem can be issued now."""
+    server_cert, server_key = _issuer(server_pem)
     if not valid_from(server_cert) <= now <= valid_until(server_cert):
         raise RefusedByVerification("cannot issue client certificate: node certificate not valid")
-    _client_subject(node_name)
+    return server_cert, server_key, _client_subject(node_name)
 
 
 def make_client_certificate(
@@ -84,10 +91,7 @@ def make_client_certificate(
         RefusedByVerification: the node certificate cannot issue now, or the
             name cannot be a common name.
     """
-    server_cert, server_key = _issuer(server_pem)
-    if not valid_from(server_cert) <= now <= valid_until(server_cert):
-        raise RefusedByVerification("cannot issue client certificate: node certificate not valid")
-    subject = _client_subject(node_name)
+    server_cert, server_key, subject = _issuing(server_pem, node_name, now=now)
     key = _generate_key(_wanted_key_kind(profile, server_key))
     not_before = max(now - _CLIENT_BACKDATE, valid_from(server_cert))
     cert = (
