@@ -35,6 +35,9 @@ RESULT_SCHEMA_PATH = REPO / "docs" / "result.schema.json"
 CLUSTER = "cluster.example.com"
 SECRET_MARKERS = ("-----BEGIN", "PRIVATE KEY", "hmac-secret-")
 SYSTEM_TESTS = os.environ.get("TXSETUP_SYSTEM_TESTS") == "1"
+# How long a handshake or a probe of a local server may take: it catches hangs, and is
+# never a test of the machine's speed (a loaded machine may need seconds for one).
+HANG_SECONDS = 30
 
 
 def _crash_depth() -> str:
