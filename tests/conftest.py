@@ -26,6 +26,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from filelock import FileLock
 
 from txsetup.demo.certs import generate_node_certificate
 
@@ -51,6 +52,16 @@ def _crash_depth() -> str:
 
 
 CRASH_DEPTH = _crash_depth()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests marked ``slow`` first (in their order), then the rest.
+
+    With parallel workers (``nox -s tests`` runs pytest-xdist) the long tests
+    then start at once on every worker and the short ones fill the gaps, instead
+    of one long test starting last and running alone at the end.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def txsetup_exe() -> str:
@@ -112,10 +123,18 @@ def ganeti_accounts() -> None:
     Ganeti's own node-daemon-setup refuses to run without all of them, and
     txsetup gives new secret files to gnt-masterd when it exists. Creating
     them changes the machine for good, as installing Ganeti would: only as
-    root, only what is missing, and a concurrent creator is fine (existence
-    is checked again rather than trusting an exit status).
+    root, only what is missing. Parallel workers (and other test runs on the
+    machine) take turns through a lock file, since groupadd and useradd refuse
+    while another holds /etc/group; existence is checked again rather than
+    trusting an exit status.
     """
     require_root("creating Ganeti's users and groups")
+    with FileLock(Path(tempfile.gettempdir()) / "txsetup-tests-ganeti-accounts.lock"):
+        _create_ganeti_accounts()
+
+
+def _create_ganeti_accounts() -> None:
+    """groupadd and useradd for each of Ganeti's accounts that does not exist yet."""
     for group in GANETI_GROUPS:
         if not _account_exists("group", group):
             subprocess.run([require_tool("groupadd"), "--system", group], check=False)
