@@ -36,15 +36,18 @@ def parallel(args: list[str]) -> list[str]:
     """pytest's arguments with one xdist worker per core (at least two) in front.
 
     Most tests wait on processes they started (sshd, the demo daemon, strace), so
-    two workers help even on one core. Arguments that choose the workers
-    themselves (``-n``, ``--numprocesses``, ``-p no:xdist``) are left alone.
+    two workers help even on one core. ``worksteal``: a worker that runs out
+    takes queued tests from another, so the long tests (which run first) never
+    leave one worker busy while the other idles. Arguments that choose the
+    workers themselves (``-n``, ``--numprocesses``, ``-p no:xdist``) are left alone.
     """
     chosen = any(
         arg in ("-n", "--numprocesses", "no:xdist", "-pno:xdist")
         or arg.startswith(("-n", "--numprocesses="))
         for arg in args
     )
-    return args if chosen else ["-n", str(max(2, os.cpu_count() or 1)), *args]
+    workers = ["-n", str(max(2, os.cpu_count() or 1)), "--dist", "worksteal"]
+    return args if chosen else [*workers, *args]
 
 
 @nox.session

@@ -57,9 +57,10 @@ CRASH_DEPTH = _crash_depth()
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the tests marked ``slow`` first (in their order), then the rest.
 
-    With parallel workers (``nox -s tests`` runs pytest-xdist) the long tests
-    then start at once on every worker and the short ones fill the gaps, instead
-    of one long test starting last and running alone at the end.
+    With parallel workers (``nox -s tests`` runs pytest-xdist with ``--dist
+    worksteal``) the long tests are started early, by whichever worker gets
+    them, and the short ones fill the gaps, instead of one long test starting
+    last and running alone at the end.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
