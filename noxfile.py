@@ -32,16 +32,35 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "virtualenv"
 
 
+def parallel(args: list[str]) -> list[str]:
+    """pytest's arguments with one xdist worker per core (at least two) in front.
+
+    Most tests wait on processes they started (sshd, the demo daemon, strace), so
+    two workers help even on one core. ``worksteal``: a worker that runs out
+    takes queued tests from another, so the long tests (which run first) never
+    leave one worker busy while the other idles. Arguments that choose the
+    workers themselves (``-n``, ``--numprocesses``, ``-p no:xdist``) are left alone.
+    """
+    chosen = any(
+        arg in ("-n", "--numprocesses", "no:xdist", "-pno:xdist")
+        or arg.startswith(("-n", "--numprocesses="))
+        for arg in args
+    )
+    workers = ["-n", str(max(2, os.cpu_count() or 1)), "--dist", "worksteal"]
+    return args if chosen else [*workers, *args]
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against the installed package (its console scripts too).
 
-    The crash matrices run at their ``quick`` depth here (a few points of each
-    syscall group) unless ``TXSETUP_CRASH`` says otherwise: the ``crash``
-    session goes deeper.
+    Tests run in parallel (pytest-xdist), one worker per core, at least two;
+    ``-- -n 1`` or ``-- -p no:xdist`` runs them one at a time. The crash matrices
+    run at their ``quick`` depth here (a few points of each syscall group)
+    unless ``TXSETUP_CRASH`` says otherwise: the ``crash`` session goes deeper.
     """
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *parallel(session.posargs))
 
 
 CRASH_TESTS = ("tests/test_crash.py", "tests/test_ssh_crash.py", "tests/test_journal.py")
@@ -99,9 +118,10 @@ def tests_debian(session: nox.Session) -> None:
     Proves the lower bounds in pyproject.toml: txsetup works on /usr/bin/python3
     with Debian's python3-cryptography, python3-filelock, python3-structlog and
     python3-rich. Its venv sees the system's packages; txsetup is installed
-    without dependencies and only the test tools come from PyPI. Before the
-    tests it prints the version and origin of each library imported, and fails
-    unless each is the Debian package at exactly its lower bound.
+    without dependencies and only the test tools (pytest, pytest-xdist...) come
+    from PyPI; the tests run in parallel, as in ``tests``. Before the tests it
+    prints the version and origin of each library imported, and fails unless
+    each is the Debian package at exactly its lower bound.
     """
     apt = "apt-get install " + " ".join(sorted(set(DEBIAN_PACKAGES.values())))
     if not Path(DEBIAN_PYTHON).exists():
@@ -122,7 +142,7 @@ def tests_debian(session: nox.Session) -> None:
         "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(venv),
     }
-    session.run(python, "-m", "pytest", *session.posargs, external=True, env=env)
+    session.run(python, "-m", "pytest", *parallel(session.posargs), external=True, env=env)
 
 
 def _imported(python: str) -> dict[str, list[str] | None]:

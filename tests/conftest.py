@@ -26,6 +26,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from filelock import FileLock
 
 from txsetup.demo.certs import generate_node_certificate
 
@@ -35,6 +36,9 @@ RESULT_SCHEMA_PATH = REPO / "docs" / "result.schema.json"
 CLUSTER = "cluster.example.com"
 SECRET_MARKERS = ("-----BEGIN", "PRIVATE KEY", "hmac-secret-")
 SYSTEM_TESTS = os.environ.get("TXSETUP_SYSTEM_TESTS") == "1"
+# How long a handshake or a probe of a local server may take: it catches hangs, and is
+# never a test of the machine's speed (a loaded machine may need seconds for one).
+HANG_SECONDS = 30
 
 
 def _crash_depth() -> str:
@@ -48,6 +52,17 @@ def _crash_depth() -> str:
 
 
 CRASH_DEPTH = _crash_depth()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests marked ``slow`` first (in their order), then the rest.
+
+    With parallel workers (``nox -s tests`` runs pytest-xdist with ``--dist
+    worksteal``) the long tests are started early, by whichever worker gets
+    them, and the short ones fill the gaps, instead of one long test starting
+    last and running alone at the end.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def txsetup_exe() -> str:
@@ -109,10 +124,18 @@ def ganeti_accounts() -> None:
     Ganeti's own node-daemon-setup refuses to run without all of them, and
     txsetup gives new secret files to gnt-masterd when it exists. Creating
     them changes the machine for good, as installing Ganeti would: only as
-    root, only what is missing, and a concurrent creator is fine (existence
-    is checked again rather than trusting an exit status).
+    root, only what is missing. Parallel workers (and other test runs on the
+    machine) take turns through a lock file, since groupadd and useradd refuse
+    while another holds /etc/group; existence is checked again rather than
+    trusting an exit status.
     """
     require_root("creating Ganeti's users and groups")
+    with FileLock(Path(tempfile.gettempdir()) / "txsetup-tests-ganeti-accounts.lock"):
+        _create_ganeti_accounts()
+
+
+def _create_ganeti_accounts() -> None:
+    """groupadd and useradd for each of Ganeti's accounts that does not exist yet."""
     for group in GANETI_GROUPS:
         if not _account_exists("group", group):
             subprocess.run([require_tool("groupadd"), "--system", group], check=False)

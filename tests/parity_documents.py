@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tests.certkinds import openssl_signed, self_signed
+from tests.certkinds import dsa_key, openssl_signed, rsa_key, self_signed
 from tests.conftest import CLUSTER, make_document
 from txsetup.demo.certs import generate_node_certificate, split_pem
 
@@ -130,16 +130,16 @@ def build_variants(node_pem: str, other_pem: str, work: Path) -> list[Variant]:
     add("extra-unknown-block-after", _json(doc(node_pem + public)), EXTRA_BLOCKS)
     add("certificate-without-key", _json(doc(cert)))
     add("key-of-another-certificate", _json(doc(other_key + cert)))
-    add("rsa-1024", _json(doc(self_signed(rsa.generate_private_key(65537, 1024)))))  # noqa: S505
-    rsa_2000 = self_signed(rsa.generate_private_key(65537, 2000))  # noqa: S505
+    add("rsa-1024", _json(doc(self_signed(rsa_key(1024)))))
+    rsa_2000 = self_signed(rsa_key(2000))
     add("rsa-2000", _json(doc(rsa_2000)), WEAK_RSA)
-    add("dsa-2048", _json(doc(self_signed(dsa.generate_private_key(2048)))), UNSERVABLE_KEY)
+    add("dsa-2048", _json(doc(self_signed(dsa_key(2048)))), UNSERVABLE_KEY)
     add("ec-p192", _json(doc(self_signed(ec.generate_private_key(ec.SECP192R1())))))
     add("ec-p224", _json(doc(self_signed(ec.generate_private_key(ec.SECP224R1())))), UNSERVABLE_KEY)
     k1 = self_signed(ec.generate_private_key(ec.SECP256K1()))
     add("ec-secp256k1", _json(doc(k1)), UNSERVABLE_KEY)
     add("ec-p384", _json(doc(self_signed(ec.generate_private_key(ec.SECP384R1())))))
-    sha1_by_ca = openssl_signed(work, rsa.generate_private_key(65537, 2048), "sha1", by_ca=True)
+    sha1_by_ca = openssl_signed(work, rsa_key(2048), "sha1", by_ca=True)
     add("sha1-signature-by-a-ca", _json(doc(sha1_by_ca)))
     add("ed25519", _json(doc(self_signed(ed25519.Ed25519PrivateKey.generate()))), EDDSA)
     add("cluster-name-mismatch", _json(doc(cluster_name="other.example.com")))

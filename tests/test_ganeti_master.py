@@ -72,7 +72,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.conftest import (
     CLUSTER,
+    HANG_SECONDS,
     SYSTEM_TESTS,
     Run,
     make_document,
@@ -403,7 +404,7 @@ def master(tmp_path: Path, node_pem: str) -> Iterator[Master]:
 
 def served_fingerprint(port: int) -> str:
     """The SHA-256 fingerprint of what the daemon presents in a real TLS handshake."""
-    return probe_tls(HealthTarget("127.0.0.1", port), timeout=5)
+    return probe_tls(HealthTarget("127.0.0.1", port), timeout=HANG_SECONDS)
 
 
 def client_common_name(pem: bytes) -> list[str]:
@@ -507,24 +508,44 @@ class Joining:
         return (self.master_ssh / f"ssh_host_{kind}_key.pub").read_text()
 
 
-def keygen(key: Path, kind: str, comment: str) -> str:
-    """Make an OpenSSH key pair at ``key`` with ssh-keygen; its public line."""
-    bits = ["-b", "2048"] if kind == "rsa" else []
-    argv = ["ssh-keygen", "-q", "-t", kind, *bits, "-N", "", "-C", comment, "-f", str(key)]
-    subprocess.run(argv, check=True, capture_output=True, timeout=120)
-    return Path(f"{key}.pub").read_text()
+Keygen = Callable[[Path, str, str], str]
+
+
+@pytest.fixture(scope="session")
+def keygen(tmp_path_factory: pytest.TempPathFactory) -> Keygen:
+    """``keygen(key, kind, comment)``: an OpenSSH key pair at ``key``; its public line.
+
+    ssh-keygen makes each pair once per session (per worker): an RSA key takes
+    seconds on a busy machine. A pair is told apart by its kind, comment and
+    file name, so the master's and the node's keys still differ.
+    """
+    made = tmp_path_factory.mktemp("ssh-keys")
+
+    def copy_of(key: Path, kind: str, comment: str) -> str:
+        source = made / f"{kind}-{comment}-{key.name}"
+        if not source.exists():
+            bits = ["-b", "2048"] if kind == "rsa" else []
+            argv = ["ssh-keygen", "-q", "-t", kind, *bits, "-N", "", "-C", comment]
+            subprocess.run([*argv, "-f", str(source)], check=True, capture_output=True, timeout=120)
+        for suffix in ("", ".pub"):
+            shutil.copy2(f"{source}{suffix}", f"{key}{suffix}")
+        return Path(f"{key}.pub").read_text()
+
+    return copy_of
 
 
 def served_host_key(port: int, kind: str) -> str | None:
     """The fingerprint of the ``kind`` host key the node's sshd presents, via ssh-keyscan."""
-    argv = ["ssh-keyscan", "-T", "5", "-p", str(port), "-t", kind, "127.0.0.1"]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
+    argv = ["ssh-keyscan", "-T", str(HANG_SECONDS), "-p", str(port), "-t", kind, "127.0.0.1"]
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=4 * HANG_SECONDS, check=False
+    ).stdout
     lines = [line for line in out.splitlines() if line and not line.startswith("#")]
     return fingerprint(" ".join(lines[0].split()[1:])) if lines else None
 
 
 @pytest.fixture
-def joining(master: Master, tmp_path: Path) -> Joining:
+def joining(master: Master, tmp_path: Path, keygen: Keygen) -> Joining:
     """The master's host keys and root key; the node's own host keys, served by its sshd.
 
     The node's sshd loads ``<root>/etc/ssh/ssh_host_{ecdsa,rsa}_key`` (see the
@@ -547,7 +568,7 @@ def joining(master: Master, tmp_path: Path) -> Joining:
             f'reload = ["kill", "-HUP", "{node.pid}"]\n'
             f'status = ["kill", "-0", "{node.pid}"]\n'
             f'health_address = "127.0.0.1:{node.port}"\n'
-            "health_timeout = 10\n"
+            "health_timeout = 60\n"  # sshd serves the keys at once: this catches hangs
         )
     for kind in HOST_KEY_KINDS:
         own = (node.root / f"etc/ssh/ssh_host_{kind}_key.pub").read_text()

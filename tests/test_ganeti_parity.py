@@ -501,6 +501,7 @@ def describe(verdict: Verdict) -> str:
     return f"refuses (exit {verdict.exit_code})" + (", after writing" if verdict.changed else "")
 
 
+@pytest.mark.slow
 def test_side_by_side_with_ganeti(
     ganeti: Ganeti, node_pem: str, other_pem: str, tmp_path: Path
 ) -> None:

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 
-from tests.certkinds import openssl_signed, self_signed
+from tests.certkinds import dsa_key, openssl_signed, rsa_key, self_signed
 from txsetup.demo.certs import generate_node_certificate
 from txsetup.errors import ExitCode, RefusedByVerification
 from txsetup.node.checks import verify_node_certificate, verify_public_certificate
@@ -40,7 +40,7 @@ class Strength:
 
 def rsa_pem(bits: int) -> Callable[[Path], str]:
     """An RSA key of ``bits`` with a self-signed certificate."""
-    return lambda _: self_signed(rsa.generate_private_key(65537, bits))
+    return lambda _: self_signed(rsa_key(bits))
 
 
 def ec_pem(curve: ec.EllipticCurve) -> Callable[[Path], str]:
@@ -63,12 +63,10 @@ STRENGTH_CASES = [
     ),
     pytest.param(Strength(rsa_pem(2048)), id="rsa-2048"),
     pytest.param(
-        Strength(lambda _: self_signed(dsa.generate_private_key(1024)), "DSA key"),  # noqa: S505
+        Strength(lambda _: self_signed(dsa_key(1024)), "DSA key"),
         id="dsa-1024",
     ),
-    pytest.param(
-        Strength(lambda _: self_signed(dsa.generate_private_key(2048)), "DSA key"), id="dsa-2048"
-    ),
+    pytest.param(Strength(lambda _: self_signed(dsa_key(2048)), "DSA key"), id="dsa-2048"),
     pytest.param(Strength(ec_pem(ec.SECP192R1()), "curve secp192r1"), id="ec-p192"),
     pytest.param(Strength(ec_pem(ec.SECP224R1()), "curve secp224r1"), id="ec-p224"),
     pytest.param(Strength(ec_pem(ec.SECP256K1()), "curve secp256k1"), id="ec-secp256k1"),
@@ -84,34 +82,28 @@ STRENGTH_CASES = [
     pytest.param(Strength(lambda _: self_signed(ed448.Ed448PrivateKey.generate())), id="ed448"),
     pytest.param(
         Strength(
-            lambda w: openssl_signed(w, rsa.generate_private_key(65537, 2048), "sha1", by_ca=True),
+            lambda w: openssl_signed(w, rsa_key(2048), "sha1", by_ca=True),
             "signed with SHA-1 by another key",
         ),
         id="sha1-by-a-ca",
     ),
     pytest.param(
         Strength(
-            lambda w: openssl_signed(w, rsa.generate_private_key(65537, 2048), "md5", by_ca=True),
+            lambda w: openssl_signed(w, rsa_key(2048), "md5", by_ca=True),
             "signed with MD5 by another key",
         ),
         id="md5-by-a-ca",
     ),
     pytest.param(
-        Strength(
-            lambda w: openssl_signed(w, rsa.generate_private_key(65537, 2048), "sha256", by_ca=True)
-        ),
+        Strength(lambda w: openssl_signed(w, rsa_key(2048), "sha256", by_ca=True)),
         id="sha256-by-a-ca",
     ),
     pytest.param(
-        Strength(
-            lambda w: openssl_signed(w, rsa.generate_private_key(65537, 2048), "sha1", by_ca=False)
-        ),
+        Strength(lambda w: openssl_signed(w, rsa_key(2048), "sha1", by_ca=False)),
         id="sha1-self-signed",
     ),
     pytest.param(
-        Strength(
-            lambda w: openssl_signed(w, rsa.generate_private_key(65537, 2048), "md5", by_ca=False)
-        ),
+        Strength(lambda w: openssl_signed(w, rsa_key(2048), "md5", by_ca=False)),
         id="md5-self-signed",
     ),
 ]
@@ -176,7 +168,7 @@ def test_refuses_exactly_what_the_node_daemon_cannot_serve(tmp_path: Path, case:
 
 def test_ssh_setup_applies_the_key_rules_to_the_public_certificate() -> None:
     """ssh-setup's node_daemon_certificate (no key) is refused for a weak key too."""
-    pem = self_signed(rsa.generate_private_key(65537, 1024))  # noqa: S505
+    pem = self_signed(rsa_key(1024))
     cert = pem[pem.index("-----BEGIN CERTIFICATE-----") :]
     with pytest.raises(RefusedByVerification) as info:
         verify_public_certificate(cert, local_pem=None, now=NOW)

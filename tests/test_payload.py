@@ -507,6 +507,7 @@ def test_messages_never_repeat_a_value(value: object, decode: Decoder) -> None:
     assert SECRET not in str(outcome(decode, json.dumps(value).encode()))
 
 
+@settings(deadline=None)
 @given(document=node_daemon_documents, ascii_only=st.booleans())
 def test_valid_node_daemon_documents_round_trip(
     document: dict[str, object], ascii_only: bool
@@ -517,6 +518,7 @@ def test_valid_node_daemon_documents_round_trip(
     assert setup == NodeDaemonSetup(**cast(dict[str, Any], defaults | document))
 
 
+@settings(deadline=None)
 @given(document=ssh_documents)
 def test_valid_ssh_documents_round_trip(document: dict[str, object]) -> None:
     """Every valid generated ssh-setup document decodes to exactly the values it holds."""

@@ -38,6 +38,9 @@ from txsetup.txn.journal import read_journal
 pytestmark = pytest.mark.system
 
 HMAC = "hmac-secret-0123456789abcdef\n"
+# push --timeout in the tests that let it expire: the node must have its whole document and
+# be in its (gated) restart by then, which takes well under a second on an idle machine.
+TIMEOUT = "8"
 
 
 @dataclass
@@ -237,26 +240,35 @@ def test_dry_run_writes_nothing_anywhere(master: Path, cluster: SshNodes) -> Non
     assert {n.spec: snapshot(n.root, skip=()) for n in cluster.nodes} == before
 
 
-def slow_restart_config(node: SshNode, seconds: float) -> None:
-    """A node whose daemon restart takes ``seconds``; 'running' is a marker file."""
+def slow_restart_config(node: SshNode, *, fail: bool = False) -> Path:
+    """A node whose daemon restart waits until the test creates the returned gate file,
+    then succeeds (or exits 3 with ``fail``); 'running' is a marker file.
+
+    The test decides when the restart ends, so a slow machine cannot end it too early.
+    """
     config = node.root / "etc/txsetup/config.toml"
     config.parent.mkdir(parents=True)
-    running = node.root / "daemon-running"
+    running, gate = node.root / "daemon-running", node.root / "restart-may-end"
+    wait = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    end = "exit 3" if fail else f"touch {running}"
     config.write_text(
         "[daemon]\n"
-        f'restart = [["sh", "-c", "sleep {seconds}; touch {running}"]]\n'
+        f'restart = [["sh", "-c", "{wait}; {end}"]]\n'
         f'stop = [["rm", "-f", "{running}"]]\n'
         f'status = ["test", "-e", "{running}"]\n'
         'health_url = "none"\n'
+        "command_timeout = 300\n"  # the gate holds the restart for as long as a test needs
     )
+    return gate
 
 
 def test_timeout_ends_ssh_and_the_node_still_finishes(master: Path, cluster: SshNodes) -> None:
     """--timeout ends the ssh client mid-restart; the node's transaction still commits
     on its own, and push --resume then finds nothing left to do."""
     node = cluster.nodes[0]
-    slow_restart_config(node, 4)
-    push = run_push(master, cluster, node.spec, "--timeout", "1.5")
+    gate = slow_restart_config(node)
+    push = run_push(master, cluster, node.spec, "--timeout", TIMEOUT)
+    gate.touch()
     assert push.returncode == 10
     result = push.results[node.spec]
     assert (result["outcome"], result["exit_code"]) == ("timed_out", None)
@@ -283,10 +295,9 @@ def test_resume_after_a_timeout_tells_a_rollback_and_its_reason(
     """A node whose slow restart then fails rolls back on its own after the timeout;
     push --resume names that transaction, rolled_back, with the step and the error."""
     node = cluster.nodes[0]
-    slow_restart_config(node, 4)
-    config = node.root / "etc/txsetup/config.toml"
-    config.write_text(config.read_text().replace("; touch", "; exit 3; touch"))
-    push = run_push(master, cluster, node.spec, "--timeout", "1.5")
+    gate = slow_restart_config(node, fail=True)
+    push = run_push(master, cluster, node.spec, "--timeout", TIMEOUT)
+    gate.touch()
     assert push.results[node.spec]["outcome"] == "timed_out", push.stdout
     assert wait_unlocked_and_done(node)
     assert installed(node) == {}  # rolled back: a fresh node holds nothing again
@@ -302,7 +313,7 @@ def test_resume_after_a_timeout_tells_a_rollback_and_its_reason(
     assert "exited 3" in last["reason"]["error"]
 
 
-def wait_unlocked_and_done(node: SshNode, seconds: float = 30) -> bool:
+def wait_unlocked_and_done(node: SshNode, seconds: float = 120) -> bool:
     """Wait until the node's last transaction has ended (its journal says so)."""
     journal = node.root / "var/lib/txsetup/journal"
     deadline = time.monotonic() + seconds
@@ -318,7 +329,7 @@ def test_interrupting_the_master(master: Path, cluster: SshNodes) -> None:
     """SIGINT: no new node starts, running ssh clients end, every node is reported, exit 130;
     the interrupted node ends committed (never mixed) and push --resume reports it."""
     slow, *rest = cluster.nodes
-    slow_restart_config(slow, 3)
+    gate = slow_restart_config(slow)
     argv = push_argv(master, cluster, "--parallel", "1", slow.spec, *(n.spec for n in rest))
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stderr is not None
@@ -327,6 +338,7 @@ def test_interrupting_the_master(master: Path, cluster: SshNodes) -> None:
             break
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
+    gate.touch()
     push = parse_push(proc.returncode, out.decode(), err.decode())
     assert push.returncode == 130
     assert push.results[slow.spec]["outcome"] == "interrupted"
@@ -346,7 +358,7 @@ def test_killed_ssh_client_leaves_no_node_halfway(master: Path, cluster: SshNode
     """kill -9 of the ssh client while the node stages: the node still ends exactly
     old or exactly new, and push --resume reports a consistent node."""
     node = cluster.nodes[0]
-    slow_restart_config(node, 2)
+    gate = slow_restart_config(node)
     document = make_document_for(master, node)
     proc = subprocess.Popen(
         cluster.ssh_argv(node, txsetup_exe(), "node-daemon-setup"),
@@ -363,6 +375,7 @@ def test_killed_ssh_client_leaves_no_node_halfway(master: Path, cluster: SshNode
             break
     proc.kill()
     proc.wait()
+    gate.touch()
     assert wait_unlocked_and_done(node)
     files = installed(node)
     assert files.pop("client.pem", b"-----BEGIN").startswith(b"-----BEGIN")
@@ -470,13 +483,14 @@ def test_hangup_does_not_stop_a_node_run(master: Path, tmp_path: Path) -> None:
     (node_root / "var/lib").mkdir(parents=True)
     (node_root / "var/lock").mkdir()
     node = SshNode("local", 0, node_root, 0)
-    slow_restart_config(node, 2)
+    gate = slow_restart_config(node)
     proc = start_setup(node_root, make_document_for(master, node))
     assert proc.stderr is not None
     for line in proc.stderr:
         if b"step.begin" in line and b'"restart_daemon"' in line:
             break
     proc.send_signal(signal.SIGHUP)
+    gate.touch()
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert json.loads(out)["outcome"] == "committed"

@@ -158,6 +158,7 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_tests_one() -> None:
 
 
 @pytest.mark.system
+@pytest.mark.slow
 @pytest.mark.timeout(HANG)
 def test_readme_demo_command_as_written_on_the_system_python(tmp_path: Path) -> None:
     """The README's demo command, by a shell in a fresh tree, installs nox and tells the demo."""
@@ -188,6 +189,7 @@ def test_readme_demo_command_as_written_on_the_system_python(tmp_path: Path) -> 
 
 
 @pytest.mark.system
+@pytest.mark.slow
 @pytest.mark.timeout(HANG)
 def test_without_python3_venv_or_pip_the_demo_command_still_works(tmp_path: Path) -> None:
     """No ensurepip, no pip: pip comes from PyPI (sha256 checked), nox works, the demo runs."""

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import (
+    HANG_SECONDS,
     Entry,
     Run,
     encode,
@@ -110,7 +111,7 @@ class Node:
         *,
         restart: list[list[str]] | None = None,
         health_port: int | None = None,
-        health_timeout: float = 3,
+        health_timeout: float = 60,  # a healthy daemon answers at once: this catches hangs
     ) -> Path:
         """Write a ``[daemon]`` table for the demo daemon (or the given overrides); its path."""
         path = path or self.config
@@ -159,7 +160,7 @@ class Node:
 
     def served(self) -> str:
         """The fingerprint of the certificate the daemon presents in a real handshake."""
-        return probe_tls(self.target, timeout=5)
+        return probe_tls(self.target, timeout=HANG_SECONDS)
 
     def pid(self) -> int:
         """The running daemon's pid, from its pidfile."""

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (
+    HANG_SECONDS,
     NO_PYC,
     Run,
     encode,
@@ -41,7 +42,7 @@ from txsetup.txn.journal import TxnState, read_journal
 pytestmark = pytest.mark.system
 
 KINDS = ("ed25519", "ecdsa")
-_START_WAIT = 10.0
+_START_WAIT = 60.0  # sshd answers within a second: this catches hangs
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,19 @@ class Sshd:
     def served(self, kind: str) -> str | None:
         """The fingerprint of the ``kind`` host key sshd presents now, via ssh-keyscan."""
         out = subprocess.run(
-            [tool("ssh-keyscan"), "-T", "5", "-p", str(self.port), "-t", kind, "127.0.0.1"],
+            [
+                tool("ssh-keyscan"),
+                "-T",
+                str(HANG_SECONDS),
+                "-p",
+                str(self.port),
+                "-t",
+                kind,
+                "127.0.0.1",
+            ],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=4 * HANG_SECONDS,
             check=False,
         ).stdout
         for line in out.splitlines():
@@ -73,7 +83,7 @@ class Sshd:
             "reload": ["kill", "-HUP", str(self.proc.pid)],
             "status": ["kill", "-0", str(self.proc.pid)],
             "health_address": f"127.0.0.1:{self.port}",
-            "health_timeout": 10,
+            "health_timeout": 60,  # a served key answers at once: this catches hangs
         }
         settings.update(values)
         write_sshd_config(self.root, **settings)
@@ -265,7 +275,9 @@ def test_a_key_sshd_does_not_serve_after_a_real_reload_is_rolled_back(sshd: Sshd
         f"if [ -e '{flag}' ]; then kill -HUP {pid}; "
         f"else touch '{flag}'; mv '{ecdsa}' '{hidden}'; kill -HUP {pid}; fi"
     )
-    sshd.configure(reload=["sh", "-c", script], health_timeout=3)
+    # ecdsa is never served, so the run waits out the whole health_timeout; the other kinds
+    # are served within it, however busy the machine, after sshd re-executes.
+    sshd.configure(reload=["sh", "-c", script], health_timeout=10)
     before = snapshot(sshd.root)
     run = setup(sshd.root, new_document())
     assert run.returncode == 6, run.stderr
