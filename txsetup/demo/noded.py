@@ -35,9 +35,9 @@ __all__ = ["DAEMON_NAME", "main"]
 
 DAEMON_NAME: Final = "txsetup-demo-noded"
 NOT_RUNNING: Final = 3
-_START_WAIT: Final = 10.0
-_STOP_WAIT: Final = 5.0
-_CONNECTION_TIMEOUT: Final = 5.0
+_START_WAIT: Final = 60.0  # catches a daemon that never serves, not a slow machine
+_STOP_WAIT: Final = 30.0
+_CONNECTION_TIMEOUT: Final = 30.0
 
 
 class _Paths:

@@ -87,7 +87,7 @@ def write_config(root: Path, port: int) -> Path:
         f"stop = [{argv('stop')}]\n"
         f"status = {argv('status')}\n"
         f'health_url = "tls://127.0.0.1:{port}"\n'
-        "health_timeout = 10\n"
+        "health_timeout = 60\n"
     )
     return config
 

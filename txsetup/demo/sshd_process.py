@@ -17,7 +17,7 @@ from txsetup.demo.sshd_config import HOST, SshdSettings, write_sshd_config
 
 __all__ = ["SshdProcess", "free_ports", "wait_ready"]
 
-_START_WAIT: Final = 10.0
+_START_WAIT: Final = 60.0  # catches an sshd that never serves, not a slow machine
 _POLL_INTERVAL: Final = 0.02
 _PROBE_TIMEOUT: Final = 2.0
 _LOG_TAIL: Final = 2000
