@@ -274,7 +274,12 @@ class Scenario:
         argv += ["-e", f"inject={inject[0]}:{inject[1]}"] if inject else []
         argv += [txsetup_exe(), self.program.command, "--root", str(root), *extra]
         proc = subprocess.run(
-            argv, input=payload or b"", capture_output=True, timeout=120, env=self.traced_env
+            argv,
+            input=payload or b"",
+            capture_output=True,
+            timeout=120,
+            env=self.traced_env,
+            check=False,
         )
         text = out.read_text(errors="replace")
         out.unlink()
@@ -380,12 +385,11 @@ def points(
 ) -> list[Call]:
     """The chosen occurrences of one group of syscalls (numerous ones every STRIDE-th)."""
     stride = stride or (STRIDE if group in NUMEROUS else 1)
-    chosen = [
+    return [
         call
         for name in GROUPS[group]
         for call in sample([c for c in reference.get(name, []) if keep(c)], stride)
     ]
-    return chosen
 
 
 def chosen_points(scenario: Scenario, calls: list[Call], group: str) -> list[Call]:
@@ -594,7 +598,8 @@ class Interrupted:
         traced = self.scenario.traced(root, kill, payload=self.scenario.payload)
         assert traced.killed, f"first crash did not happen: exit {traced.returncode}"
         left = pending(root, self.scenario.old_txids)
-        assert left.unfinished and ("prepared" in left.states) == self.prepared, left
+        assert left.unfinished, left
+        assert ("prepared" in left.states) == self.prepared, left
         return root
 
     def resume_points(self) -> list[Call]:
