@@ -208,7 +208,14 @@ class Pending:
 
     @property
     def side(self) -> str:
-        """The side ``--resume`` must leave: prepared and not rolling back is rolled forward."""
+        """The side the node must be on once resumed.
+
+        A finished transaction is where it ended (``done``: new, ``rolled_back``:
+        old); an unfinished one that is ``prepared`` and not ``rolling_back`` is
+        rolled forward (new), any other undone (old).
+        """
+        if self.states and not self.unfinished:
+            return "new" if self.states[-1] == "done" else "old"
         forward = "prepared" in self.states and "rolling_back" not in self.states
         return "new" if forward else "old"
 
@@ -265,13 +272,16 @@ class Scenario:
         payload: bytes | None = None,
         trace: Sequence[str] = (),
         path: Path | None = None,
+        then: tuple[str, str] | None = None,
     ) -> Traced:
-        """Run under strace, injecting ``(syscall, action)`` or just tracing ``trace``."""
+        """Run under strace injecting ``(syscall, action)`` (and ``then``), or tracing ``trace``."""
         out = Path(tempfile.mkstemp(dir=self.work, suffix=".trace")[1])
-        names = ",".join(trace or ([inject[0]] if inject else []))
+        injects = [pair for pair in (inject, then) if pair is not None]
+        names = ",".join(trace or [name for name, _ in injects])
         argv = [self.strace, "-f", "-qq", "-o", str(out), "-e", f"trace={names}"]
         argv += ["-P", str(path)] if path is not None else []
-        argv += ["-e", f"inject={inject[0]}:{inject[1]}"] if inject else []
+        for name, action in injects:
+            argv += ["-e", f"inject={name}:{action}"]
         argv += [txsetup_exe(), self.program.command, "--root", str(root), *extra]
         proc = subprocess.run(
             argv,
@@ -570,6 +580,59 @@ def error_matrix(
         calls = points(reference, group, keep=lambda call: not call.to_stream, stride=stride)
     calls = chosen_points(scenario, calls, group)
     return run_matrix(lambda call: error_point(scenario, call, errno_name), calls)
+
+
+# --- a kill during the undo that follows an I/O error -----------------------------------
+
+# Where an error leads to an undo of staged or committed files, which a kill may cut short.
+ROLLBACK_GROUPS = ("fsync", "fdatasync", "rename")
+_UNDO_NAMES = ("unlink", "unlinkat", "rename", "renameat", "renameat2", "fsync", "fdatasync")
+
+
+def undo_calls(traced: Traced) -> list[Call]:
+    """The file calls a run made after the error injected into it: its compensation."""
+    calls, _ = parse_trace(traced.trace)
+    after = next(i for i, call in enumerate(calls) if "(INJECTED)" in call.text)
+    return [call for call in calls[after + 1 :] if call.name in _UNDO_NAMES]
+
+
+def kill_in_rollback_matrix(
+    scenario: Scenario, reference: dict[str, list[Call]], group: str
+) -> list[str]:
+    """EIO at each point of ``group``, then a kill at the calls of the undo that follows it.
+
+    At ``quick`` the middle call of each undo, else every call (``sampled``:
+    every ``STRIDE``-th). The kill leaves an unfinished transaction, and
+    ``--resume`` must leave the side its journal calls for.
+    """
+    errors = points(reference, group, keep=lambda call: not call.to_stream)
+    errors = chosen_points(scenario, errors, group)
+
+    def check(error: Call) -> list[str]:
+        eio = (error.name, f"error=EIO:when={error.ordinal}")
+        first = scenario.traced(
+            scenario.fresh_root(), eio, payload=scenario.payload, trace=ALL_NAMES
+        )
+        undo = [call for call in undo_calls(first) if call.name != error.name]
+        if CRASH_DEPTH == "quick":
+            undo = undo[len(undo) // 2 :][:1]
+        elif CRASH_DEPTH == "sampled":
+            undo = undo[::STRIDE]
+        problems = []
+        for call in undo:
+            root = scenario.fresh_root()
+            kill = (call.name, f"signal=SIGKILL:when={call.ordinal}")
+            traced = scenario.traced(root, eio, payload=scenario.payload, then=kill)
+            if not traced.killed:
+                problems.append(f"then kill at {call.name} #{call.ordinal}: did not fire")
+                continue
+            found = resumes_to(scenario, root)
+            problems += [
+                f"then kill at {call.name} #{call.ordinal} [{call.text[:120]}]: {p}" for p in found
+            ]
+        return problems
+
+    return run_matrix(check, errors)
 
 
 # --- faults inside --resume ----------------------------------------------------------------
