@@ -19,11 +19,9 @@ import pytest
 from tests.conftest import encode, make_document
 from tests.crashmatrix import (
     ERRORS,
-    GROUPS,
     NODE_STATES,
     ROLLBACK_GROUPS,
     SECOND_LEVEL,
-    Call,
     Program,
     Scenario,
     error_in_resume_matrix,
@@ -33,6 +31,7 @@ from tests.crashmatrix import (
     kill_matrix,
     make_scenario,
 )
+from tests.crashtrace import GROUPS, Call
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 

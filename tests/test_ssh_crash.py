@@ -21,11 +21,9 @@ import pytest
 
 from tests.crashmatrix import (
     ERRORS,
-    GROUPS,
     NODE_STATES,
     ROLLBACK_GROUPS,
     SECOND_LEVEL,
-    Call,
     Program,
     Scenario,
     error_in_resume_matrix,
@@ -35,6 +33,7 @@ from tests.crashmatrix import (
     kill_matrix,
     make_scenario,
 )
+from tests.crashtrace import GROUPS, Call
 from tests.sshdoc import key_pair, ssh_document, write_sshd_config
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
