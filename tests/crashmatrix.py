@@ -20,12 +20,15 @@ journal the killed run left (read here by its documented format, see
 (old). ``--resume`` must then leave exactly that side — bytes, mode, owner,
 symlinks, no staged or hold copy anywhere — and a re-run of B must converge.
 After an injected error the run itself must leave old (exit 6, or a failure
-before any change) or new (exit 0). The same is done inside ``--resume``.
+before any change) or new (exit 0). The same is done inside ``--resume``,
+and for a kill during the undo an I/O error started (a double fault).
 
-How deep it goes, by ``TXSETUP_CRASH`` (``tests/conftest.py``):
+How deep it goes, by ``TXSETUP_CRASH`` (``tests/conftest.py``; the sampling
+is :func:`tests.crashtrace.sample`):
 
 * ``quick`` (the default, in ``nox -s tests``): ``QUICK_POINTS`` occurrences
-  of each syscall, spread over the run: the first, the last, ones between.
+  of each syscall, spread over the run: the first, the last, one between;
+  as many over a whole ``--resume``, and the middle call of an undo.
 * ``sampled``: every ``TXSETUP_CRASH_STRIDE``-th (default 3) occurrence of the
   numerous syscalls (``write``, ``openat``), every occurrence of the others.
 * ``full`` (``nox -s matrix``, or ``TXSETUP_CRASH_FULL=1``): every occurrence.
