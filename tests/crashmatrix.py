@@ -169,6 +169,8 @@ class Scenario:
         found: dict[str, list[Call]] = {name: [] for name in ALL_NAMES}
         for call in calls[start:]:
             # Opening Python modules imported on the way is not txsetup's file work.
+            if not call.main:
+                continue
             if call.name not in ("open", "openat") or str(root) in call.text:
                 found.setdefault(call.name, []).append(call)
         return found
@@ -452,7 +454,7 @@ def undo_calls(traced: Traced) -> list[Call]:
     """The file calls a run made after the error injected into it: its compensation."""
     calls, _ = parse_trace(traced.trace)
     after = next(i for i, call in enumerate(calls) if "(INJECTED)" in call.text)
-    return [call for call in calls[after + 1 :] if call.name in _UNDO_NAMES]
+    return [call for call in calls[after + 1 :] if call.main and call.name in _UNDO_NAMES]
 
 
 def kill_in_rollback_matrix(

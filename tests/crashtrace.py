@@ -35,18 +35,23 @@ ALL_NAMES = tuple(name for names in GROUPS.values() for name in names)
 STRIDE = 1 if CRASH_DEPTH == "full" else max(1, int(os.environ.get("TXSETUP_CRASH_STRIDE", "3")))
 QUICK_POINTS = 3
 JOURNAL = "var/lib/txsetup/journal"
-_LINE = re.compile(r"^(?:\d+\s+)?(?P<name>\w+)\((?P<args>.*)\)\s+= (?P<ret>.*)$")
+_LINE = re.compile(r"^(?:(?P<pid>\d+)\s+)?(?P<name>\w+)\((?P<args>.*)\)\s+= (?P<ret>.*)$")
 _STATE_MARKERS = ("var/lock/txsetup.lock", "var/lib/txsetup")
 
 
 @dataclass(frozen=True)
 class Call:
-    """One traced syscall: its name, its 1-based ordinal among calls of that name, its text."""
+    """One traced syscall: its name, its 1-based ordinal among its process's calls of that name.
+
+    strace counts ``when=N`` per process: a child (a daemon or sshd command)
+    has its own counts, and only the main process's calls are points.
+    """
 
     name: str
     ordinal: int
     text: str
     seq: int = field(default=0, compare=False)  # its place among every traced call
+    main: bool = field(default=True, compare=False)  # made by the process strace started
 
     @property
     def fd(self) -> int | None:
@@ -63,18 +68,20 @@ class Call:
 def parse_trace(text: str) -> tuple[list[Call], int]:
     """Every complete call of an strace output, and the index of the first state-dir call."""
     calls: list[Call] = []
-    counts: dict[str, int] = {}
+    counts: dict[tuple[str | None, str], int] = {}
     start: int | None = None
+    first: str | None = None
     for line in text.splitlines():
         match = _LINE.match(line.strip())
         if match is None:
             continue
-        name = match["name"]
-        counts[name] = counts.get(name, 0) + 1
+        name, pid = match["name"], match["pid"]
+        first = pid if not calls else first
+        counts[pid, name] = counts.get((pid, name), 0) + 1
         if start is None and any(marker in match["args"] for marker in _STATE_MARKERS):
             start = len(calls)
         text = f"{name}({match['args']}) = {match['ret']}"
-        calls.append(Call(name, counts[name], text, seq=len(calls)))
+        calls.append(Call(name, counts[pid, name], text, seq=len(calls), main=pid == first))
     assert start is not None, "the traced run never touched its state directory"
     return calls, start
 
