@@ -86,13 +86,13 @@ def parse_trace(text: str) -> tuple[list[Call], int]:
     return calls, start
 
 
-def sample(calls: Sequence[Call], stride: int) -> list[Call]:
-    """Every ``stride``-th call and the last; at ``quick``, ``QUICK_POINTS`` spread evenly."""
+def sample(calls: Sequence[Call], stride: int, *, quick: int = QUICK_POINTS) -> list[Call]:
+    """Every ``stride``-th call and the last; at ``quick``, ``quick`` calls spread evenly."""
     if not calls:
         return []
     if CRASH_DEPTH == "quick":
         last = len(calls) - 1
-        spread = sorted({round(i * last / (QUICK_POINTS - 1)) for i in range(QUICK_POINTS)})
+        spread = sorted({round(i * last / max(1, quick - 1)) for i in range(quick)})
         return [calls[index] for index in spread]
     picked = list(calls[::stride])
     if picked[-1] is not calls[-1]:
