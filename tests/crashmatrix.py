@@ -28,7 +28,8 @@ is :func:`tests.crashtrace.sample`):
 
 * ``quick`` (the default, in ``nox -s tests``): ``QUICK_POINTS`` occurrences
   of each syscall, spread over the run: the first, the last, one between;
-  as many over a whole ``--resume``, and the middle call of an undo.
+  the middle call of a whole ``--resume`` and of an undo. A run that met an
+  error is checked as it ends (no resume and re-run after it).
 * ``sampled``: every ``TXSETUP_CRASH_STRIDE``-th (default 3) occurrence of the
   numerous syscalls (``write``, ``openat``), every occurrence of the others.
 * ``full`` (``nox -s matrix``, or ``TXSETUP_CRASH_FULL=1``): every occurrence.
@@ -422,7 +423,15 @@ def error_point(scenario: Scenario, call: Call, errno_name: str) -> list[str]:
     root = scenario.fresh_root()
     error = (call.name, f"error={errno_name}:when={call.ordinal}")
     traced = scenario.traced(root, error, payload=scenario.payload)
-    return error_run_problems(scenario, root, traced) or resumes_to(scenario, root)
+    if problems := error_run_problems(scenario, root, traced):
+        return problems
+    if CRASH_DEPTH == "quick":  # the run ended consistent: no resume and re-run at quick
+        return (
+            [f"copies left after exit {traced.returncode}: {left}"]
+            if (left := leftovers(root))
+            else []
+        )
+    return resumes_to(scenario, root)
 
 
 def error_matrix(
@@ -535,12 +544,12 @@ class Interrupted:
     def resume_points(self) -> list[Call]:
         """The chosen file syscalls of a clean ``--resume`` of such a node."""
         found = self.scenario.reference(self.crashed(), "--resume", *self.extra)
-        if CRASH_DEPTH == "quick":  # a few points over the whole resume, not per syscall
+        if CRASH_DEPTH == "quick":  # one point in the middle of the whole resume
             every = sorted(
                 (c for name in ALL_NAMES for c in found.get(name, []) if not c.to_stream),
                 key=lambda c: c.seq,
             )
-            return sample(every, 1, quick=2)
+            return sample(every, 1, quick=1)
         calls = [
             call
             for group, names in GROUPS.items()

@@ -87,12 +87,17 @@ def parse_trace(text: str) -> tuple[list[Call], int]:
 
 
 def sample(calls: Sequence[Call], stride: int, *, quick: int = QUICK_POINTS) -> list[Call]:
-    """Every ``stride``-th call and the last; at ``quick``, ``quick`` calls spread evenly."""
+    """Every ``stride``-th call and the last; at ``quick``, ``quick`` calls spread evenly.
+
+    One call at ``quick`` is the middle one; more include the first and the last.
+    """
     if not calls:
         return []
     if CRASH_DEPTH == "quick":
         last = len(calls) - 1
-        spread = sorted({round(i * last / max(1, quick - 1)) for i in range(quick)})
+        if quick == 1:
+            return [calls[last // 2]]
+        spread = sorted({round(i * last / (quick - 1)) for i in range(quick)})
         return [calls[index] for index in spread]
     picked = list(calls[::stride])
     if picked[-1] is not calls[-1]:
