@@ -29,7 +29,7 @@ is :func:`tests.crashtrace.sample`):
 * ``quick`` (the default, in ``nox -s tests``): ``QUICK_POINTS`` occurrences
   of each syscall, spread over the run: the first, the last, one between;
   the middle call of a whole ``--resume`` and of an undo. A run that met an
-  error is checked as it ends (no resume and re-run after it).
+  error is resumed but not re-run.
 * ``sampled``: every ``TXSETUP_CRASH_STRIDE``-th (default 3) occurrence of the
   numerous syscalls (``write``, ``openat``), every occurrence of the others.
 * ``full`` (``nox -s matrix``, or ``TXSETUP_CRASH_FULL=1``): every occurrence.
