@@ -591,5 +591,7 @@ def test_property_tests_are_reproducible_unless_asked_for_a_random_run(
 ) -> None:
     """The suite's property tests are derandomized; the ``matrix`` profile alone is random."""
     random_run = request.config.getoption("hypothesis_profile", None) == "matrix"
-    assert settings.default.derandomize is not random_run
-    assert settings.default.deadline is None
+    active = settings.default
+    assert active is not None
+    assert active.derandomize is not random_run
+    assert active.deadline is None
