@@ -1,5 +1,5 @@
 """Sessions: ``tests``, ``tests_debian``, ``lint``, ``demo`` (the README's two commands),
-``bench``, ``docs``."""
+``matrix``, ``bench``, ``docs``."""
 
 from __future__ import annotations
 
@@ -57,31 +57,39 @@ def tests(session: nox.Session) -> None:
     Tests run in parallel (pytest-xdist), one worker per core, at least two;
     ``-- -n 1`` or ``-- -p no:xdist`` runs them one at a time. The crash matrices
     run at their ``quick`` depth here (a few points of each syscall group)
-    unless ``TXSETUP_CRASH`` says otherwise: the ``crash`` session goes deeper.
+    unless ``TXSETUP_CRASH`` says otherwise, and the property tests
+    derandomized: the ``matrix`` session runs both whole.
     """
     session.install("-e", ".[test]")
     session.run("pytest", *parallel(session.posargs))
 
 
 CRASH_TESTS = ("tests/test_crash.py", "tests/test_ssh_crash.py", "tests/test_journal.py")
+CRASH_DEPTHS = ("quick", "sampled", "full")
 
 
 @nox.session
-def crash(session: nox.Session) -> None:
-    """The crash matrices at the ``sampled`` depth (what CI runs); ``-- full`` for every point.
+def matrix(session: nox.Session) -> None:
+    """The fault matrices whole, then the property tests in a longer random run.
 
-    kill -9 and injected EIO/ENOSPC at the file syscalls of real runs, under
-    strace: the depth is ``TXSETUP_CRASH`` (``sampled`` unless set, or given
-    as this session's first argument), the rest of the arguments go to pytest.
+    kill -9 and injected EIO/ENOSPC at every file syscall of real runs of both
+    programs, on a fresh node and on a re-add, under strace: the depth is
+    ``TXSETUP_CRASH`` (``full`` unless set, or given as this session's first
+    argument: ``-- sampled``). Then every property test (hypothesis) with the
+    ``matrix`` profile: random instead of derandomized, and
+    ``TXSETUP_PROPERTY_SCALE`` (default 10) times its examples. The rest of the
+    arguments go to both pytest runs.
     """
-    depth, args = os.environ.get("TXSETUP_CRASH", "sampled"), list(session.posargs)
-    if args and args[0] in ("quick", "sampled", "full"):
+    depth, args = os.environ.get("TXSETUP_CRASH", "full"), list(session.posargs)
+    if args and args[0] in CRASH_DEPTHS:
         depth = args.pop(0)
     session.install("-e", ".[test]")
-    timeout = "1800" if depth == "full" else "900"
-    session.run(
-        "pytest", *CRASH_TESTS, "-o", f"timeout={timeout}", *args, env={"TXSETUP_CRASH": depth}
-    )
+    # Timeouts catch hangs: these runs are long by design.
+    hangs = ("-o", "timeout=3600")
+    crash = parallel([*CRASH_TESTS, *hangs, *args])
+    session.run("pytest", *crash, env={"TXSETUP_CRASH": depth})
+    properties = ["tests", "-m", "hypothesis", "--hypothesis-profile=matrix", *hangs, *args]
+    session.run("pytest", *parallel(properties))
 
 
 # The oldest end of the supported range: Debian 12's system Python and its own libraries.

@@ -30,6 +30,10 @@ from filelock import FileLock
 
 from txsetup.demo.certs import generate_node_certificate
 
+# --- helper `crash` (issue 16): hypothesis profiles (tests/hypothesis_profiles.py) ---
+pytest_plugins = ("tests.hypothesis_profiles",)
+# ---
+
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO / "docs" / "log-events.schema.json"
 RESULT_SCHEMA_PATH = REPO / "docs" / "result.schema.json"

@@ -5,7 +5,7 @@ The unit tests write journals with :class:`txsetup.txn.journal.Journal` into
 real run at its commit point (strace kills it at its first ``rename``) and tear
 the journal's last record: at every byte offset, recovered in-process with
 :mod:`txsetup.txn.recovery` (what ``--resume`` runs); and at sampled offsets (as deep as
-``TXSETUP_CRASH`` says: see :mod:`tests.test_crash`) with the installed ``txsetup --resume``.
+``TXSETUP_CRASH`` says: see :mod:`tests.crashmatrix`) with the installed ``txsetup --resume``.
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
-"""The crash matrix over ssh-setup: kill -9 and EIO at file syscalls, then ``--resume``.
+"""The crash matrix of ssh-setup: kill -9, EIO and ENOSPC at every file syscall.
 
-The machinery is :mod:`tests.test_crash`'s, run with the ``ssh-setup``
-command. The old node holds document A (Ganeti 3.0: host keys, root's
-ed25519 pair made on the node, one authorized key); document B (Ganeti 2.x)
-brings new host keys, a given root ecdsa pair and one more authorized key,
-so seven files change, three of them keys. Occurrences of ``write`` (of files
-and the journal, not log lines), ``fsync``, ``rename`` and ``unlink`` are hit
-(a few spread over the run by default, every third at ``TXSETUP_CRASH=sampled``,
-every one at ``full``: see :mod:`tests.test_crash`), and the node must end
-exactly old or exactly new — bytes, mode, owner — after ``--resume``, then
-converge on a re-run.
+The harness is :mod:`tests.crashmatrix`, the same as node-daemon-setup's,
+over the same syscall groups and the same faults inside ``--resume``. Here:
+the documents, and the matrices on a fresh node and on a re-add. The old node
+of a re-add holds document A (Ganeti 3.0: host keys, root's ed25519 pair made
+on the node, one authorized key); document B (Ganeti 2.x) brings new host
+keys, a given root ecdsa pair and one more authorized key, so seven files
+change on a re-add, three of them keys; on a fresh node it creates them all.
 
 sshd is stood in for by ``true`` (health: the status command) so thousands of
 runs need no daemon; ``test_ssh_sshd.py`` covers the real reload and a resume
@@ -18,70 +15,53 @@ that reloads it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CRASH_DEPTH, copy_root, encode, require_tool, run_txsetup, snapshot
-from tests.sshdoc import key_pair, ssh_document, write_sshd_config
-from tests.test_crash import (
-    Call,
+from tests.crashmatrix import (
+    ERRORS,
+    NODE_STATES,
+    ROLLBACK_GROUPS,
+    SECOND_LEVEL,
+    Program,
     Scenario,
-    check_error_point,
-    converges,
-    points,
-    resumed_consistently,
-    run_matrix,
+    error_in_resume_matrix,
+    error_matrix,
+    kill_in_resume_matrix,
+    kill_in_rollback_matrix,
+    kill_matrix,
+    make_scenario,
 )
+from tests.crashtrace import GROUPS, Call
+from tests.sshdoc import key_pair, ssh_document, write_sshd_config
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
-GROUPS = ("write", "fsync", "rename", "unlink")
-STRIDE = 1 if CRASH_DEPTH == "full" else 3  # the quick depth spreads a few points instead
+
+def bare_node(root: Path) -> None:
+    """A node with no key of ours yet, whose sshd is stood in for by ``true``."""
+    (root / "var/lib").mkdir(parents=True)
+    (root / "var/lock").mkdir()
+    write_sshd_config(root, reload=["true"], status=["true"], health_address="none")
 
 
-@pytest.fixture(scope="module")
-def ssh_scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    """The old node (A applied), the new state (B applied to a copy), warmed byte-code."""
-    strace = require_tool("strace")
-    work = tmp_path_factory.mktemp("ssh-crash")
-    env = {"PYTHONPYCACHEPREFIX": str(work / "pycache")}
-    traced_env = {**os.environ, **env, "PYTHONDONTWRITEBYTECODE": "1"}
-    old_root = work / "old"
-    (old_root / "var/lib").mkdir(parents=True)
-    write_sshd_config(old_root, reload=["true"], status=["true"], health_address="none")
-    first = run_txsetup(
-        ["ssh-setup", "--root", str(old_root)], stdin=encode(ssh_document(label="old")), env=env
-    )
-    assert first.returncode == 0, first.stderr
+SSH_SETUP = Program("ssh-setup", bare_node)
+
+
+@pytest.fixture(scope="module", params=NODE_STATES)
+def ssh_scenario(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Scenario:
+    """ssh-setup running B on a fresh node, or on a re-add of A."""
+    document_a = ssh_document(label="old")
     document_b = ssh_document(
         label="new",
         key_type=None,
         root_keys=[key_pair("ecdsa", "root-b")],
         authorized={"master": [key_pair("ed25519", "master")[2], key_pair("ecdsa", "cand")[2]]},
     )
-    payload = encode(document_b)
-    new_root = work / "new"
-    copy_root(old_root, new_root)
-    applied = run_txsetup(["ssh-setup", "--root", str(new_root)], stdin=payload, env=env)
-    assert applied.result["outcome"] == "committed", applied.stderr
-    assert len(applied.result["changed"]) == 7
-    run_txsetup(["ssh-setup", "--resume", "--root", str(new_root)], env=env)
-    run_txsetup(["ssh-setup", "--root", str(new_root)], stdin=b"{}", env=env)
-    scenario = Scenario(
-        work,
-        old_root,
-        snapshot(old_root),
-        snapshot(new_root),
-        payload,
-        env,
-        traced_env,
-        strace,
-        command="ssh-setup",
-    )
-    assert scenario.old != scenario.new
-    return scenario
+    return make_scenario(tmp_path_factory, SSH_SETUP, request.param, document_a, document_b)
 
 
 @pytest.fixture(scope="module")
@@ -93,42 +73,67 @@ def ssh_reference(ssh_scenario: Scenario) -> dict[str, list[Call]]:
     return found
 
 
-@pytest.mark.parametrize("group", GROUPS)
-def test_kill_at_sampled_points_then_resume_is_old_or_new(
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_kill_at_every_point_then_resume_is_old_or_new(
     ssh_scenario: Scenario, ssh_reference: dict[str, list[Call]], group: str
 ) -> None:
-    """A kill -9 at a sampled file syscall of ssh-setup, then ``--resume``: exactly old or new."""
-
-    def check(call: Call) -> list[str]:
-        root = ssh_scenario.fresh_root()
-        traced = ssh_scenario.traced(
-            root, call.name, f"signal=SIGKILL:when={call.ordinal}", payload=ssh_scenario.payload
-        )
-        if not traced.killed:
-            return [f"the injection did not fire (exit {traced.returncode})"]
-        state, problems = resumed_consistently(ssh_scenario, root)
-        return problems or converges(ssh_scenario, root, state)
-
-    # Log lines are left out: a kill while writing one is a kill between two
-    # file operations, which the neighbouring points already are.
-    calls = points(ssh_reference, group, keep=lambda c: c.fd not in (1, 2), stride=STRIDE)
-    failures = run_matrix(check, calls)
+    """A kill -9 at any file syscall, then ``--resume``: exactly the side the journal calls for."""
+    failures = kill_matrix(ssh_scenario, ssh_reference, group)
     assert failures == [], "\n".join(failures)
 
 
-@pytest.mark.parametrize("group", GROUPS)
-def test_eio_at_sampled_points_rolls_back_or_commits(
-    ssh_scenario: Scenario, ssh_reference: dict[str, list[Call]], group: str
+@pytest.mark.parametrize("errno_name", ERRORS)
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_io_error_at_every_point_rolls_back_or_commits(
+    ssh_scenario: Scenario, ssh_reference: dict[str, list[Call]], group: str, errno_name: str
 ) -> None:
-    """EIO at a sampled file syscall of ssh-setup: exit 6 with the old files or 0 with the new."""
-    calls = points(ssh_reference, group, keep=lambda c: c.fd not in (1, 2), stride=STRIDE)
-    failures = run_matrix(lambda call: check_error_point(ssh_scenario, call, "EIO"), calls)
+    """An injected EIO or ENOSPC exits 6 with the old files or 0 with the new, never a mix."""
+    failures = error_matrix(ssh_scenario, ssh_reference, group, errno_name)
     assert failures == [], "\n".join(failures)
 
 
+@pytest.mark.parametrize("errno_name", ERRORS)
+def test_io_error_writing_log_or_result_never_misreports(
+    ssh_scenario: Scenario, ssh_reference: dict[str, list[Call]], errno_name: str
+) -> None:
+    """A log line or the result that cannot be written never turns into a traceback or a lie."""
+    failures = error_matrix(ssh_scenario, ssh_reference, "write", errno_name, streams=True)
+    assert failures == [], "\n".join(failures)
+
+
+@pytest.mark.parametrize(
+    "group",
+    list(ROLLBACK_GROUPS),
+)
+def test_kill_during_the_undo_after_an_io_error_then_resume_is_old_or_new(
+    ssh_scenario: Scenario, ssh_reference: dict[str, list[Call]], group: str
+) -> None:
+    """EIO, then a kill -9 during the undo it started, then ``--resume``: the journal's side."""
+    failures = kill_in_rollback_matrix(ssh_scenario, ssh_reference, group)
+    assert failures == [], "\n".join(failures)
+
+
+@pytest.mark.parametrize("case", list(SECOND_LEVEL))
+def test_kill_during_resume_then_resume_again_is_old_or_new(
+    ssh_scenario: Scenario, ssh_reference: dict[str, list[Call]], case: str
+) -> None:
+    """A kill -9 inside ``--resume`` itself, then ``--resume``: the side the journal calls for."""
+    failures = kill_in_resume_matrix(ssh_scenario, ssh_reference, case)
+    assert failures == [], "\n".join(failures)
+
+
+@pytest.mark.parametrize("case", list(SECOND_LEVEL))
+def test_io_error_during_resume_is_consistent_or_exit_8_and_retried(
+    ssh_scenario: Scenario, ssh_reference: dict[str, list[Call]], case: str
+) -> None:
+    """EIO inside ``--resume``: exit 0 with the journal's side, or 8 with the journal kept."""
+    failures = error_in_resume_matrix(ssh_scenario, ssh_reference, case)
+    assert failures == [], "\n".join(failures)
+
+
+@pytest.mark.parametrize("ssh_scenario", ["re-add"], indirect=True)
 def test_the_old_node_has_roots_generated_key(ssh_scenario: Scenario) -> None:
     """Document A made root's pair on the node; B (Ganeti 2.x) keeps it and adds a given one."""
-    old: Path = ssh_scenario.old_root
-    assert (old / "root/.ssh/id_ed25519").exists()
+    assert (ssh_scenario.old_root / "root/.ssh/id_ed25519").exists()
     assert "root/.ssh/id_ecdsa" in ssh_scenario.new
     assert "root/.ssh/id_ecdsa" not in ssh_scenario.old
