@@ -94,7 +94,7 @@ class DaemonControl:
         cert = str(self.server_pem) if self.server_pem.exists() else None
         return functools.partial(probe_tls, client_cert=cert)
 
-    def healthy(self, fingerprint: str | None, *, timeout: float) -> bool:
+    def _healthy(self, fingerprint: str | None, *, timeout: float) -> bool:
         """Whether the daemon serves the certificate ``fingerprint`` within ``timeout``."""
         target = self.config.health_url
         if target is None or fingerprint is None:
@@ -111,10 +111,10 @@ class DaemonControl:
         )
         return health.healthy
 
-    def restart_healthy(self, fingerprint: str | None) -> None:
+    def _restart_healthy(self, fingerprint: str | None) -> None:
         """Restart and wait for ``fingerprint``; raise :class:`DaemonUnhealthy` if not."""
         self._run("restart", self.config.restart)
-        if not self.healthy(fingerprint, timeout=self.config.health_timeout):
+        if not self._healthy(fingerprint, timeout=self.config.health_timeout):
             raise DaemonUnhealthy(
                 f"daemon restart: not healthy within {self.config.health_timeout:g}s "
                 f"({self.config.health_url or 'status'})"
@@ -122,17 +122,17 @@ class DaemonControl:
 
     def is_current(self, details: Mapping[str, Any]) -> bool:
         """Whether it serves the certificate ``details`` want already (a quick look)."""
-        return self.healthy(_fingerprint(details.get("fingerprint")), timeout=1.0)
+        return self._healthy(_fingerprint(details.get("fingerprint")), timeout=1.0)
 
     def apply(self, details: Mapping[str, Any]) -> None:
         """Restart it and wait for the new certificate; :class:`DaemonUnhealthy` if not."""
-        self.restart_healthy(_fingerprint(details.get("fingerprint")))
+        self._restart_healthy(_fingerprint(details.get("fingerprint")))
 
     def restore(self, earlier: Mapping[str, Any]) -> None:
         """Bring the daemon back to its journaled earlier state (files already restored)."""
         try:
             if earlier.get("was_running"):
-                self.restart_healthy(_fingerprint(earlier.get("old_fingerprint")))
+                self._restart_healthy(_fingerprint(earlier.get("old_fingerprint")))
             else:
                 self._run("stop", self.config.stop)
         except DaemonUnhealthy as exc:

@@ -88,7 +88,7 @@ class SshdControl:
         """Whether sshd runs now (its ``status`` command exits 0)."""
         return is_running(self.config.status, timeout=self.config.command_timeout)
 
-    def reload(self) -> None:
+    def _reload(self) -> None:
         """Run the reload commands; raise :class:`SshdUnhealthy` when one fails."""
         result = run_all(self.config.reload, timeout=self.config.command_timeout)
         self.log.info(
@@ -103,7 +103,7 @@ class SshdControl:
             why = "timed out" if result.timed_out else f"exited {result.returncode}"
             raise SshdUnhealthy(f"sshd reload: {' '.join(result.argv)} {why}")
 
-    def serves(self, fingerprints: Mapping[str, str], *, timeout: float) -> bool:
+    def _serves(self, fingerprints: Mapping[str, str], *, timeout: float) -> bool:
         """Whether sshd presents each ``kind → fingerprint`` within ``timeout`` in all."""
         target = self.config.health_address
         wanted = _checked(fingerprints)
@@ -128,10 +128,10 @@ class SshdControl:
             budget = max(budget - health.duration_ms / 1000, 0.01)
         return True
 
-    def reload_healthy(self, fingerprints: Mapping[str, str]) -> None:
+    def _reload_healthy(self, fingerprints: Mapping[str, str]) -> None:
         """Reload and wait for ``fingerprints``; raise :class:`SshdUnhealthy` if not served."""
-        self.reload()
-        if not self.serves(fingerprints, timeout=self.config.health_timeout):
+        self._reload()
+        if not self._serves(fingerprints, timeout=self.config.health_timeout):
             raise SshdUnhealthy(
                 f"sshd reload: the new host key is not served within "
                 f"{self.config.health_timeout:g}s ({self.config.health_address or 'status'})"
@@ -143,7 +143,7 @@ class SshdControl:
 
     def apply(self, details: Mapping[str, Any]) -> None:
         """Reload and wait for the new host keys; :class:`SshdUnhealthy` if not served."""
-        self.reload_healthy(_strings(details.get("host_keys")))
+        self._reload_healthy(_strings(details.get("host_keys")))
 
     def restore(self, earlier: Mapping[str, Any]) -> None:
         """Make sshd read the old keys again (files already restored) and check it serves them.
@@ -154,12 +154,12 @@ class SshdControl:
         the old keys, and serving them is all that counts.
         """
         try:
-            self.reload()
+            self._reload()
         except SshdUnhealthy as exc:
             self.log.warning("sshd.reload_failed", error=str(exc))
         fingerprints = _strings(earlier.get("old_host_keys"))
         was_running = bool(earlier.get("was_running"))
-        if was_running and not self.serves(fingerprints, timeout=self.config.health_timeout):
+        if was_running and not self._serves(fingerprints, timeout=self.config.health_timeout):
             raise RecoveryFailed("restoring sshd failed: it does not serve the old host keys")
 
 
