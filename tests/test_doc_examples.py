@@ -36,9 +36,11 @@ from txsetup.txn.journal import Record, read_journal
 DOCS = REPO / "docs"
 # A fenced block: its info string and its text.
 _FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
-# ssh's arguments end at "--"; sshd hands the rest to the user's shell as one line.
+# ssh's arguments end at "--"; sshd hands the rest to the user's shell as one line. A
+# master connection (-N) and its end (-O exit) have no "--": the stand-in has nothing to do.
 STAND_IN_SSH = (
-    '#!/bin/sh\nwhile [ "$#" -gt 0 ] && [ "$1" != "--" ]; do shift; done\nshift\nexec sh -c "$*"\n'
+    '#!/bin/sh\ncase " $* " in *" -- "*) ;; *) exit 0;; esac\n'
+    'while [ "$1" != "--" ]; do shift; done\nshift\nexec sh -c "$*"\n'
 )
 
 

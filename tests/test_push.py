@@ -147,15 +147,41 @@ def master_files(master: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in (master / "var/lib/ganeti").iterdir()}
 
 
-def test_push_to_five_nodes_installs_every_file_byte_exact(
-    master: Path, cluster: SshNodes, tmp_path: Path
-) -> None:
-    """Five nodes in parallel over exactly one ssh connection each (counted by an --ssh
-    wrapper): all committed, each holding the master's files byte for byte."""
+def counting_ssh(tmp_path: Path) -> tuple[Path, Path]:
+    """An ``--ssh`` wrapper that logs each call's arguments, and its log."""
     calls = tmp_path / "ssh-calls"
     wrapper = tmp_path / "counting-ssh"
     wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec ssh "$@"\n')
     wrapper.chmod(0o755)
+    return wrapper, calls
+
+
+def control_path(argv: list[str]) -> Path:
+    """The control socket an ssh call was given."""
+    return Path(next(a for a in argv if a.startswith("ControlPath=")).removeprefix("ControlPath="))
+
+
+def ssh_calls(calls: Path) -> tuple[list[list[str]], list[list[str]]]:
+    """The master connections (``-N``) and the commands (``--``) a push ran, after
+    checking that it left none of them behind: no socket directory, no ssh process."""
+    argvs = [line.split() for line in calls.read_text().splitlines()] if calls.exists() else []
+    masters = [argv for argv in argvs if "-N" in argv]
+    commands = [argv for argv in argvs if "--" in argv]
+    assert all("ControlMaster=yes" in argv for argv in masters)
+    for directory in {control_path(argv).parent for argv in masters}:
+        assert not directory.exists()
+        left = subprocess.run(["pgrep", "-f", str(directory)], capture_output=True, check=False)
+        assert left.stdout == b"", f"ssh processes left on {directory}"
+    return masters, commands
+
+
+def test_push_to_five_nodes_installs_every_file_byte_exact(
+    master: Path, cluster: SshNodes, tmp_path: Path
+) -> None:
+    """Five nodes in parallel over exactly one ssh connection each (counted by an --ssh
+    wrapper: one master connection per node, the command over its socket, the socket's
+    directory gone after): all committed, each holding the master's files byte for byte."""
+    wrapper, calls = counting_ssh(tmp_path)
     push = run_push(
         master,
         cluster,
@@ -165,7 +191,11 @@ def test_push_to_five_nodes_installs_every_file_byte_exact(
         str(wrapper),
     )
     assert push.returncode == 0, push.stderr
-    assert len(calls.read_text().splitlines()) == 5
+    masters, commands = ssh_calls(calls)
+    assert len(masters) == len(commands) == 5
+    assert all("ControlMaster=no" in argv for argv in commands)
+    assert {control_path(argv) for argv in commands} == {control_path(argv) for argv in masters}
+    assert len({control_path(argv) for argv in masters}) == 5
     assert set(push.results) == {n.spec for n in cluster.nodes}
     for node in cluster.nodes:
         result = push.results[node.spec]
@@ -325,12 +355,15 @@ def wait_unlocked_and_done(node: SshNode, seconds: float = 120) -> bool:
     return False
 
 
-def test_interrupting_the_master(master: Path, cluster: SshNodes) -> None:
+def test_interrupting_the_master(master: Path, cluster: SshNodes, tmp_path: Path) -> None:
     """SIGINT: no new node starts, running ssh clients end, every node is reported, exit 130;
-    the interrupted node ends committed (never mixed) and push --resume reports it."""
+    no ssh connection is left open; the interrupted node ends committed (never mixed) and
+    push --resume reports it."""
     slow, *rest = cluster.nodes
     gate = slow_restart_config(slow)
-    argv = push_argv(master, cluster, "--parallel", "1", slow.spec, *(n.spec for n in rest))
+    wrapper, calls = counting_ssh(tmp_path)
+    nodes = (slow.spec, *(n.spec for n in rest))
+    argv = push_argv(master, cluster, "--parallel", "1", "--ssh", str(wrapper), *nodes)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     for line in proc.stderr:  # wait until the slow node is restarting its daemon
@@ -345,6 +378,8 @@ def test_interrupting_the_master(master: Path, cluster: SshNodes) -> None:
     assert {push.results[n.spec]["outcome"] for n in rest} == {"not_started"}
     assert push.events[-1]["event"] == "push.end"
     assert push.events[-1]["interrupted"] is True
+    masters, commands = ssh_calls(calls)
+    assert len(masters) == len(commands) == 1  # no connection to a node that never started
     assert wait_unlocked_and_done(slow)
     files = installed(slow)
     files.pop("client.pem")
@@ -419,6 +454,22 @@ def test_usage_and_from_root_errors(master: Path, tmp_path: Path) -> None:
     assert proc.returncode == 3
     assert "server.pem is missing" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_refused_document_runs_nothing_and_leaves_no_connection(
+    master: Path, cluster: SshNodes, tmp_path: Path
+) -> None:
+    """The connections open while the document is built; a refused one (exit 3) closes
+    them unused: no command ran on any node, no ssh process and no socket are left."""
+    (master / "var/lib/ganeti/server.pem").write_text("not a certificate\n")
+    wrapper, calls = counting_ssh(tmp_path)
+    push = run_push(master, cluster, *(n.spec for n in cluster.nodes), "--ssh", str(wrapper))
+    assert push.returncode == 3, push.stderr
+    assert push.results == {}
+    masters, commands = ssh_calls(calls)
+    assert len(masters) == 5  # opened while the document was built
+    assert commands == []
+    assert all(installed(n) == {} for n in cluster.nodes)
 
 
 def test_tty_view_shows_rows_and_summary(master: Path, cluster: SshNodes) -> None:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from txsetup.master.connections import SharedConnections
 from txsetup.master.payload import Payload
 from txsetup.master.results import (
     INTERRUPTED,
@@ -90,11 +92,14 @@ def push(
     *,
     on_event: OnEvent = _ignore,
     on_result: OnResult = _ignore,
+    connections: SharedConnections | None = None,
 ) -> PushReport:
     """Push to every node and wait for all of them (``payload`` None with ``resume``).
 
     SIGINT and SIGTERM are taken over while it runs: they stop the push as
     described in the module docstring, and the report says ``interrupted``.
+    ``connections`` may have been opened before the payload was built (the
+    CLI does); the caller closes them then, otherwise the push does.
     """
 
     async def main() -> PushReport:
@@ -104,7 +109,13 @@ def push(
             loop.add_signal_handler(sig, stop.set)
         try:
             return await push_async(
-                nodes, payload, options, on_event=on_event, on_result=on_result, stop=stop
+                nodes,
+                payload,
+                options,
+                on_event=on_event,
+                on_result=on_result,
+                stop=stop,
+                connections=connections,
             )
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -121,12 +132,29 @@ async def push_async(
     on_event: OnEvent = _ignore,
     on_result: OnResult = _ignore,
     stop: asyncio.Event | None = None,
+    connections: SharedConnections | None = None,
 ) -> PushReport:
     """:func:`push` inside a running event loop; set ``stop`` to interrupt it."""
     stop = stop or asyncio.Event()
+    if connections is not None:
+        return await _push(nodes, payload, options, connections, on_event, on_result, stop)
+    with SharedConnections(options.remote_call()) as own:
+        return await _push(nodes, payload, options, own, on_event, on_result, stop)
+
+
+async def _push(  # noqa: PLR0917 - push_async's arguments, passed on
+    nodes: Sequence[Node],
+    payload: Payload | None,
+    options: PushOptions,
+    connections: SharedConnections,
+    on_event: OnEvent,
+    on_result: OnResult,
+    stop: asyncio.Event,
+) -> PushReport:
+    """:func:`push_async` over ``connections``."""
     report = PushReport()
     slots = asyncio.Semaphore(max(1, options.parallel))
-    call = options.remote_call()
+    connections.open(nodes[: options.parallel])
 
     def finish(result: NodeResult) -> None:
         report.results.append(result)
@@ -157,17 +185,64 @@ async def push_async(
                     say(last_words[:-_LAST_WORDS])
                     del last_words[:-_LAST_WORDS]
 
-            stdin = payload.for_node(node.host) if payload is not None else None
-            run = await run_on_node(
-                node, call, stdin, on_line=on_line, timeout=options.timeout, stop=stop
+            run = await _reach(
+                node,
+                payload,
+                options=options,
+                connections=connections,
+                on_line=on_line,
+                stop=stop,
+                last_words=last_words,
             )
             result = _node_result(node, run, options, last_words)
             say([text for text in last_words if text not in (result.error or "")])
             finish(result)
+            await connections.release(node)
 
     await asyncio.gather(*(one(node) for node in nodes))
     report.interrupted = stop.is_set()
     return report
+
+
+async def _reach(
+    node: Node,
+    payload: Payload | None,
+    *,
+    options: PushOptions,
+    connections: SharedConnections,
+    on_line: Callable[[dict[str, Any] | None, str], None],
+    stop: asyncio.Event,
+    last_words: list[str],
+) -> NodeRun:
+    """Connect to the node, then run its command over that connection.
+
+    ``--timeout`` counts from the start of the connection; when the connection
+    fails, ssh's own words become ``last_words``.
+    """
+    started = time.monotonic()
+    connected = await connections.connect(node, timeout=options.timeout, stop=stop)
+    if not connected.ok:
+        last_words[:] = connected.said[-_LAST_WORDS:]
+        return NodeRun(
+            connected.returncode,
+            None,
+            _ms_since(started),
+            connected.timed_out,
+            connected.interrupted,
+        )
+    left = None if options.timeout is None else options.timeout - (time.monotonic() - started)
+    control = connections.socket(node)
+    call = options.remote_call()
+    stdin = payload.for_node(node.host) if payload is not None else None
+    run = await run_on_node(
+        node, call, stdin, control=control, on_line=on_line, timeout=left, stop=stop
+    )
+    run.duration_ms = _ms_since(started)
+    return run
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
 
 
 def _node_result(

@@ -1,10 +1,10 @@
 """One node over the system ``ssh`` client: its address, its command line, its run.
 
 The system client is used on purpose: ``ssh_config``, ``known_hosts``,
-agents, ``ControlMaster`` and ``ProxyJump`` all keep working as the operator
-set them up. One connection per node carries the payload on stdin; the
-node's stderr (JSON log lines) is read line by line as it arrives, its stdout
-(one JSON result object) at the end.
+agents and ``ProxyJump`` all keep working as the operator set them up. One
+connection per node (:mod:`txsetup.master.connections`) carries the payload
+on stdin; the node's stderr (JSON log lines) is read line by line as it
+arrives, its stdout (one JSON result object) at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from txsetup.errors import InternalError
@@ -76,19 +77,34 @@ class RemoteCall:
     remote_command: str = "txsetup node-daemon-setup"
     remote_args: tuple[str, ...] = ()
 
-    def argv(self, node: Node) -> list[str]:
-        """``ssh -p PORT -o BatchMode=yes [-o OPT]... user@host -- COMMAND [ARGS]``."""
-        options = [arg for opt in ("BatchMode=yes", *self.ssh_options) for arg in ("-o", opt)]
+    def argv(self, node: Node, control: Path | None = None) -> list[str]:
+        """``ssh -p PORT -o BatchMode=yes [-o OPT]... user@host -- COMMAND [ARGS]``.
+
+        With ``control``, the command goes over that master connection's socket
+        (see :mod:`txsetup.master.connections`).
+        """
+        shared = ("ControlMaster=no", f"ControlPath={control}") if control is not None else ()
         return [
-            *shlex.split(self.ssh),
-            "-p",
-            str(node.port),
-            *options,
+            *self._ssh(node, shared),
             node.destination,
             "--",
             self.remote_command,
             *self.remote_args,
         ]
+
+    def master_argv(self, node: Node, control: Path, persist: int) -> list[str]:
+        """A master connection on ``control``: ``ssh -N -f`` returns once it is up."""
+        shared = ("ControlMaster=yes", f"ControlPath={control}", f"ControlPersist={persist}")
+        return [*self._ssh(node, shared), "-N", "-f", node.destination]
+
+    def exit_argv(self, node: Node, control: Path) -> list[str]:
+        """Ask the master connection on ``control`` to end."""
+        return [*self._ssh(node, (f"ControlPath={control}",)), "-O", "exit", node.destination]
+
+    def _ssh(self, node: Node, shared: tuple[str, ...]) -> list[str]:
+        """The client and its options; the push's own come first, so they win."""
+        opts = ("BatchMode=yes", *shared, *self.ssh_options)
+        return [*shlex.split(self.ssh), "-p", str(node.port), *(a for o in opts for a in ("-o", o))]
 
 
 @dataclass
@@ -107,6 +123,7 @@ async def run_on_node(
     call: RemoteCall,
     stdin: bytes | None,
     *,
+    control: Path | None = None,
     on_line: Callable[[dict[str, Any] | None, str], None],
     timeout: float | None,
     stop: asyncio.Event,
@@ -121,7 +138,7 @@ async def run_on_node(
     """
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        *call.argv(node),
+        *call.argv(node, control),
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -142,10 +159,13 @@ async def run_on_node(
     if work not in done:
         run.timed_out, run.interrupted = not stop.is_set(), stop.is_set()
         await _end(proc)
+        if control is not None:  # the master connection holds the client's pipes: end it too
+            await _end_master(node, call, control)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(work, _TERMINATE_GRACE)
-        work.cancel()
-    out = work.result()[2] if work.done() and not work.cancelled() else b""
+    out = b""
+    if work.done() and not work.cancelled() and work.exception() is None:
+        out = work.result()[2]
     run.returncode = proc.returncode
     run.result = _json_object(out.decode("utf-8", "replace").strip().rsplit("\n", 1)[-1])
     run.duration_ms = int((time.monotonic() - started) * 1000)
@@ -200,6 +220,21 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
         except TimeoutError:
             continue
         return
+
+
+async def _end_master(node: Node, call: RemoteCall, control: Path) -> None:
+    """End the node's master connection (``ssh -O exit``); the node's run goes on."""
+    proc = await asyncio.create_subprocess_exec(
+        *call.exit_argv(node, control),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        await asyncio.wait_for(proc.wait(), _TERMINATE_GRACE)
+    except TimeoutError:
+        await _end(proc)
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
