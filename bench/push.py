@@ -510,8 +510,9 @@ _PART_WORDS: Final = {
     "master start-up": "master: start-up (Python, imports, payload read, built and checked)",
     "ssh": "ssh: TCP, key exchange, authentication, session, login shell",
     "node start-up": "node: start-up (Python, imports, reading the document)",
-    "step verify_cert": "node: step `verify_cert` (node certificate checked, client.pem minted)",
-    "step stage": "node: step `stage` (37 files written and fsynced, journal `prepared`)",
+    "step verify_cert": "node: step `verify_cert` (node certificate checked)",
+    "step stage": "node: step `stage` (client.pem minted, 37 files written and fsynced,"
+    " journal `prepared`)",
     "step commit": "node: step `commit` (renames into place, directory fsync)",
     "node, between steps": "node: between steps (journal records, lock release, result)",
     "node exit, ssh close": "node: exit, ssh session closed",

@@ -12,12 +12,10 @@ machine, so every clock is the same clock and the differences are the parts:
 part                    from → to
 ======================  ============================================================
 master start-up         spawn of ``txsetup push`` → ``node.begin`` (Python, imports,
-                        the payload read, built and checked; the node's connection
-                        opens meanwhile)
-ssh                     ``node.begin`` → the node's shell runs (what the master's
-                        start-up did not hide of TCP, key exchange, host key check
-                        and authentication; the session over the shared connection,
-                        the login shell)
+                        the payload read, built and checked)
+ssh                     ``node.begin`` → the node's shell runs (the master connection:
+                        TCP, key exchange, host key check, authentication; then the
+                        command's session over it, login shell)
 node start-up           shell → the node's first event (Python, imports, reading
                         stdin: the document)
 each step               its ``step.begin`` → ``step.end`` (``verify_cert`` mints

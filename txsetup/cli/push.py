@@ -147,18 +147,24 @@ def _push_nodes(args: argparse.Namespace) -> list[Node]:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    """``txsetup push``: results on stdout, the view on stderr, the exit code here.
-
-    The first ``--parallel`` nodes' connections open while the document is
-    built and checked; a refused document closes them unused.
-    """
+    """``txsetup push``: results on stdout, the view on stderr, the exit code here."""
     from txsetup.master import PushOptions, build_payload, push
-    from txsetup.master.connections import SharedConnections
     from txsetup.master.progress import make_view
 
     log = get_logger()
     try:
-        nodes = _push_nodes(_checked(args))
+        if args.abort and not args.resume:
+            raise UsageError("--abort goes with --resume")
+        if args.resume and args.dry_run:
+            raise UsageError("--resume and --dry-run exclude each other")
+        if args.parallel < 1 or (args.timeout is not None and args.timeout <= 0):
+            raise UsageError("--parallel and --timeout must be positive")
+        nodes = _push_nodes(args)
+        payload = (
+            None
+            if args.resume
+            else build_payload(args.from_root, start_node_daemon=args.start_node_daemon)
+        )
     except TxsetupError as error:
         log.error("push.error", error=str(error), error_code=error.error_code)
         return error.exit_code
@@ -172,46 +178,19 @@ def run_push(args: argparse.Namespace) -> int:
         resume=args.resume,
         abort=args.abort,
     )
-    with SharedConnections(options.remote_call()) as connections:
-        connections.open(nodes[: options.parallel])
-        try:
-            payload = (
-                None
-                if args.resume
-                else build_payload(args.from_root, start_node_daemon=args.start_node_daemon)
-            )
-        except TxsetupError as error:
-            log.error("push.error", error=str(error), error_code=error.error_code)
-            return error.exit_code
-        view = make_view(default_log_format(args.log_format, sys.stderr), sys.stderr, _rerun(args))
-        view.begin(len(nodes))
-        report = push(
-            nodes,
-            payload,
-            options,
-            on_event=view.on_event,
-            on_result=lambda r: _print_line(r.to_json()),
-            connections=connections,
-        )
+    view = make_view(default_log_format(args.log_format, sys.stderr), sys.stderr, _rerun(args))
+    view.begin(len(nodes))
+    report = push(
+        nodes,
+        payload,
+        options,
+        on_event=view.on_event,
+        on_result=lambda r: _print_line(r.to_json()),
+    )
     view.end(report)
     if report.interrupted:
         return ExitCode.INTERRUPTED
     return ExitCode.OK if report.ok else ExitCode.NODES_FAILED
-
-
-def _checked(args: argparse.Namespace) -> argparse.Namespace:
-    """The options that exclude each other or must be positive.
-
-    Raises:
-        UsageError: they do not.
-    """
-    if args.abort and not args.resume:
-        raise UsageError("--abort goes with --resume")
-    if args.resume and args.dry_run:
-        raise UsageError("--resume and --dry-run exclude each other")
-    if args.parallel < 1 or (args.timeout is not None and args.timeout <= 0):
-        raise UsageError("--parallel and --timeout must be positive")
-    return args
 
 
 def _rerun(args: argparse.Namespace) -> Rerun:

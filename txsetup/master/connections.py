@@ -1,18 +1,16 @@
-"""One shared ssh connection per node: opened early, used by the node's commands, closed.
+"""One shared ssh connection per node: opened when the node's turn comes, used by its commands.
 
 Each node gets an OpenSSH master connection (``ControlMaster``) on a socket in
 a private directory (0700, removed at the end). ``ssh -N -f`` returns once the
 connection is authenticated and its socket listens, so the wait for it is the
 wait for the handshake, and its exit status and stderr are ssh's own verdict
 on the node (255 and a message when it cannot be reached). Every command for
-that node then runs over the socket without a handshake of its own.
+that node then runs over the socket without a handshake of its own; the
+connection ends when the node is done (``ssh -O exit``).
 
-The CLI opens the first ``--parallel`` nodes' connections before it builds
-the document, so the handshakes overlap the master's own start-up; no
-command runs on a node before the document is checked, and a refused
-document closes the connections unused. A master that outlives its push
-(the push killed with SIGKILL) ends by itself after ``PERSIST_SECONDS``
-without a command; a command whose socket is gone connects by itself.
+A master that outlives its push (the push killed with SIGKILL) ends by itself
+after ``PERSIST_SECONDS`` without a command; a command whose socket is gone
+connects by itself.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,20 +68,19 @@ class SharedConnections:
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="txsetup-ssh-")))
     _links: dict[Node, _Link] = field(default_factory=dict)
 
-    def open(self, nodes: Iterable[Node]) -> None:
-        """Start connecting to each node now, without waiting (once per node)."""
-        for node in nodes:
-            if node not in self._links:
-                path = self.directory / str(len(self._links))
-                argv = self.call.master_argv(node, path, PERSIST_SECONDS)
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,  # Ctrl-C on the terminal is the push's to handle
-                )
-                self._links[node] = _Link(path, proc)
+    def _open(self, node: Node) -> _Link:
+        """Start connecting to the node, once."""
+        if node not in self._links:
+            path = self.directory / str(len(self._links))
+            proc = subprocess.Popen(
+                self.call.master_argv(node, path, PERSIST_SECONDS),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # Ctrl-C on the terminal is the push's to handle
+            )
+            self._links[node] = _Link(path, proc)
+        return self._links[node]
 
     def socket(self, node: Node) -> Path | None:
         """The node's control socket, when its connection is up."""
@@ -93,12 +89,11 @@ class SharedConnections:
         return link.path if ok and link is not None else None
 
     async def connect(self, node: Node, *, timeout: float | None, stop: asyncio.Event) -> Connected:
-        """Wait for the node's connection (opening it now if it was not yet).
+        """Open the node's connection and wait until it is up or has failed.
 
         When ``timeout`` passes or ``stop`` is set first, ssh is ended.
         """
-        self.open([node])
-        link = self._links[node]
+        link = self._open(node)
         if link.connected is not None:
             return link.connected
         waiting = asyncio.ensure_future(asyncio.to_thread(_output, link.proc))

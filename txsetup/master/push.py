@@ -92,14 +92,11 @@ def push(
     *,
     on_event: OnEvent = _ignore,
     on_result: OnResult = _ignore,
-    connections: SharedConnections | None = None,
 ) -> PushReport:
     """Push to every node and wait for all of them (``payload`` None with ``resume``).
 
     SIGINT and SIGTERM are taken over while it runs: they stop the push as
     described in the module docstring, and the report says ``interrupted``.
-    ``connections`` may have been opened before the payload was built (the
-    CLI does); the caller closes them then, otherwise the push does.
     """
 
     async def main() -> PushReport:
@@ -109,13 +106,7 @@ def push(
             loop.add_signal_handler(sig, stop.set)
         try:
             return await push_async(
-                nodes,
-                payload,
-                options,
-                on_event=on_event,
-                on_result=on_result,
-                stop=stop,
-                connections=connections,
+                nodes, payload, options, on_event=on_event, on_result=on_result, stop=stop
             )
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -132,14 +123,15 @@ async def push_async(
     on_event: OnEvent = _ignore,
     on_result: OnResult = _ignore,
     stop: asyncio.Event | None = None,
-    connections: SharedConnections | None = None,
 ) -> PushReport:
-    """:func:`push` inside a running event loop; set ``stop`` to interrupt it."""
+    """:func:`push` inside a running event loop; set ``stop`` to interrupt it.
+
+    Each node's connection opens when its turn comes and ends when it is done
+    (:mod:`txsetup.master.connections`); none is left open when this returns.
+    """
     stop = stop or asyncio.Event()
-    if connections is not None:
+    with SharedConnections(options.remote_call()) as connections:
         return await _push(nodes, payload, options, connections, on_event, on_result, stop)
-    with SharedConnections(options.remote_call()) as own:
-        return await _push(nodes, payload, options, own, on_event, on_result, stop)
 
 
 async def _push(  # noqa: PLR0917 - push_async's arguments, passed on
@@ -154,7 +146,6 @@ async def _push(  # noqa: PLR0917 - push_async's arguments, passed on
     """:func:`push_async` over ``connections``."""
     report = PushReport()
     slots = asyncio.Semaphore(max(1, options.parallel))
-    connections.open(nodes[: options.parallel])
 
     def finish(result: NodeResult) -> None:
         report.results.append(result)
