@@ -270,6 +270,33 @@ def test_dry_run_writes_nothing_anywhere(master: Path, cluster: SshNodes) -> Non
     assert {n.spec: snapshot(n.root, skip=()) for n in cluster.nodes} == before
 
 
+def test_parallel_nodes_connect_at_once(master: Path, cluster: SshNodes, tmp_path: Path) -> None:
+    """--parallel 10 opens ten connections at once: each master connection waits in an
+    --ssh wrapper until all ten have started (a barrier, not a timer), so a push that
+    opened fewer at a time would leave the barrier unreached."""
+    barrier, seen = tmp_path / "barrier", tmp_path / "seen"
+    barrier.mkdir()
+    wrapper = tmp_path / "barrier-ssh"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" -N "*)\n'
+        f"  touch {barrier}/$$; i=0; word=unreached\n"
+        # Hangs are caught after a minute; the ten start within moments of each other.
+        f'  while [ $i -lt 600 ]; do [ "$(ls {barrier} | wc -l)" -ge 10 ] && word=all && break;'
+        " sleep 0.1; i=$((i+1)); done\n"
+        f"  echo $word >> {seen};;\n"
+        "esac\n"
+        'exec ssh "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    # Each node twice (with and without its user): ten nodes; dry runs take no lock.
+    specs = [n.spec for n in cluster.nodes] + [n.spec.split("@", 1)[1] for n in cluster.nodes]
+    push = run_push(master, cluster, *specs, "--dry-run", "--parallel", "10", "--ssh", str(wrapper))
+    assert push.returncode == 0, push.stderr
+    assert {r["outcome"] for r in push.results.values()} == {"dry_run"}
+    assert seen.read_text().split() == ["all"] * 10
+
+
 def slow_restart_config(node: SshNode, *, fail: bool = False) -> Path:
     """A node whose daemon restart waits until the test creates the returned gate file,
     then succeeds (or exits 3 with ``fail``); 'running' is a marker file.

@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
-import signal
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from txsetup.master.ssh import Node, RemoteCall
+from txsetup.errors import InternalError
+from txsetup.master.ssh import Node, RemoteCall, end_process, read_bounded, run_quietly
 
 __all__ = ["PERSIST_SECONDS", "Connected", "SharedConnections"]
 
 PERSIST_SECONDS = 120
-_TERMINATE_GRACE = 5.0
+_GRACE = 5.0
 _STDERR_LIMIT = 64 * 1024
 
 
@@ -54,121 +53,60 @@ class Connected:
 
 
 @dataclass
-class _Link:
-    path: Path
-    proc: subprocess.Popen[bytes]
-    connected: Connected | None = None
-
-
-@dataclass
 class SharedConnections:
-    """The master connections of one push, one per node, under a private directory."""
+    """The master connections of one push, one per node, under a private directory.
+
+    Use it as ``async with``: leaving it ends every connection still open and
+    removes the directory.
+    """
 
     call: RemoteCall
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="txsetup-ssh-")))
-    _links: dict[Node, _Link] = field(default_factory=dict)
-
-    def _open(self, node: Node) -> _Link:
-        """Start connecting to the node, once."""
-        if node not in self._links:
-            path = self.directory / str(len(self._links))
-            proc = subprocess.Popen(
-                self.call.master_argv(node, path, PERSIST_SECONDS),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # Ctrl-C on the terminal is the push's to handle
-            )
-            self._links[node] = _Link(path, proc)
-        return self._links[node]
-
-    def socket(self, node: Node) -> Path | None:
-        """The node's control socket, when its connection is up."""
-        link = self._links.get(node)
-        ok = link is not None and link.connected is not None and link.connected.ok
-        return link.path if ok and link is not None else None
+    _sockets: dict[Node, Path] = field(default_factory=dict)
 
     async def connect(self, node: Node, *, timeout: float | None, stop: asyncio.Event) -> Connected:
         """Open the node's connection and wait until it is up or has failed.
 
         When ``timeout`` passes or ``stop`` is set first, ssh is ended.
         """
-        link = self._open(node)
-        if link.connected is not None:
-            return link.connected
-        waiting = asyncio.ensure_future(asyncio.to_thread(_output, link.proc))
-        stopped = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait(
-            {waiting, stopped}, timeout=timeout, return_when="FIRST_COMPLETED"
+        path = self._sockets.setdefault(node, self.directory / str(len(self._sockets)))
+        proc = await asyncio.create_subprocess_exec(
+            *self.call.master_argv(node, path, PERSIST_SECONDS),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C on the terminal is the push's to handle
         )
+        if proc.stderr is None:  # asked for above: cannot happen
+            raise InternalError("ssh was started without its stderr pipe")
+        said = asyncio.ensure_future(read_bounded(proc.stderr, _STDERR_LIMIT))
+        work = asyncio.gather(said, proc.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        waiting: set[asyncio.Future[Any]] = {work, stopped}
+        done, _ = await asyncio.wait(waiting, timeout=timeout, return_when="FIRST_COMPLETED")
         stopped.cancel()
-        if waiting not in done:
-            await asyncio.to_thread(_end, link.proc)
-            link.connected = Connected(None, (), not stop.is_set(), stop.is_set())
-            return link.connected
-        link.connected = Connected(link.proc.returncode, waiting.result())
-        return link.connected
+        if work not in done:
+            await end_process(proc)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(work, _GRACE)
+            return Connected(None, (), timed_out=not stop.is_set(), interrupted=stop.is_set())
+        lines = said.result().decode("utf-8", "replace").splitlines()
+        return Connected(proc.returncode, tuple(line for line in lines if line.strip()))
+
+    def socket(self, node: Node) -> Path | None:
+        """The node's control socket, while its connection is up."""
+        path = self._sockets.get(node)
+        return path if path is not None and path.exists() else None
 
     async def release(self, node: Node) -> None:
         """End the node's connection once its commands are done."""
-        link = self._links.get(node)
-        if link is not None and link.path.exists():
-            await asyncio.to_thread(_wait_quietly, [_quiet(self.call.exit_argv(node, link.path))])
+        path = self.socket(node)
+        if path is not None:
+            await run_quietly(self.call.exit_argv(node, path))
 
-    def close(self) -> None:
-        """End every connection still open, then remove the directory."""
-        exits = []
-        for node, link in self._links.items():
-            if link.proc.poll() is None:
-                _end(link.proc)
-            if link.path.exists():
-                exits.append(_quiet(self.call.exit_argv(node, link.path)))
-            if link.proc.stderr is not None:
-                link.proc.stderr.close()
-        _wait_quietly(exits)
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> SharedConnections:
+    async def __aenter__(self) -> SharedConnections:
         return self
 
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-
-def _output(proc: subprocess.Popen[bytes]) -> tuple[str, ...]:
-    """Wait for ssh's foreground process; its stderr lines (bounded)."""
-    said = proc.stderr.read(_STDERR_LIMIT) if proc.stderr is not None else b""
-    proc.wait()
-    lines = said.decode("utf-8", "replace").splitlines()
-    return tuple(line for line in lines if line.strip())
-
-
-def _wait_quietly(procs: list[subprocess.Popen[bytes]]) -> None:
-    """Wait for each ``ssh -O exit``; one that hangs is ended."""
-    for proc in procs:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(_TERMINATE_GRACE)
-        if proc.poll() is None:
-            _end(proc)
-
-
-def _quiet(argv: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    """End a connecting ssh: SIGTERM to its process group, then SIGKILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(_TERMINATE_GRACE)
-        except subprocess.TimeoutExpired:
-            continue
-        return
+    async def __aexit__(self, *_: object) -> None:
+        await asyncio.gather(*(self.release(node) for node in self._sockets))
+        shutil.rmtree(self.directory, ignore_errors=True)

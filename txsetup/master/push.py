@@ -130,7 +130,7 @@ async def push_async(
     (:mod:`txsetup.master.connections`); none is left open when this returns.
     """
     stop = stop or asyncio.Event()
-    with SharedConnections(options.remote_call()) as connections:
+    async with SharedConnections(options.remote_call()) as connections:
         return await _push(nodes, payload, options, connections, on_event, on_result, stop)
 
 

@@ -24,7 +24,17 @@ from typing import Any
 
 from txsetup.errors import InternalError
 
-__all__ = ["SSH_FAILED", "Node", "NodeRun", "RemoteCall", "parse_node", "run_on_node"]
+__all__ = [
+    "SSH_FAILED",
+    "Node",
+    "NodeRun",
+    "RemoteCall",
+    "end_process",
+    "parse_node",
+    "read_bounded",
+    "run_on_node",
+    "run_quietly",
+]
 
 SSH_FAILED = 255  # ssh's own exit code: connection, authentication or host key
 _LINE_LIMIT = 1024 * 1024
@@ -149,7 +159,10 @@ async def run_on_node(
     if stdout is None or stderr is None:  # asked for above: cannot happen
         raise InternalError("ssh was started without its output pipes")
     work = asyncio.gather(
-        _feed(proc, stdin), _read_lines(stderr, on_line), _read_result(stdout), proc.wait()
+        _feed(proc, stdin),
+        _read_lines(stderr, on_line),
+        read_bounded(stdout, _RESULT_LIMIT),
+        proc.wait(),
     )
     stopped = asyncio.ensure_future(stop.wait())
     waiting: set[asyncio.Future[Any]] = {work, stopped}
@@ -158,9 +171,9 @@ async def run_on_node(
     run = NodeRun(None, None, 0)
     if work not in done:
         run.timed_out, run.interrupted = not stop.is_set(), stop.is_set()
-        await _end(proc)
+        await end_process(proc)
         if control is not None:  # the master connection holds the client's pipes: end it too
-            await _end_master(node, call, control)
+            await run_quietly(call.exit_argv(node, control))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(work, _TERMINATE_GRACE)
     out = b""
@@ -192,11 +205,11 @@ async def _read_lines(
         on_line(_json_object(text), text)
 
 
-async def _read_result(stdout: asyncio.StreamReader) -> bytes:
-    """All of stdout read, a bounded part of it kept (the result is its last line)."""
+async def read_bounded(stream: asyncio.StreamReader, limit: int) -> bytes:
+    """All of ``stream`` read (so the writer never blocks), its first ``limit`` bytes kept."""
     kept = bytearray()
-    while chunk := await stdout.read(65536):
-        kept += chunk[: _RESULT_LIMIT - len(kept)]
+    while chunk := await stream.read(65536):
+        kept += chunk[: limit - len(kept)]
     return bytes(kept)
 
 
@@ -210,8 +223,8 @@ async def _read_line(stream: asyncio.StreamReader) -> bytes:
         return await stream.readexactly(exc.consumed)
 
 
-async def _end(proc: asyncio.subprocess.Process) -> None:
-    """End the ssh client: SIGTERM to its process group, then SIGKILL."""
+async def end_process(proc: asyncio.subprocess.Process) -> None:
+    """End an ssh client started in its own session: SIGTERM to its group, then SIGKILL."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
@@ -222,19 +235,21 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
         return
 
 
-async def _end_master(node: Node, call: RemoteCall, control: Path) -> None:
-    """End the node's master connection (``ssh -O exit``); the node's run goes on."""
+async def run_quietly(argv: list[str]) -> int | None:
+    """Run a short ssh control command (``-O exit``) without its output; one that hangs is
+    ended. Its exit status, None when it had to be ended."""
     proc = await asyncio.create_subprocess_exec(
-        *call.exit_argv(node, control),
+        *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
-        await asyncio.wait_for(proc.wait(), _TERMINATE_GRACE)
+        return await asyncio.wait_for(proc.wait(), _TERMINATE_GRACE)
     except TimeoutError:
-        await _end(proc)
+        await end_process(proc)
+        return None
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
