@@ -15,8 +15,10 @@ from pathlib import Path
 
 __all__ = [
     "Busy",
+    "DecisionRefused",
     "EnvironmentProblem",
     "ExitCode",
+    "Held",
     "InternalError",
     "InvalidInput",
     "RecoveryFailed",
@@ -95,11 +97,25 @@ class RefusedByVerification(TxsetupError):
     error_code = "refused"
 
 
+class DecisionRefused(TxsetupError):
+    """A decision that cannot apply: no such prepared transaction, or the opposite one was
+    already taken."""
+
+    exit_code = ExitCode.REFUSED
+    error_code = "decision_refused"
+
+
 class Busy(TxsetupError):
     """Another transaction holds the lock."""
 
     exit_code = ExitCode.BUSY
     error_code = "busy"
+
+
+class Held(Busy):
+    """The node is held by a prepared transaction: only a decision on it may run."""
+
+    error_code = "held"
 
 
 class RolledBack(TxsetupError):

@@ -126,13 +126,20 @@ def _run(args: argparse.Namespace, prog: str) -> Result:
     The node's modules are imported here, not at the top: ``push`` does not need them.
     """
     from txsetup.cli.result import internal_error, refused
-    from txsetup.cli.transaction import run_program, run_resume
+    from txsetup.cli.transaction import run_decision, run_program, run_resume
 
     try:
+        if args.command in ("commit", "abort"):
+            check_root(args.root)
+            return run_decision(args)
         if args.abort and not args.resume:
             raise UsageError("--abort goes with --resume")
         if args.resume and args.dry_run:
             raise UsageError("--resume and --dry-run exclude each other")
+        if args.prepare and (args.resume or args.dry_run):
+            raise UsageError("--prepare goes with neither --resume nor --dry-run")
+        if args.coordinator is not None and not args.prepare:
+            raise UsageError("--coordinator goes with --prepare")
         check_root(args.root)
         if args.resume:
             return run_resume(args)

@@ -64,6 +64,18 @@ EXAMPLES: Final[Mapping[str, tuple[str, ...]]] = {
         "# the files an unfinished transaction replaces or creates",
         "{prog} --root /tmp/node1 | jq .files",
     ),
+    "commit": (
+        "# a node held by --prepare: put its files in place, restart, check",
+        "{prog} 20261205T120000Z-5f0bc85a",
+        "# the same on a node root",
+        "{prog} 20261205T120000Z-5f0bc85a --root /tmp/node1",
+    ),
+    "abort": (
+        "# a node held by --prepare: discard it, the files stay as they are",
+        "{prog} 20261205T120000Z-5f0bc85a",
+        "# the same on a node root",
+        "{prog} 20261205T120000Z-5f0bc85a --root /tmp/node1",
+    ),
     "push": (
         "# two nodes, one result line each",
         "{prog} node1 root@node2:2222 > results.json",

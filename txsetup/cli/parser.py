@@ -64,6 +64,11 @@ _RUN_COMMANDS: dict[str, tuple[str, str]] = {
         "transaction; reload sshd when a host key changed.",
     ),
 }
+# The decisions on a transaction prepared with --prepare: help.
+_DECISIONS: dict[str, str] = {
+    "commit": "commit a transaction prepared with --prepare: commit, restart or reload, check",
+    "abort": "discard a transaction prepared with --prepare: the node's files stay as they are",
+}
 # The drop-in names a Ganeti master runs, and the command each one is.
 ALIASES: dict[str, str] = {
     "node-daemon-setup": "node-daemon-setup",
@@ -103,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=ExamplesFormatter,
     )
     _common(status)
+    for verb, summary in _DECISIONS.items():
+        decision = sub.add_parser(
+            verb,
+            help=summary,
+            description=f"{summary[0].upper()}{summary[1:]}. Idempotent: the same decision "
+            "again reports the same outcome (exit 0); the other one is refused (exit 4).",
+            epilog=epilog(verb, f"txsetup {verb}"),
+            formatter_class=ExamplesFormatter,
+        )
+        decision.add_argument("txid", metavar="TXID", help="the prepared transaction's id")
+        _common(decision)
+        _lock_and_config(decision)
     add_push_parser(sub)
     return parser
 
@@ -138,6 +155,22 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --resume: undo the unfinished transaction instead",
     )
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="verify and stage, then hold the node until `txsetup commit` or `abort` decides",
+    )
+    parser.add_argument(
+        "--coordinator",
+        metavar="ID",
+        default=None,
+        help="with --prepare: the coordinator's own id for this transaction",
+    )
+    _lock_and_config(parser)
+
+
+def _lock_and_config(parser: argparse.ArgumentParser) -> None:
+    """The lock's patience and the configuration file: every command that takes the lock."""
     parser.add_argument(
         "--lock-timeout",
         type=float,

@@ -12,6 +12,7 @@ from typing import Any
 
 from txsetup.errors import ExitCode, RecoveryFailed, TxsetupError
 from txsetup.log import get_logger
+from txsetup.txn.decide import Decided
 from txsetup.txn.layout import Layout
 from txsetup.txn.recovery import Recovered
 from txsetup.txn.run import Outcome
@@ -21,6 +22,7 @@ __all__ = [
     "exit_code_of",
     "failed",
     "internal_error",
+    "of_decision",
     "of_outcome",
     "of_resume",
     "refused",
@@ -87,6 +89,13 @@ def of_resume(found: Recovered | None) -> Result:
     return Result(
         found.txid, outcome, changed=found.changed, extra={"recovered": [found.to_json()]}
     )
+
+
+def of_decision(decided: Decided) -> Result:
+    """A decision's result: committed (the files it put in place), aborted, or a commit
+    rolled back earlier, reported again (exit 6)."""
+    code = ExitCode.ROLLED_BACK if decided.outcome == "rolled_back" else ExitCode.OK
+    return Result(decided.txid, decided.outcome, code, changed=decided.changed)
 
 
 def failed(error: TxsetupError, layout: Layout | None = None) -> Result:

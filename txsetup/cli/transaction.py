@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import structlog
 
-from txsetup.cli.result import Result, failed, of_outcome, of_resume
+from txsetup.cli.result import Result, failed, of_decision, of_outcome, of_resume
 from txsetup.errors import EnvironmentProblem, TxsetupError
 from txsetup.log import get_logger
 from txsetup.node.config import Config
@@ -26,7 +26,7 @@ from txsetup.node.config_file import load_config
 from txsetup.node.preflight import Preflight, Table
 from txsetup.txn.layout import Layout
 
-__all__ = ["run_program", "run_resume"]
+__all__ = ["run_decision", "run_program", "run_resume"]
 
 # The configuration table naming the programs each command's service starts.
 _TABLES: dict[str, Table] = {"node-daemon-setup": "daemon", "ssh-setup": "sshd"}
@@ -95,8 +95,39 @@ def run_program(args: argparse.Namespace) -> Result:
         recovery=recovery_hooks(config, layout, log),
         facts=program.facts(),
         lock_timeout=args.lock_timeout,
+        hold={"by": f"txsetup {command} --prepare", "coordinator": args.coordinator}
+        if args.prepare
+        else None,
     )
-    return of_outcome(run_transaction(ctx, dry_run=args.dry_run), layout)
+    outcome = run_transaction(ctx, dry_run=args.dry_run, prepare=args.prepare)
+    return of_outcome(outcome, layout)
+
+
+def run_decision(args: argparse.Namespace) -> Result:
+    """``txsetup commit TXID`` / ``txsetup abort TXID``: decide a held transaction."""
+    from txsetup.node.programs import recovery_hooks
+    from txsetup.txn.decide import decide
+
+    layout = Layout(args.root)
+    structlog.contextvars.bind_contextvars(txid=args.txid)
+    log = get_logger()
+    log.info("txn.begin", command=args.command)
+    config = load_config(args.config, root=args.root)
+    checked_before_lock(args, config, layout)
+    try:
+        decided = decide(
+            layout,
+            log,
+            txid=args.txid,
+            decision=args.command,
+            hooks=recovery_hooks(config, layout, log),
+            lock_timeout=args.lock_timeout,
+        )
+    except EnvironmentProblem:
+        raise
+    except TxsetupError as error:
+        return failed(error, layout)
+    return of_decision(decided)
 
 
 def run_resume(args: argparse.Namespace) -> Result:

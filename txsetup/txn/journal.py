@@ -50,6 +50,7 @@ class TxnState(StrEnum):
 
     BEGUN = "begun"
     PREPARED = "prepared"
+    DECIDED = "decided"  # a held transaction's decision (commit or abort), before it acts
     COMMITTED = "committed"
     ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"

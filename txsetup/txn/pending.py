@@ -65,6 +65,23 @@ class PendingTxn:
         return TxnState.PREPARED in self.states
 
     @property
+    def hold(self) -> dict[str, Any] | None:
+        """Who prepared it to be held (``--prepare``): it waits for a decision."""
+        hold = self.details.get("hold")
+        return hold if isinstance(hold, dict) else None
+
+    @property
+    def decision(self) -> str | None:
+        """``commit`` or ``abort``, once a held transaction was decided."""
+        decided = [r for r in self.records if r.state == TxnState.DECIDED]
+        return str(decided[-1].data.get("decision")) if decided else None
+
+    @property
+    def held(self) -> bool:
+        """Prepared to be held and not decided: only ``txsetup commit`` or ``abort`` end it."""
+        return self.hold is not None and self.decision is None
+
+    @property
     def rolling_back(self) -> bool:
         """Whether an undo had begun (it must then be finished, never reversed)."""
         return TxnState.ROLLING_BACK in self.states

@@ -93,6 +93,8 @@ class TxnContext(Generic[D, F]):
         plan: every wanted file compared with the disk.
         txn: the transaction, from its commit point on.
         failure: why the run is undone (set before compensation).
+        hold: set by ``--prepare``: who prepared it (``by``, ``coordinator``); the
+            ``prepared`` record keeps it and the node is then held.
     """
 
     program: Program[D, F]
@@ -110,6 +112,7 @@ class TxnContext(Generic[D, F]):
     plan: list[PlannedFile] = field(default_factory=list)
     txn: PendingTxn | None = None
     failure: dict[str, str] | None = None
+    hold: Mapping[str, Any] | None = None
 
     @property
     def journal(self) -> Journal:

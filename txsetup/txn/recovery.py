@@ -16,7 +16,7 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import RecoveryFailed, os_error_words
+from txsetup.errors import Held, RecoveryFailed, os_error_words
 from txsetup.txn.changeset import changed_in_place, discard_copies, txid_of_copy
 from txsetup.txn.finish import ForwardFailed, finish_forward, finish_undo
 from txsetup.txn.hooks import Hooks
@@ -25,7 +25,7 @@ from txsetup.txn.layout import Layout
 from txsetup.txn.pending import PendingTxn, failure_cause, load_pending, utc_now
 from txsetup.txn.rules import RecoveryAction, decide
 
-__all__ = ["Recovered", "recover_pending"]
+__all__ = ["Recovered", "held_words", "recover_pending"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,11 @@ def recover_pending(
             if note:
                 _note_in_journal(layout, note)
             return None
+        if txn.held and not abort:
+            raise Held(held_words(txn))
+        if txn.held:
+            log.warning("txn.override", held_txid=txn.txid, by=by, hold=txn.hold)
+        abort = abort or txn.decision == "abort"
         # Any other transaction's copies go first: this one's are still needed.
         sweep = (*hooks.sweep_dirs, *txn.target_dirs)
         note = _leftovers(log, discard_copies(layout, None, sweep, keep=txn.txid))
@@ -155,6 +160,18 @@ class _Finishing:
             failed = failure_cause(step=exc.step, error_code=exc.error_code, error=str(exc))
             return self.undo(f"{exc.step} did not finish", {**failed, **self.stopped})
         return RecoveryAction.ROLLED_FORWARD
+
+
+def held_words(txn: PendingTxn) -> str:
+    """Why a run is refused on a held node, and the two commands that end the hold."""
+    hold = txn.hold or {}
+    coordinator = hold.get("coordinator")
+    by = f" by {hold.get('by')}" if hold.get("by") else ""
+    of = f" for coordinator {coordinator}" if coordinator else ""
+    return (
+        f"the node is held by transaction {txn.txid}, prepared{by}{of}: decide it with "
+        f"`txsetup commit {txn.txid}` or `txsetup abort {txn.txid}`"
+    )
 
 
 def _leftovers(log: FilteringBoundLogger, removed: Sequence[str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from structlog.typing import FilteringBoundLogger
 
 from txsetup.errors import (
     EnvironmentProblem,
+    Held,
     InternalError,
     RecoveryFailed,
     RolledBack,
@@ -26,10 +27,10 @@ from txsetup.txn.hooks import Hooks
 from txsetup.txn.journal import FINISHED_STATES, TxnState, read_journal
 from txsetup.txn.layout import Layout
 from txsetup.txn.lock import acquire_lock
-from txsetup.txn.pending import failure_cause, utc_now
+from txsetup.txn.pending import PendingTxn, failure_cause, utc_now
 from txsetup.txn.program import TxnContext
-from txsetup.txn.recovery import Recovered, recover_pending
-from txsetup.txn.steps import dry_run_table, release_lock, step_table
+from txsetup.txn.recovery import Recovered, held_words, recover_pending
+from txsetup.txn.steps import dry_run_table, prepare_table, release_lock, step_table
 
 __all__ = ["Outcome", "resume", "run_transaction"]
 
@@ -40,7 +41,8 @@ class Outcome:
 
     Attributes:
         txid: the run's transaction id.
-        outcome: ``committed``, ``converged``, ``dry_run``, ``rolled_back`` or ``failed``.
+        outcome: ``committed``, ``converged``, ``dry_run``, ``prepared``, ``rolled_back``
+            or ``failed``.
         error: why it did not commit (its type says the exit code).
         steps: every step of the program's table, ``skipped`` where the run never got.
         changed: root-relative paths it changed (committed).
@@ -61,14 +63,19 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_transaction(ctx: TxnContext[Any, Any], *, dry_run: bool) -> Outcome:
+def run_transaction(ctx: TxnContext[Any, Any], *, dry_run: bool, prepare: bool = False) -> Outcome:
     """Run the program's steps (or its dry run) and finish: the whole run, in order.
+
+    With ``prepare`` (``ctx.hold`` set) it stops at the commit point and the
+    node stays held until ``txsetup commit`` or ``abort`` decides. A held node
+    refuses every other run, its dry run too (exit 5).
 
     SIGINT and SIGTERM become an undo until every step is done; the lock is
     released whatever happens; errors become the outcome, never escape.
     """
     full = step_table(ctx.program)
     table = dry_run_table(ctx.program) if dry_run else full
+    table = prepare_table(ctx.program) if prepare else table
     reports: list[StepReport] = []
     started_at = utc_now()
     error: TxsetupError | None = None
@@ -78,8 +85,10 @@ def run_transaction(ctx: TxnContext[Any, Any], *, dry_run: bool) -> Outcome:
 
     with signals_raise() as hush:
         try:
+            if dry_run:
+                refuse_if_held(ctx.layout)
             run_steps(table, ctx, log=ctx.log, hush=hush, reports=reports, on_failure=failed)
-            if not dry_run:
+            if not dry_run and not prepare:
                 finish(ctx, started_at=started_at)
         except TxsetupError as raised:
             hush()
@@ -108,6 +117,9 @@ def _outcome_of(ctx: TxnContext[Any, Any], error: TxsetupError | None, *, dry_ru
         return "failed"
     if dry_run:
         return "dry_run"
+    if ctx.txn is not None and ctx.hold is not None:
+        ctx.log.info("txn.prepared", changed=ctx.changed_paths, hold=dict(ctx.hold))
+        return "prepared"
     if ctx.txn is None:
         ctx.log.info("txn.converged")
         return "converged"
@@ -124,6 +136,19 @@ def _describe_success(ctx: TxnContext[Any, Any], outcome: Outcome) -> None:
         outcome.pending_recovery = unfinished_txid(ctx.layout)
         return
     outcome.changed = ctx.changed_paths
+
+
+def refuse_if_held(layout: Layout) -> None:
+    """Refuse a run that takes no lock (a dry run) on a held node; reads, never writes.
+
+    Raises:
+        Held: a prepared transaction waits for its decision (exit 5).
+    """
+    records = read_journal(layout.journal)
+    if records and records[-1].state not in FINISHED_STATES:
+        txn = PendingTxn.from_records(records)
+        if txn.held:
+            raise Held(held_words(txn))
 
 
 def unfinished_txid(layout: Layout) -> str | None:

@@ -177,7 +177,11 @@ def prepare(
     try:
         journal.append(
             TxnState.PREPARED,
-            {"changes": [c.to_json() for c in txn.changes], **details},
+            {
+                "changes": [c.to_json() for c in txn.changes],
+                **details,
+                **({"hold": dict(ctx.hold)} if ctx.hold is not None else {}),
+            },
             durable=True,
         )
     except OSError:
@@ -299,6 +303,13 @@ def step_table(program: Program[Any, Any]) -> tuple[Step[Context], ...]:
 
 DRY_RUN: Mapping[str, Step[Context] | None] = {"lock": None, "stage": PLAN, "commit": None}
 """What the dry run does instead of a step, by name (None: nothing); other steps run as they are."""
+
+
+def prepare_table(program: Program[Any, Any]) -> tuple[Step[Context], ...]:
+    """``--prepare``: every step up to the commit point (``stage``), then the node is held."""
+    table = step_table(program)
+    end = next(i for i, step in enumerate(table) if step.name == "stage") + 1
+    return table[:end]
 
 
 def dry_run_table(program: Program[Any, Any]) -> tuple[Step[Context], ...]:

@@ -1,0 +1,165 @@
+"""``txsetup commit TXID`` and ``txsetup abort TXID``: decide a held transaction.
+
+A transaction prepared with ``--prepare`` holds the node until it is decided.
+The decision is journaled durably (``decided``) before it acts, so a crash
+while it acts is finished in the same direction by repeating the command or
+by ``--resume``. A commit then goes the way recovery rolls forward (the
+renames, the service, its health check); an abort the way it undoes.
+
+Decisions are idempotent: the same one again, once it took effect, reports
+the same outcome (exit 0); the opposite one afterwards is refused (exit 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from structlog.typing import FilteringBoundLogger
+
+from txsetup.errors import DecisionRefused, Held, RecoveryFailed, RolledBack, os_error_words
+from txsetup.txn.finish import ForwardFailed, finish_forward, finish_undo
+from txsetup.txn.hooks import Hooks
+from txsetup.txn.journal import FINISHED_STATES, Journal, Record, TxnState, read_journal
+from txsetup.txn.layout import Layout
+from txsetup.txn.lock import acquire_lock
+from txsetup.txn.pending import PendingTxn, failure_cause, load_pending, utc_now
+from txsetup.txn.recovery import held_words
+
+__all__ = ["Decided", "Decision", "decide"]
+
+Decision = Literal["commit", "abort"]
+_OUTCOME: dict[str, str] = {"commit": "committed", "abort": "aborted"}
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What a decision did: the transaction's outcome and the files it changed."""
+
+    txid: str
+    outcome: str
+    changed: list[str] = field(default_factory=list)
+    again: bool = False  # the decision had already taken effect
+
+
+def decide(
+    layout: Layout,
+    log: FilteringBoundLogger,
+    *,
+    txid: str,
+    decision: Decision,
+    hooks: Hooks,
+    lock_timeout: float,
+) -> Decided:
+    """Commit or abort the held transaction ``txid``, under the transaction lock.
+
+    Raises:
+        DecisionRefused: no such prepared transaction here, or it was decided
+            the other way (exit 4); nothing was touched.
+        Held: another transaction holds the node (exit 5).
+        RolledBack: the commit's service did not come back; the commit was
+            undone (exit 6).
+        RecoveryFailed: an I/O error while files moved (exit 8).
+    """
+    lock = acquire_lock(layout, lock_timeout)
+    try:
+        try:
+            txn = load_pending(layout)
+        except OSError as exc:
+            raise RecoveryFailed(f"{decision}: {os_error_words(exc)}") from exc
+        if txn is None or txn.txid != txid:
+            return _decided_before(layout, txn, txid, decision)
+        if txn.hold is None:
+            raise DecisionRefused(
+                f"transaction {txid} was not prepared with --prepare: "
+                "finish or undo it with --resume"
+            )
+        if txn.decision not in (None, decision):
+            raise DecisionRefused(f"transaction {txid} was already decided: {txn.decision}")
+        return _act(layout, log, txn, decision, hooks=hooks, lock_timeout=lock_timeout)
+    finally:
+        lock.release()
+
+
+def _act(
+    layout: Layout,
+    log: FilteringBoundLogger,
+    txn: PendingTxn,
+    decision: Decision,
+    *,
+    hooks: Hooks,
+    lock_timeout: float,
+) -> Decided:
+    """Journal the decision durably (once), then commit or undo."""
+    journal = Journal(layout.journal, txn.txid)
+    if txn.decision is None:
+        data = {"decision": decision, "decided_at": utc_now()}
+        try:
+            journal.append(TxnState.DECIDED, data, durable=True)
+        except OSError as exc:
+            raise RecoveryFailed(f"{decision} {txn.txid}: {os_error_words(exc)}") from exc
+        txn.records.append(Record(txn.txid, TxnState.DECIDED, data))
+    log.info("txn.decided", decided_txid=txn.txid, decision=decision)
+    paths = [c.path for c in txn.changes]
+    if decision == "abort":
+        cause = {"error_code": "aborted", "by": f"txsetup abort {txn.txid}"}
+        finish_undo(
+            layout,
+            txn,
+            journal,
+            lock_timeout=lock_timeout,
+            reason="aborted",
+            cause=cause,
+            hooks=hooks,
+        )
+        return Decided(txn.txid, "aborted")
+    try:
+        finish_forward(
+            layout,
+            txn,
+            journal,
+            lock_timeout=lock_timeout,
+            hooks=hooks,
+            end={"outcome": "committed"},
+        )
+    except ForwardFailed as exc:
+        log.error("step.failed", step=exc.step, error_code=exc.error_code, error=str(exc))
+        cause = failure_cause(step=exc.step, error_code=exc.error_code, error=str(exc))
+        finish_undo(
+            layout,
+            txn,
+            journal,
+            lock_timeout=lock_timeout,
+            reason=f"{exc.step} did not finish",
+            cause=cause,
+            hooks=hooks,
+        )
+        raise RolledBack(f"commit {txn.txid} rolled back: {exc}") from exc
+    return Decided(txn.txid, "committed", paths)
+
+
+def _decided_before(
+    layout: Layout, pending: PendingTxn | None, txid: str, decision: Decision
+) -> Decided:
+    """``txid`` is not the unfinished transaction: decided already, or not here at all."""
+    if pending is not None and pending.held:
+        raise Held(held_words(pending))
+    if pending is not None:
+        raise DecisionRefused(
+            f"transaction {txid} is not the unfinished one here ({pending.txid}): "
+            "finish or undo that one with --resume"
+        )
+    records = read_journal(layout.journal)
+    if not records or records[0].txid != txid or records[-1].state not in FINISHED_STATES:
+        raise DecisionRefused(f"no prepared transaction {txid} on this node")
+    last = PendingTxn.from_records(records)
+    if last.hold is None:
+        raise DecisionRefused(f"transaction {txid} was not prepared with --prepare")
+    taken = last.decision or "abort"  # no decision: --resume --abort overrode the hold
+    if taken != decision:
+        raise DecisionRefused(
+            f"transaction {txid} was decided the other way ({taken}): it cannot be "
+            f"{_OUTCOME[decision]}"
+        )
+    ended = "rolled_back" if taken == "commit" and records[-1].state is not TxnState.DONE else None
+    return Decided(txid, ended or _OUTCOME[decision], again=True)
