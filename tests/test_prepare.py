@@ -48,6 +48,10 @@ def test_prepare_holds_the_node_until_commit(
         assert "push-1" in refused.result["error"]
     resumed = setup_run(None, "--resume")
     assert resumed.returncode == 5
+    status = run_txsetup(["status", "--root", str(root)]).result
+    assert (status["txid"], status["state"]) == (txid, "prepared")
+    assert status["hold"] == {"by": "txsetup node-daemon-setup --prepare", "coordinator": "push-1"}
+    assert status["last_transaction"]["outcome"] == "in_doubt"
     assert snapshot(root, skip=("var/lock",)) == held
     committed = decide(root, "commit", txid)
     assert (committed.returncode, committed.result["outcome"]) == (0, "committed")
@@ -77,6 +81,8 @@ def test_abort_leaves_the_earlier_files_exactly(
     assert read_journal(root / "var/lib/txsetup/journal")[-1].state == "rolled_back"
     assert decide(root, "abort", txid).result["outcome"] == "aborted"
     assert decide(root, "commit", txid).returncode == 4
+    status = run_txsetup(["status", "--root", str(root)]).result
+    assert status["last_transaction"]["outcome"] == "aborted"
 
 
 def test_resume_abort_overrides_a_hold(node_pem: str, root: Path, setup_run: SetupRun) -> None:

@@ -21,6 +21,7 @@ __all__ = ["describe_last_transaction", "last_transaction", "read_last_transacti
 _STEP_OF_STATE: dict[str, str] = {
     TxnState.BEGUN: "stage",
     TxnState.PREPARED: "commit",
+    TxnState.DECIDED: "commit",
     TxnState.COMMITTED: DAEMON.step,
     DAEMON.state: DAEMON.step,
     SSHD.state: SSHD.step,
@@ -93,8 +94,11 @@ def last_transaction(records: Sequence[Record]) -> dict[str, Any] | None:
     finished = last.state in FINISHED_STATES
     if last.state is TxnState.DONE:
         outcome = str(merged.get("outcome"))
+    elif last.state is TxnState.ROLLED_BACK:
+        aborted = _held(records) and _decision(records) != "commit"
+        outcome = "aborted" if aborted else "rolled_back"
     else:
-        outcome = "rolled_back" if last.state is TxnState.ROLLED_BACK else "unfinished"
+        outcome = "in_doubt" if _held(records) and _decision(records) is None else "unfinished"
     return {
         "txid": last.txid,
         "program": merged.get("command"),
@@ -103,6 +107,17 @@ def last_transaction(records: Sequence[Record]) -> dict[str, Any] | None:
         "ended_at": merged.get("ended_at") if finished else None,
         "reason": _reason(last, merged),
     }
+
+
+def _held(records: Sequence[Record]) -> bool:
+    """Prepared with ``--prepare`` (its ``prepared`` record keeps a hold)."""
+    return any(r.state is TxnState.PREPARED and r.data.get("hold") for r in records)
+
+
+def _decision(records: Sequence[Record]) -> str | None:
+    """A held transaction's decision (``commit`` or ``abort``), once journaled."""
+    decided = [r for r in records if r.state is TxnState.DECIDED]
+    return str(decided[-1].data.get("decision")) if decided else None
 
 
 def read_last_transaction(layout: Layout) -> dict[str, Any] | None:
@@ -152,5 +167,7 @@ def describe_last_transaction(layout: Layout) -> dict[str, Any]:
         "leftovers_of": merged.get("leftovers_of", []),
         "files": files,
         "states": [str(r.state) for r in records],
+        # A prepared transaction held for its coordinator's decision: who and which id.
+        "hold": merged.get("hold") if _held(records) else None,
         "last_transaction": last_transaction(records),
     }
