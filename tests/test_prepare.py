@@ -104,3 +104,56 @@ def test_decisions_on_no_such_transaction_and_usage(root: Path, setup_run: Setup
     assert (unknown.returncode, unknown.result["error_code"]) == (4, "decision_refused")
     usage = setup_run(b"{}", "--coordinator", "x")
     assert usage.returncode == 2
+
+
+def test_abort_by_coordinator_before_the_prepare_refuses_it_later(
+    node_pem: str, root: Path, setup_run: SetupRun
+) -> None:
+    """An abort by coordinator id that no prepare reached yet is kept (exit 0, aborted,
+    again exit 0); a later prepare with that id is exit 4 and changes nothing; a commit by
+    that id is 4; another coordinator's prepare is held as usual and can be decided by id."""
+    by_id = ["--coordinator", "push-7", "--root", str(root)]
+    aborted = run_txsetup(["abort", *by_id])
+    assert (aborted.returncode, aborted.result["outcome"]) == (0, "aborted"), aborted.stderr
+    assert (aborted.result["txid"], aborted.result["coordinator"]) == (None, "push-7")
+    assert run_txsetup(["abort", *by_id]).result["outcome"] == "aborted"
+    before = snapshot(root)
+    late = setup_run(make_document(node_pem), "--prepare", "--coordinator", "push-7")
+    assert (late.returncode, late.result["error_code"]) == (4, "decision_refused"), late.stderr
+    assert "push-7" in late.result["error"]
+    assert snapshot(root) == before
+    assert run_txsetup(["commit", *by_id]).returncode == 4
+    other = setup_run(make_document(node_pem), "--prepare", "--coordinator", "push-8")
+    assert other.result["outcome"] == "prepared", other.stderr
+    committed = run_txsetup(["commit", "--coordinator", "push-8", "--root", str(root)])
+    assert (committed.returncode, committed.result["outcome"]) == (0, "committed")
+    assert committed.result["txid"] == other.result["txid"]
+    assert run_txsetup(["abort", "--coordinator", "push-8", "--root", str(root)]).returncode == 4
+
+
+def test_abort_by_coordinator_of_a_held_transaction_and_the_override(
+    node_pem: str, root: Path, setup_run: SetupRun
+) -> None:
+    """Abort by coordinator id undoes the held transaction it prepared; --resume --abort of
+    a held transaction also keeps its coordinator's tombstone, so its late prepare is 4."""
+    before = snapshot(root)
+    held = setup_run(make_document(node_pem), "--prepare", "--coordinator", "c-1")
+    aborted = run_txsetup(["abort", "--coordinator", "c-1", "--root", str(root)])
+    assert (aborted.result["outcome"], aborted.result["txid"]) == ("aborted", held.result["txid"])
+    assert snapshot(root) == before
+    setup_run(make_document(node_pem), "--prepare", "--coordinator", "c-2")
+    assert setup_run(None, "--resume", "--abort").result["outcome"] == "rolled_back"
+    again = setup_run(make_document(node_pem), "--prepare", "--coordinator", "c-2")
+    assert again.returncode == 4, again.stderr
+
+
+def test_coordinator_ids_and_decision_usage_are_checked(root: Path, setup_run: SetupRun) -> None:
+    """A coordinator id outside its alphabet is a usage error (2), and so is a decision
+    with both or neither of TXID and --coordinator; nothing is written."""
+    for bad in ("", "-x", "a b", "a\nb", "x" * 200, "é"):
+        assert setup_run(b"{}", "--prepare", "--coordinator", bad).returncode == 2, bad
+        assert run_txsetup(["abort", "--coordinator", bad, "--root", str(root)]).returncode == 2
+    assert run_txsetup(["abort", "--root", str(root)]).returncode == 2
+    both = ["commit", "20260101T000000Z-00000000", "--coordinator", "c", "--root", str(root)]
+    assert run_txsetup(both).returncode == 2
+    assert not (root / "var/lib/txsetup/aborted-coordinators").exists()

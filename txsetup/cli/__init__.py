@@ -130,6 +130,8 @@ def _run(args: argparse.Namespace, prog: str) -> Result:
 
     try:
         if args.command in ("commit", "abort"):
+            if (args.txid is None) == (args.coordinator is None):
+                raise UsageError(f"{args.command} takes a TXID or --coordinator ID, one of them")
             check_root(args.root)
             return run_decision(args)
         if args.abort and not args.resume:

@@ -76,6 +76,18 @@ ALIASES: dict[str, str] = {
 }
 
 
+def coordinator_id(text: str) -> str:
+    """A coordinator id as ``--coordinator`` takes it (:data:`COORDINATOR_ID`)."""
+    from txsetup.txn.tombstones import COORDINATOR_ID
+
+    if not COORDINATOR_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r}: a coordinator id is a letter or digit, then up to 127 of "
+            "A-Z a-z 0-9 . _ : @ + -"
+        )
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``txsetup`` parser with its subcommands."""
     parser = _Parser(
@@ -117,7 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=epilog(verb, f"txsetup {verb}"),
             formatter_class=ExamplesFormatter,
         )
-        decision.add_argument("txid", metavar="TXID", help="the prepared transaction's id")
+        decision.add_argument(
+            "txid", metavar="TXID", nargs="?", help="the prepared transaction's id"
+        )
+        decision.add_argument(
+            "--coordinator",
+            metavar="ID",
+            type=coordinator_id,
+            default=None,
+            help="instead of TXID: the id its coordinator gave with --prepare "
+            "(an abort is kept, and a later prepare with that id refused)",
+        )
         _common(decision)
         _lock_and_config(decision)
     add_push_parser(sub)
@@ -163,6 +185,7 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--coordinator",
         metavar="ID",
+        type=coordinator_id,
         default=None,
         help="with --prepare: the coordinator's own id for this transaction",
     )

@@ -95,7 +95,8 @@ def of_decision(decided: Decided) -> Result:
     """A decision's result: committed (the files it put in place), aborted, or a commit
     rolled back earlier, reported again (exit 6)."""
     code = ExitCode.ROLLED_BACK if decided.outcome == "rolled_back" else ExitCode.OK
-    return Result(decided.txid, decided.outcome, code, changed=decided.changed)
+    extra = {"coordinator": decided.coordinator} if decided.coordinator is not None else {}
+    return Result(decided.txid, decided.outcome, code, changed=decided.changed, extra=extra)
 
 
 def failed(error: TxsetupError, layout: Layout | None = None) -> Result:

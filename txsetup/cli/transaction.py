@@ -104,7 +104,7 @@ def run_program(args: argparse.Namespace) -> Result:
 
 
 def run_decision(args: argparse.Namespace) -> Result:
-    """``txsetup commit TXID`` / ``txsetup abort TXID``: decide a held transaction."""
+    """``txsetup commit|abort TXID`` (or ``--coordinator ID``): decide a held transaction."""
     from txsetup.node.programs import recovery_hooks
     from txsetup.txn.decide import decide
 
@@ -119,6 +119,7 @@ def run_decision(args: argparse.Namespace) -> Result:
             layout,
             log,
             txid=args.txid,
+            coordinator=args.coordinator,
             decision=args.command,
             hooks=recovery_hooks(config, layout, log),
             lock_timeout=args.lock_timeout,

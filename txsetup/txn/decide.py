@@ -8,6 +8,11 @@ renames, the service, its health check); an abort the way it undoes.
 
 Decisions are idempotent: the same one again, once it took effect, reports
 the same outcome (exit 0); the opposite one afterwards is refused (exit 4).
+
+A coordinator may decide by its own id (``--coordinator ID``) when it never
+learnt the txid. An abort by coordinator id is kept as a tombstone
+(:mod:`txsetup.txn.tombstones`) before it acts, also when no prepare of
+that id has arrived, so that a late one is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from txsetup.txn.layout import Layout
 from txsetup.txn.lock import acquire_lock
 from txsetup.txn.pending import PendingTxn, failure_cause, load_pending, utc_now
 from txsetup.txn.recovery import held_words
+from txsetup.txn.tombstones import record_aborted
 
 __all__ = ["Decided", "Decision", "decide"]
 
@@ -36,22 +42,27 @@ _OUTCOME: dict[str, str] = {"commit": "committed", "abort": "aborted"}
 class Decided:
     """What a decision did: the transaction's outcome and the files it changed."""
 
-    txid: str
+    txid: str | None  # None: an abort by coordinator id that no prepare had reached yet
     outcome: str
     changed: list[str] = field(default_factory=list)
     again: bool = False  # the decision had already taken effect
+    coordinator: str | None = None
 
 
 def decide(
     layout: Layout,
     log: FilteringBoundLogger,
     *,
-    txid: str,
+    txid: str | None,
     decision: Decision,
     hooks: Hooks,
     lock_timeout: float,
+    coordinator: str | None = None,
 ) -> Decided:
-    """Commit or abort the held transaction ``txid``, under the transaction lock.
+    """Commit or abort the held transaction ``txid`` (or ``coordinator``'s), under the lock.
+
+    By coordinator id with no transaction of that id on the node, an abort
+    keeps the tombstone and reports ``aborted``; a commit is refused.
 
     Raises:
         DecisionRefused: no such prepared transaction here, or it was decided
@@ -67,6 +78,12 @@ def decide(
             txn = load_pending(layout)
         except OSError as exc:
             raise RecoveryFailed(f"{decision}: {os_error_words(exc)}") from exc
+        if txid is None and coordinator is not None:
+            txid = _txid_of(layout, txn, coordinator)
+            if txid is None:
+                return _tombstone_only(layout, log, coordinator, decision)
+        if txid is None:
+            raise DecisionRefused(f"{decision}: name a transaction id or --coordinator")
         if txn is None or txn.txid != txid:
             return _decided_before(layout, txn, txid, decision)
         if txn.hold is None:
@@ -92,14 +109,19 @@ def _act(
 ) -> Decided:
     """Journal the decision durably (once), then commit or undo."""
     journal = Journal(layout.journal, txn.txid)
+    coordinator = (txn.hold or {}).get("coordinator")
+    coordinator = coordinator if isinstance(coordinator, str) else None
     if txn.decision is None:
         data = {"decision": decision, "decided_at": utc_now()}
         try:
+            if decision == "abort" and coordinator is not None:
+                record_aborted(layout, coordinator)
             journal.append(TxnState.DECIDED, data, durable=True)
         except OSError as exc:
             raise RecoveryFailed(f"{decision} {txn.txid}: {os_error_words(exc)}") from exc
         txn.records.append(Record(txn.txid, TxnState.DECIDED, data))
-    log.info("txn.decided", decided_txid=txn.txid, decision=decision)
+    by_id = {"coordinator": coordinator} if coordinator is not None else {}
+    log.info("txn.decided", decided_txid=txn.txid, decision=decision, **by_id)
     paths = [c.path for c in txn.changes]
     if decision == "abort":
         cause = {"error_code": "aborted", "by": f"txsetup abort {txn.txid}"}
@@ -112,7 +134,7 @@ def _act(
             cause=cause,
             hooks=hooks,
         )
-        return Decided(txn.txid, "aborted")
+        return Decided(txn.txid, "aborted", coordinator=coordinator)
     try:
         finish_forward(
             layout,
@@ -135,7 +157,32 @@ def _act(
             hooks=hooks,
         )
         raise RolledBack(f"commit {txn.txid} rolled back: {exc}") from exc
-    return Decided(txn.txid, "committed", paths)
+    return Decided(txn.txid, "committed", paths, coordinator=coordinator)
+
+
+def _txid_of(layout: Layout, pending: PendingTxn | None, coordinator: str) -> str | None:
+    """The transaction prepared for ``coordinator``: the held one, or the last one here."""
+    if pending is not None:
+        return pending.txid if (pending.hold or {}).get("coordinator") == coordinator else None
+    records = read_journal(layout.journal)
+    if not records:
+        return None
+    last = PendingTxn.from_records(records)
+    return last.txid if (last.hold or {}).get("coordinator") == coordinator else None
+
+
+def _tombstone_only(
+    layout: Layout, log: FilteringBoundLogger, coordinator: str, decision: Decision
+) -> Decided:
+    """No transaction of ``coordinator`` here: an abort keeps its tombstone, a commit is refused."""
+    if decision == "commit":
+        raise DecisionRefused(f"no transaction prepared for coordinator {coordinator} on this node")
+    try:
+        record_aborted(layout, coordinator)
+    except OSError as exc:
+        raise RecoveryFailed(f"abort {coordinator}: {os_error_words(exc)}") from exc
+    log.info("txn.decided", decision=decision, coordinator=coordinator)
+    return Decided(None, "aborted", again=False, coordinator=coordinator)
 
 
 def _decided_before(
@@ -162,4 +209,10 @@ def _decided_before(
             f"{_OUTCOME[decision]}"
         )
     ended = "rolled_back" if taken == "commit" and records[-1].state is not TxnState.DONE else None
-    return Decided(txid, ended or _OUTCOME[decision], again=True)
+    coordinator = (last.hold or {}).get("coordinator")
+    return Decided(
+        txid,
+        ended or _OUTCOME[decision],
+        again=True,
+        coordinator=coordinator if isinstance(coordinator, str) else None,
+    )

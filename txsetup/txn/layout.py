@@ -30,6 +30,11 @@ class Layout:
         return self.state_dir / "journal"
 
     @property
+    def aborted_coordinators(self) -> Path:
+        """Coordinator ids aborted here (:mod:`txsetup.txn.tombstones`)."""
+        return self.state_dir / "aborted-coordinators"
+
+    @property
     def lock_file(self) -> Path:
         """The transaction lock."""
         return self.root / "var/lock/txsetup.lock"

@@ -24,6 +24,7 @@ from txsetup.txn.journal import Journal, TxnState, read_journal
 from txsetup.txn.layout import Layout
 from txsetup.txn.pending import PendingTxn, failure_cause, load_pending, utc_now
 from txsetup.txn.rules import RecoveryAction, decide
+from txsetup.txn.tombstones import record_aborted
 
 __all__ = ["Recovered", "held_words", "recover_pending"]
 
@@ -88,6 +89,9 @@ def recover_pending(
             raise Held(held_words(txn))
         if txn.held:
             log.warning("txn.override", held_txid=txn.txid, by=by, hold=txn.hold)
+            coordinator = (txn.hold or {}).get("coordinator")
+            if isinstance(coordinator, str):  # its coordinator's late prepare is refused too
+                record_aborted(layout, coordinator)
         abort = abort or txn.decision == "abort"
         # Any other transaction's copies go first: this one's are still needed.
         sweep = (*hooks.sweep_dirs, *txn.target_dirs)

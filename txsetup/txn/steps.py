@@ -25,6 +25,7 @@ from txsetup.txn.pending import PendingTxn, utc_now
 from txsetup.txn.plan import Action, PlannedFile, plan_files
 from txsetup.txn.program import Program, TxnContext
 from txsetup.txn.service import apply_service
+from txsetup.txn.tombstones import refuse_if_aborted
 
 __all__ = [
     "DRY_RUN",
@@ -53,7 +54,10 @@ def named(text: str, limit: int = 64) -> str:
 
 
 def take_lock(ctx: Context) -> bool:
-    """Take the transaction lock, then recover whatever a crash left behind."""
+    """Take the transaction lock, then recover whatever a crash left behind.
+
+    A prepare for a coordinator id aborted on this node stops here (exit 4).
+    """
     ctx.lock = acquire_lock(ctx.layout, ctx.lock_timeout)
     pending = recovery.recover_pending(
         ctx.layout,
@@ -65,6 +69,8 @@ def take_lock(ctx: Context) -> bool:
     )
     if pending:
         ctx.recovered.append(pending.to_json())
+    if ctx.hold is not None:
+        refuse_if_aborted(ctx.layout, ctx.hold.get("coordinator"))
     return pending is not None
 
 
