@@ -415,10 +415,26 @@ def copy_root(source: Path, target: Path) -> None:
     subprocess.run(["cp", "-a", str(source), str(target)], check=True)
 
 
+def kept_for_revert(root: Path) -> set[str]:
+    """The root-relative paths of the last commit's kept set: its manifest and the copies it
+    names, read by the documented format (``docs/journal.md``), not by the code under test."""
+    manifest = root / "var/lib/txsetup/revertable"
+    try:
+        files = json.loads(manifest.read_bytes())["files"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return set()
+    return {"var/lib/txsetup/revertable"} | {f["kept"] for f in files if f["kept"]}
+
+
 def state_dir_leftovers(root: Path) -> list[str]:
-    """Files in the state directory other than the journal (staged or hold copies)."""
+    """Files in the state directory other than the journal, the coordinator tombstones and
+    the kept set (:func:`kept_for_revert`): staged or hold copies, or a stale kept copy."""
     state = root / "var/lib/txsetup"
-    return sorted(n for n in os.listdir(state) if n != "journal") if state.exists() else []
+    if not state.exists():
+        return []
+    ours = {"journal", "aborted-coordinators"}
+    kept = {Path(p).name for p in kept_for_revert(root) if p.startswith("var/lib/txsetup/")}
+    return sorted(n for n in os.listdir(state) if n not in ours | kept)
 
 
 @pytest.fixture(scope="session")

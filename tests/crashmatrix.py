@@ -63,6 +63,7 @@ from tests.conftest import (
     check_log_lines,
     copy_root,
     encode,
+    kept_for_revert,
     require_tool,
     run_txsetup,
     snapshot,
@@ -293,10 +294,12 @@ def run_matrix(check: Callable[[Call], list[str]], calls: Sequence[Call]) -> lis
 
 def leftovers(root: Path) -> list[str]:
     """Staged or hold copies anywhere: in the state directory, or beside a target."""
+    kept = kept_for_revert(root)
     strays = [
         str(path.relative_to(root))
         for path in root.rglob(".txsetup-*")
         if not path.is_relative_to(root / "var/lib/txsetup")
+        and path.relative_to(root).as_posix() not in kept
     ]
     return state_dir_leftovers(root) + sorted(strays)
 

@@ -16,6 +16,7 @@ from tests.conftest import (
     Entry,
     Run,
     encode,
+    kept_for_revert,
     make_document,
     run_traced,
     snapshot,
@@ -38,8 +39,13 @@ def split_root(root: Path) -> Iterator[Path]:
 
 
 def copies_beside_targets(root: Path) -> list[str]:
-    """Staged or hold copies left in the target directory."""
-    return sorted(n for n in os.listdir(root / GANETI) if n.startswith(".txsetup-"))
+    """Staged or hold copies left in the target directory (not the last commit's kept set)."""
+    kept = kept_for_revert(root)
+    return sorted(
+        n
+        for n in os.listdir(root / GANETI)
+        if n.startswith(".txsetup-") and f"{GANETI}/{n}" not in kept
+    )
 
 
 def installed(split_root: Path, node_pem: str, setup_run: SetupRun) -> dict[str, Entry]:

@@ -20,7 +20,10 @@ Words used below:
 
 * a *staged copy* is a file whose name ends in ``.new`` (``<txid>-<i>.new`` in
   the state directory, ``.txsetup-<txid>-<i>.new`` beside its target); a
-  *hold* is a name ending in ``.old``; both are *copies*;
+  *hold* is a name ending in ``.old``; both are *copies*; a *kept copy* ends
+  in ``.revert`` (a committed transaction's hold, kept for ``txsetup
+  revert``: renaming a hold to it, or removing an earlier one, is no target
+  change, for no outcome depends on it);
 * a *commit rename* renames a staged copy; a *target change* is a rename whose
   source is a copy (commit or undo), or an unlink of a name that is not a copy
   in a target directory; a *target directory* is the directory of a target
@@ -126,6 +129,10 @@ def _is_copy(path: str | None, suffix: str = "") -> bool:
     return path is not None and path.endswith((suffix,) if suffix else (".new", ".old"))
 
 
+def _is_kept(path: str | None) -> bool:
+    return path is not None and path.endswith(".revert")
+
+
 def _inside(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
@@ -221,7 +228,7 @@ class _Trace:
         dirs = {
             os.path.dirname(e.dest)
             for e in self.events
-            if e.call == "rename" and _is_copy(e.path) and e.dest
+            if e.call == "rename" and _is_copy(e.path) and e.dest and not _is_kept(e.dest)
         }
         dirs |= {
             os.path.dirname(e.path)
@@ -248,11 +255,13 @@ class _Trace:
         dirs = self.target_dirs()
         for index, event in enumerate(self.events):
             if event.call == "rename" and _is_copy(event.path) and event.dest:
-                yield index, os.path.dirname(event.dest)
+                if not _is_kept(event.dest):
+                    yield index, os.path.dirname(event.dest)
             elif (
                 event.call == "unlink"
                 and event.path
                 and not _is_copy(event.path)
+                and not _is_kept(event.path)
                 and os.path.dirname(event.path) in dirs
             ):
                 yield index, os.path.dirname(event.path)

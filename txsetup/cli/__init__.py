@@ -129,8 +129,10 @@ def _run(args: argparse.Namespace, prog: str) -> Result:
     from txsetup.cli.transaction import run_decision, run_program, run_resume
 
     try:
-        if args.command in ("commit", "abort"):
-            if (args.txid is None) == (args.coordinator is None):
+        if args.command in ("commit", "abort", "confirm", "revert"):
+            if args.command in ("commit", "abort") and (args.txid is None) == (
+                args.coordinator is None
+            ):
                 raise UsageError(f"{args.command} takes a TXID or --coordinator ID, one of them")
             check_root(args.root)
             return run_decision(args)
@@ -142,6 +144,11 @@ def _run(args: argparse.Namespace, prog: str) -> Result:
             raise UsageError("--prepare goes with neither --resume nor --dry-run")
         if args.coordinator is not None and not args.prepare:
             raise UsageError("--coordinator goes with --prepare")
+        if args.confirm_within is not None and (args.prepare or args.resume or args.dry_run):
+            raise UsageError(
+                "--confirm-within goes with a run (or `txsetup commit`), "
+                "not with --prepare, --resume or --dry-run"
+            )
         check_root(args.root)
         if args.resume:
             return run_resume(args)

@@ -67,14 +67,26 @@ EXAMPLES: Final[Mapping[str, tuple[str, ...]]] = {
     "commit": (
         "# a node held by --prepare: put its files in place, restart, check",
         "{prog} 20261205T120000Z-5f0bc85a",
-        "# the same on a node root",
-        "{prog} 20261205T120000Z-5f0bc85a --root /tmp/node1",
+        "# the same, by the id its coordinator gave, to be confirmed within 5 minutes",
+        "{prog} --coordinator push-42 --confirm-within 300 --root /tmp/node1",
     ),
     "abort": (
         "# a node held by --prepare: discard it, the files stay as they are",
         "{prog} 20261205T120000Z-5f0bc85a",
+        "# by the coordinator's id, also before its prepare arrived",
+        "{prog} --coordinator push-42 --root /tmp/node1",
+    ),
+    "confirm": (
+        "# keep a commit made with --confirm-within (no revert at its deadline)",
+        "{prog} 20261205T120000Z-5f0bc85a",
         "# the same on a node root",
         "{prog} 20261205T120000Z-5f0bc85a --root /tmp/node1",
+    ),
+    "revert": (
+        "# put back the files the last commit replaced, and the daemon as it was",
+        "{prog} 20261205T120000Z-5f0bc85a",
+        "# which commit can be reverted: status says",
+        "txsetup status --root /tmp/node1",
     ),
     "push": (
         "# two nodes, one result line each",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from txsetup.cli.helptext import ExamplesFormatter, add_version, epilog
 from txsetup.cli.push import add_push_parser
@@ -64,10 +64,24 @@ _RUN_COMMANDS: dict[str, tuple[str, str]] = {
         "transaction; reload sshd when a host key changed.",
     ),
 }
-# The decisions on a transaction prepared with --prepare: help.
+# The verbs on one transaction: help.
 _DECISIONS: dict[str, str] = {
     "commit": "commit a transaction prepared with --prepare: commit, restart or reload, check",
     "abort": "discard a transaction prepared with --prepare: the node's files stay as they are",
+    "confirm": "keep a commit made with --confirm-within: it is not reverted at its deadline",
+    "revert": "put back the files the last commit replaced; restart or reload, check",
+}
+# What each verb repeated, or after the other one, does.
+_DECISION_RULES: dict[str, str] = {
+    "commit": "Idempotent: the same decision again reports the same outcome (exit 0); "
+    "after an abort it is refused (exit 4).",
+    "abort": "Idempotent: the same decision again reports the same outcome (exit 0); "
+    "after a commit it is refused (exit 4).",
+    "confirm": "Repeating it reports `confirmed` again (exit 0); after the revert it is "
+    "refused (exit 4).",
+    "revert": "Only the last commit, and only while every file it wrote is as it wrote it "
+    "(otherwise exit 4, nothing touched); if the service does not come back, the revert "
+    "is undone (exit 6). Repeating it reports `reverted` again (exit 0).",
 }
 # The drop-in names a Ganeti master runs, and the command each one is.
 ALIASES: dict[str, str] = {
@@ -121,18 +135,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(status)
     for verb, summary in _DECISIONS.items():
-        decision = sub.add_parser(
-            verb,
-            help=summary,
-            description=f"{summary[0].upper()}{summary[1:]}. Idempotent: the same decision "
-            "again reports the same outcome (exit 0); the other one is refused (exit 4).",
-            epilog=epilog(verb, f"txsetup {verb}"),
-            formatter_class=ExamplesFormatter,
-        )
-        decision.add_argument(
-            "txid", metavar="TXID", nargs="?", help="the prepared transaction's id"
-        )
-        decision.add_argument(
+        _decision_parser(sub, verb, summary)
+    add_push_parser(sub)
+    return parser
+
+
+def _decision_parser(sub: Any, verb: str, summary: str) -> None:
+    """One verb on one transaction: ``txsetup commit|abort|confirm|revert TXID``."""
+    parser = sub.add_parser(
+        verb,
+        help=summary,
+        description=f"{summary[0].upper()}{summary[1:]}. {_DECISION_RULES[verb]}",
+        epilog=epilog(verb, f"txsetup {verb}"),
+        formatter_class=ExamplesFormatter,
+    )
+    by_coordinator = verb in ("commit", "abort")
+    parser.add_argument(
+        "txid",
+        metavar="TXID",
+        nargs="?" if by_coordinator else None,
+        help="the transaction's id",
+    )
+    if by_coordinator:
+        parser.add_argument(
             "--coordinator",
             metavar="ID",
             type=coordinator_id,
@@ -140,10 +165,39 @@ def build_parser() -> argparse.ArgumentParser:
             help="instead of TXID: the id its coordinator gave with --prepare "
             "(an abort is kept, and a later prepare with that id refused)",
         )
-        _common(decision)
-        _lock_and_config(decision)
-    add_push_parser(sub)
-    return parser
+    if verb == "commit":
+        _confirm_within(parser)
+    if verb == "revert":
+        parser.add_argument(
+            "--if-unconfirmed",
+            action="store_true",
+            help="the confirmation timer's own call: wait for TXID's deadline, then revert "
+            "only if it is still unconfirmed",
+        )
+    _common(parser)
+    _lock_and_config(parser)
+
+
+def _confirm_within(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--confirm-within",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="commit confirmed: unless `txsetup confirm TXID` comes within SECONDS, "
+        "the node reverts the commit by itself",
+    )
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds, at most a week."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
+    if not 0 < value <= 7 * 24 * 3600:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: seconds between 0 and one week")
+    return value
 
 
 def build_alias_parser(alias: str) -> argparse.ArgumentParser:
@@ -189,6 +243,7 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="with --prepare: the coordinator's own id for this transaction",
     )
+    _confirm_within(parser)
     _lock_and_config(parser)
 
 

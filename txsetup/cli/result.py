@@ -85,7 +85,7 @@ def of_resume(found: Recovered | None) -> Result:
     """``--resume``'s result: what it finished or undid, or that nothing was unfinished."""
     if found is None:
         return Result(None, "nothing_to_resume")
-    outcome = "resumed" if found.action == "rolled_forward" else "rolled_back"
+    outcome = {"rolled_forward": "resumed", "reverted": "reverted"}.get(found.action, "rolled_back")
     return Result(
         found.txid, outcome, changed=found.changed, extra={"recovered": [found.to_json()]}
     )
@@ -96,6 +96,7 @@ def of_decision(decided: Decided) -> Result:
     rolled back earlier, reported again (exit 6)."""
     code = ExitCode.ROLLED_BACK if decided.outcome == "rolled_back" else ExitCode.OK
     extra = {"coordinator": decided.coordinator} if decided.coordinator is not None else {}
+    extra.update(decided.extra)
     return Result(decided.txid, decided.outcome, code, changed=decided.changed, extra=extra)
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
-import secrets
 import sys
-from datetime import UTC, datetime
 from typing import BinaryIO
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from txsetup.cli.result import Result, failed, of_decision, of_outcome, of_resume
 from txsetup.errors import EnvironmentProblem, TxsetupError
@@ -24,7 +24,9 @@ from txsetup.log import get_logger
 from txsetup.node.config import Config
 from txsetup.node.config_file import load_config
 from txsetup.node.preflight import Preflight, Table
+from txsetup.txn.hooks import Hooks
 from txsetup.txn.layout import Layout
+from txsetup.txn.pending import new_txid
 
 __all__ = ["run_decision", "run_program", "run_resume"]
 
@@ -48,11 +50,6 @@ def checked_before_lock(
     preflight = Preflight.for_run(config, root=args.root, config_arg=args.config)
     preflight.before_lock(layout, own=own)
     return preflight
-
-
-def new_txid() -> str:
-    """A sortable, unique transaction id."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
 def _stdin() -> BinaryIO:
@@ -92,21 +89,22 @@ def run_program(args: argparse.Namespace) -> Result:
         txid=txid,
         stdin=_stdin(),
         log=log,
-        recovery=recovery_hooks(config, layout, log),
+        recovery=with_confirm_timer(recovery_hooks(config, layout, log), args, log),
         facts=program.facts(),
         lock_timeout=args.lock_timeout,
         hold={"by": f"txsetup {command} --prepare", "coordinator": args.coordinator}
         if args.prepare
         else None,
+        confirm_within=args.confirm_within,
     )
     outcome = run_transaction(ctx, dry_run=args.dry_run, prepare=args.prepare)
     return of_outcome(outcome, layout)
 
 
 def run_decision(args: argparse.Namespace) -> Result:
-    """``txsetup commit|abort TXID`` (or ``--coordinator ID``): decide a held transaction."""
+    """``txsetup commit|abort|confirm|revert``: a verb on one transaction."""
     from txsetup.node.programs import recovery_hooks
-    from txsetup.txn.decide import decide
+    from txsetup.txn import decide
 
     layout = Layout(args.root)
     structlog.contextvars.bind_contextvars(txid=args.txid)
@@ -114,21 +112,40 @@ def run_decision(args: argparse.Namespace) -> Result:
     log.info("txn.begin", command=args.command)
     config = load_config(args.config, root=args.root)
     checked_before_lock(args, config, layout)
+    hooks = with_confirm_timer(recovery_hooks(config, layout, log), args, log)
+    common = {"hooks": hooks, "lock_timeout": args.lock_timeout}
     try:
-        decided = decide(
-            layout,
-            log,
-            txid=args.txid,
-            coordinator=args.coordinator,
-            decision=args.command,
-            hooks=recovery_hooks(config, layout, log),
-            lock_timeout=args.lock_timeout,
-        )
+        if args.command == "confirm":
+            decided = decide.confirm(layout, log, txid=args.txid, **common)
+        elif args.command == "revert":
+            decided = decide.revert(
+                layout, log, txid=args.txid, if_unconfirmed=args.if_unconfirmed, **common
+            )
+        else:
+            decided = decide.decide(
+                layout,
+                log,
+                txid=args.txid,
+                coordinator=args.coordinator,
+                decision=args.command,
+                confirm_within=getattr(args, "confirm_within", None),
+                **common,
+            )
     except EnvironmentProblem:
         raise
     except TxsetupError as error:
         return failed(error, layout)
     return of_decision(decided)
+
+
+def with_confirm_timer(hooks: Hooks, args: argparse.Namespace, log: FilteringBoundLogger) -> Hooks:
+    """``hooks`` with the timer that reverts an unconfirmed commit, calling this txsetup back."""
+    from txsetup.node.confirm_timer import arm_timer
+
+    def arm(layout: Layout, txid: str, deadline: str) -> str | None:
+        return arm_timer(layout, txid, deadline, config=args.config, log=log)
+
+    return dataclasses.replace(hooks, arm_timer=arm)
 
 
 def run_resume(args: argparse.Namespace) -> Result:
@@ -153,7 +170,7 @@ def run_resume(args: argparse.Namespace) -> Result:
     log.info("txn.begin", command=args.command, resume=True, abort=args.abort)
     config = load_config(args.config, root=args.root)
     checked_before_lock(args, config, layout)
-    hooks = recovery_hooks(config, layout, log)
+    hooks = with_confirm_timer(recovery_hooks(config, layout, log), args, log)
     try:
         found = resume(layout, log, hooks=hooks, abort=args.abort, lock_timeout=args.lock_timeout)
     except EnvironmentProblem:

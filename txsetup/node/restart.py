@@ -21,7 +21,6 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import RecoveryFailed
 from txsetup.node.config import DaemonConfig
 from txsetup.node.daemon import (
     Probe,
@@ -30,8 +29,7 @@ from txsetup.node.daemon import (
     run_all,
     wait_healthy,
 )
-from txsetup.txn.finish import ForwardFailed
-from txsetup.txn.service import ServiceKind
+from txsetup.txn.service import ForwardFailed, ServiceKind
 
 __all__ = ["DAEMON", "DaemonControl", "DaemonUnhealthy", "fingerprint_of_pem"]
 
@@ -129,14 +127,12 @@ class DaemonControl:
         self._restart_healthy(_fingerprint(details.get("fingerprint")))
 
     def restore(self, earlier: Mapping[str, Any]) -> None:
-        """Bring the daemon back to its journaled earlier state (files already restored)."""
-        try:
-            if earlier.get("was_running"):
-                self._restart_healthy(_fingerprint(earlier.get("old_fingerprint")))
-            else:
-                self._run("stop", self.config.stop)
-        except DaemonUnhealthy as exc:
-            raise RecoveryFailed(f"restoring the node daemon failed: {exc}") from exc
+        """Bring the daemon back to a journaled earlier state (those files already back):
+        restarted on its certificate if it ran, else stopped; :class:`DaemonUnhealthy` if not."""
+        if earlier.get("was_running"):
+            self._restart_healthy(_fingerprint(earlier.get("old_fingerprint")))
+        else:
+            self._run("stop", self.config.stop)
 
 
 def _fingerprint(value: object) -> str | None:
@@ -147,8 +143,10 @@ DAEMON = ServiceKind(
     step="restart_daemon",
     description="restart the node daemon; wait until healthy",
     state="restarting_daemon",
+    noun="the node daemon",
     wanted=lambda details: bool(details.get("start_node_daemon")),
     earlier=lambda details: {"old_fingerprint": details.get("old_fingerprint")},
+    serving=lambda details: {"old_fingerprint": details.get("fingerprint")},
 )
 """The node daemon, as ``node-daemon-setup`` declares it: the prepared record's
 ``start_node_daemon`` asks for the restart, ``fingerprint`` is what it must

@@ -29,11 +29,9 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import RecoveryFailed
 from txsetup.node.config import HealthTarget, SshdConfig
 from txsetup.node.daemon import is_running, run_all, run_command, wait_healthy
-from txsetup.txn.finish import ForwardFailed
-from txsetup.txn.service import ServiceKind
+from txsetup.txn.service import ForwardFailed, ServiceKind
 
 __all__ = ["SSHD", "UNCHECKED_KINDS", "SshdControl", "SshdUnhealthy", "keyscan"]
 
@@ -160,7 +158,7 @@ class SshdControl:
         fingerprints = _strings(earlier.get("old_host_keys"))
         was_running = bool(earlier.get("was_running"))
         if was_running and not self._serves(fingerprints, timeout=self.config.health_timeout):
-            raise RecoveryFailed("restoring sshd failed: it does not serve the old host keys")
+            raise SshdUnhealthy("it does not serve the old host keys")
 
 
 def _strings(value: object) -> dict[str, str]:
@@ -173,8 +171,10 @@ SSHD = ServiceKind(
     step="reload_sshd",
     description="reload sshd; wait until it serves the new host keys",
     state="reloading_sshd",
+    noun="sshd",
     wanted=lambda details: bool(details.get("reload_sshd")),
     earlier=lambda details: {"old_host_keys": _strings(details.get("old_host_keys"))},
+    serving=lambda details: {"old_host_keys": _strings(details.get("host_keys"))},
 )
 """sshd, as ``ssh-setup`` declares it: the prepared record's ``reload_sshd``
 asks for the reload (a host key changed), ``host_keys`` are what it must serve

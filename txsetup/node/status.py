@@ -14,6 +14,7 @@ from txsetup.node.restart import DAEMON
 from txsetup.node.sshd import SSHD
 from txsetup.txn.journal import FINISHED_STATES, Record, TxnState, read_journal
 from txsetup.txn.layout import Layout
+from txsetup.txn.revertable import Revertable, read_revertable
 
 __all__ = ["describe_last_transaction", "last_transaction", "read_last_transaction"]
 
@@ -78,15 +79,23 @@ def _reason(last: Record, merged: Mapping[str, Any]) -> dict[str, Any] | None:
     reason = merged.get("reason")
     if last.state is TxnState.ROLLED_BACK and isinstance(reason, str):
         return {"step": None, "error_code": None, "error": reason}
+    if merged.get("reverts") and isinstance(reason, str):
+        code = "not_confirmed" if reason == "not confirmed" else "reverted"
+        return {"step": None, "error_code": code, "error": f"reverted: {reason}"}
     return None
 
 
-def last_transaction(records: Sequence[Record]) -> dict[str, Any] | None:
+def last_transaction(
+    records: Sequence[Record], kept: Revertable | None = None
+) -> dict[str, Any] | None:
     """The last transaction in brief: txid, program, outcome, times, reason. No secrets.
 
     ``outcome`` is the end record's (``committed``, ``converged``,
-    ``resumed``), ``rolled_back``, or ``unfinished``; ``reason`` is None for
-    a plain commit or convergence.
+    ``resumed``, ``reverted``), ``rolled_back``, ``aborted``, ``in_doubt``
+    (held by ``--prepare``), ``unconfirmed`` (``kept`` says its commit waits
+    for ``txsetup confirm``) or ``unfinished``; ``reason`` is None for a
+    plain commit or convergence. A revert names the commit it reverted
+    (``reverts``).
     """
     if not records:
         return None
@@ -94,6 +103,8 @@ def last_transaction(records: Sequence[Record]) -> dict[str, Any] | None:
     finished = last.state in FINISHED_STATES
     if last.state is TxnState.DONE:
         outcome = str(merged.get("outcome"))
+        if kept is not None and kept.txid == last.txid and kept.unconfirmed is not None:
+            outcome = "unconfirmed"
     elif last.state is TxnState.ROLLED_BACK:
         aborted = _held(records) and _decision(records) != "commit"
         outcome = "aborted" if aborted else "rolled_back"
@@ -106,6 +117,7 @@ def last_transaction(records: Sequence[Record]) -> dict[str, Any] | None:
         "started_at": merged.get("started_at"),
         "ended_at": merged.get("ended_at") if finished else None,
         "reason": _reason(last, merged),
+        **({"reverts": merged["reverts"]} if merged.get("reverts") else {}),
     }
 
 
@@ -122,7 +134,22 @@ def _decision(records: Sequence[Record]) -> str | None:
 
 def read_last_transaction(layout: Layout) -> dict[str, Any] | None:
     """:func:`last_transaction` of the node's journal (None when there is none)."""
-    return last_transaction(read_journal(layout.journal))
+    return last_transaction(read_journal(layout.journal), read_revertable(layout))
+
+
+def _revertable(kept: Revertable | None) -> dict[str, Any] | None:
+    """Which commit ``txsetup revert`` can undo, and whether it waits for its confirmation."""
+    if kept is None:
+        return None
+    unconfirmed = None
+    if kept.unconfirmed is not None:
+        unconfirmed = {**kept.unconfirmed, "passed": kept.deadline_passed()}
+    return {
+        "txid": kept.txid,
+        "command": kept.command,
+        "kept_at": kept.kept_at,
+        "unconfirmed": unconfirmed,
+    }
 
 
 def describe_last_transaction(layout: Layout) -> dict[str, Any]:
@@ -133,19 +160,25 @@ def describe_last_transaction(layout: Layout) -> dict[str, Any]:
     they held any).
     """
     records = read_journal(layout.journal)
+    kept = read_revertable(layout)
     if not records:
         return {
             "txid": None,
             "state": "none",
             "finished": True,
             "files": [],
+            "revertable": _revertable(kept),
             "last_transaction": None,
         }
     last, merged = records[-1], _merged(records)
     files = [
         {
             "path": c["path"],
-            "action": "replace" if c["old"] else "create",
+            "action": "remove"
+            if c.get("staged", "") is None
+            else "replace"
+            if c["old"]
+            else "create",
             "old_mode": c["old"]["mode"] if c["old"] else None,
         }
         for c in merged.get("changes", [])
@@ -169,5 +202,7 @@ def describe_last_transaction(layout: Layout) -> dict[str, Any]:
         "states": [str(r.state) for r in records],
         # A prepared transaction held for its coordinator's decision: who and which id.
         "hold": merged.get("hold") if _held(records) else None,
-        "last_transaction": last_transaction(records),
+        # The last commit whose earlier files are kept (``txsetup revert``), and its deadline.
+        "revertable": _revertable(kept),
+        "last_transaction": last_transaction(records, kept),
     }

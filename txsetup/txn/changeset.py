@@ -17,6 +17,9 @@ Lifecycle (each function is idempotent and safe after a crash at any point):
 * :func:`discard_copies` removes staged and hold copies once the outcome is
   decided.
 
+A change may also remove its target (``staged`` None): a revert's change to
+a file the reverted commit created. Its hold keeps the file for an undo.
+
 The journal records paths and inode numbers only, never content.
 """
 
@@ -51,12 +54,12 @@ _STAGE_PREFIX = ".txsetup-"
 
 @dataclass(frozen=True)
 class Change:
-    """One file the transaction replaces or creates, as journaled."""
+    """One file the transaction replaces, creates or (``staged`` None) removes, as journaled."""
 
     path: str
-    staged: str
+    staged: str | None
     hold: str | None
-    new_ino: int
+    new_ino: int | None  # None: the target is removed
     old: FileMeta | None
 
     def to_json(self) -> dict[str, Any]:
@@ -89,7 +92,8 @@ def _staging_dir(layout: Layout, target: Path) -> Path:
     return target.parent
 
 
-def _copy_names(layout: Layout, txid: str, index: int, target: Path) -> tuple[Path, Path]:
+def copy_names(layout: Layout, txid: str, index: int, target: Path) -> tuple[Path, Path]:
+    """The staged and hold copy names of a transaction's ``index``-th change of ``target``."""
     where = _staging_dir(layout, target)
     stem = f"{txid}-{index}" if where == layout.state_dir else f"{_STAGE_PREFIX}{txid}-{index}"
     return where / f"{stem}.new", where / f"{stem}.old"
@@ -141,7 +145,7 @@ def stage_changes(
     for index, item in enumerate(p for p in planned if p.action is not Action.UNCHANGED):
         want = item.desired
         target = layout.path(want.relpath)
-        staged, hold_path = _copy_names(layout, txid, index, target)
+        staged, hold_path = copy_names(layout, txid, index, target)
         # Unless configured otherwise, an existing file keeps its owner
         # and a new one gets the default owner.
         old = item.old if item.old is not None and item.old.kind == "file" else None
@@ -179,6 +183,10 @@ def commit_changes(layout: Layout, changes: Sequence[Change]) -> None:
     """Rename every staged copy over its target; skip those already in place."""
     for change in changes:
         target = layout.path(change.path)
+        if change.staged is None:  # a removal: the hold keeps the file for an undo
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+            continue
         staged = layout.path(change.staged)
         if os.path.lexists(staged):
             os.replace(staged, target)
@@ -206,10 +214,11 @@ def undo_changes(layout: Layout, changes: Sequence[Change]) -> None:
                 raise RecoveryFailed(
                     f"undo: hold copy {change.hold} is gone and {change.path} is not the old file"
                 )
-        elif _ino(target) == change.new_ino:
+        elif change.new_ino is not None and _ino(target) == change.new_ino:
             os.unlink(target)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(layout.path(change.staged))
+        if change.staged is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(layout.path(change.staged))
     for directory in sorted({layout.path(c.path).parent for c in changes}):
         if directory.exists():
             fsync_dir(directory)
@@ -230,7 +239,7 @@ def remove_created_dirs(layout: Layout, created_dirs: Sequence[str]) -> None:
 
 
 def changed_in_place(layout: Layout, changes: Sequence[Change]) -> list[Change]:
-    """The changes whose target already is the new file (commit renamed it)."""
+    """The changes whose target already is the new file (commit renamed it, or removed it)."""
     return [c for c in changes if _ino(layout.path(c.path)) == c.new_ino]
 
 

@@ -1,4 +1,6 @@
-"""``txsetup commit TXID`` and ``txsetup abort TXID``: decide a held transaction.
+"""The node's verbs on a transaction: ``commit``, ``abort``, ``confirm`` and ``revert``.
+
+``commit TXID`` and ``abort TXID`` decide a held transaction.
 
 A transaction prepared with ``--prepare`` holds the node until it is decided.
 The decision is journaled durably (``decided``) before it acts, so a crash
@@ -13,12 +15,23 @@ A coordinator may decide by its own id (``--coordinator ID``) when it never
 learnt the txid. An abort by coordinator id is kept as a tombstone
 (:mod:`txsetup.txn.tombstones`) before it acts, also when no prepare of
 that id has arrived, so that a late one is refused.
+
+``confirm TXID`` keeps a commit made with ``--confirm-within``; ``revert
+TXID`` puts back the earlier files of the last commit
+(:mod:`txsetup.txn.revert`), also as the timer of an unconfirmed commit
+(``--if-unconfirmed``: only once its deadline passed, only if still
+unconfirmed). A confirm after the revert, or a revert after a later
+commit, is refused (exit 4); either one repeated reports its outcome again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from structlog.typing import FilteringBoundLogger
 
@@ -29,10 +42,12 @@ from txsetup.txn.journal import FINISHED_STATES, Journal, Record, TxnState, read
 from txsetup.txn.layout import Layout
 from txsetup.txn.lock import acquire_lock
 from txsetup.txn.pending import PendingTxn, failure_cause, load_pending, utc_now
-from txsetup.txn.recovery import held_words
+from txsetup.txn.recovery import held_words, recover_pending
+from txsetup.txn.revert import revert_kept
+from txsetup.txn.revertable import confirm_kept, read_revertable
 from txsetup.txn.tombstones import record_aborted
 
-__all__ = ["Decided", "Decision", "decide"]
+__all__ = ["Decided", "Decision", "confirm", "decide", "revert"]
 
 Decision = Literal["commit", "abort"]
 _OUTCOME: dict[str, str] = {"commit": "committed", "abort": "aborted"}
@@ -47,6 +62,7 @@ class Decided:
     changed: list[str] = field(default_factory=list)
     again: bool = False  # the decision had already taken effect
     coordinator: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # what the result adds
 
 
 def decide(
@@ -58,6 +74,7 @@ def decide(
     hooks: Hooks,
     lock_timeout: float,
     coordinator: str | None = None,
+    confirm_within: float | None = None,
 ) -> Decided:
     """Commit or abort the held transaction ``txid`` (or ``coordinator``'s), under the lock.
 
@@ -93,6 +110,8 @@ def decide(
             )
         if txn.decision not in (None, decision):
             raise DecisionRefused(f"transaction {txid} was already decided: {txn.decision}")
+        if confirm_within is not None and decision == "commit":
+            txn.details["confirm_within"] = confirm_within
         return _act(layout, log, txn, decision, hooks=hooks, lock_timeout=lock_timeout)
     finally:
         lock.release()
@@ -112,7 +131,9 @@ def _act(
     coordinator = (txn.hold or {}).get("coordinator")
     coordinator = coordinator if isinstance(coordinator, str) else None
     if txn.decision is None:
-        data = {"decision": decision, "decided_at": utc_now()}
+        data: dict[str, Any] = {"decision": decision, "decided_at": utc_now()}
+        if "confirm_within" in txn.details:
+            data["confirm_within"] = txn.details["confirm_within"]
         try:
             if decision == "abort" and coordinator is not None:
                 record_aborted(layout, coordinator)
@@ -136,7 +157,7 @@ def _act(
         )
         return Decided(txn.txid, "aborted", coordinator=coordinator)
     try:
-        finish_forward(
+        unconfirmed = finish_forward(
             layout,
             txn,
             journal,
@@ -157,7 +178,8 @@ def _act(
             hooks=hooks,
         )
         raise RolledBack(f"commit {txn.txid} rolled back: {exc}") from exc
-    return Decided(txn.txid, "committed", paths, coordinator=coordinator)
+    extra = {"unconfirmed": unconfirmed} if unconfirmed else {}
+    return Decided(txn.txid, "committed", paths, coordinator=coordinator, extra=extra)
 
 
 def _txid_of(layout: Layout, pending: PendingTxn | None, coordinator: str) -> str | None:
@@ -216,3 +238,139 @@ def _decided_before(
         again=True,
         coordinator=coordinator if isinstance(coordinator, str) else None,
     )
+
+
+def confirm(
+    layout: Layout, log: FilteringBoundLogger, *, txid: str, hooks: Hooks, lock_timeout: float
+) -> Decided:
+    """Keep the commit ``txid`` made with ``--confirm-within``: no revert at its deadline.
+
+    A confirmation counts until the revert has happened, even past the
+    deadline (the first of the two to take the lock decides).
+
+    Raises:
+        DecisionRefused: it was reverted, or is no commit waiting here (exit 4).
+        Held: another transaction holds the node (exit 5).
+    """
+    with _locked(layout, lock_timeout, "confirm"):
+        recover_pending(
+            layout,
+            log,
+            hooks=hooks,
+            abort=False,
+            lock_timeout=lock_timeout,
+            by=f"confirm {txid}",
+            spare=txid,
+        )
+        kept = read_revertable(layout)
+        if kept is not None and kept.txid == txid:
+            if kept.unconfirmed is None:
+                return Decided(txid, "confirmed", again=True)
+            try:
+                confirm_kept(layout, kept)
+            except OSError as exc:
+                raise RecoveryFailed(f"confirm {txid}: {os_error_words(exc)}") from exc
+            log.info("txn.confirmed", confirmed_txid=txid, deadline=kept.unconfirmed["deadline"])
+            return Decided(txid, "confirmed")
+        revert = _last_revert_of(layout, txid)
+        if revert is not None:
+            raise DecisionRefused(
+                f"transaction {txid} was reverted ({revert.details.get('reason')}): "
+                "it cannot be confirmed"
+            )
+        raise DecisionRefused(f"no commit {txid} waits for its confirmation on this node")
+
+
+def revert(
+    layout: Layout,
+    log: FilteringBoundLogger,
+    *,
+    txid: str,
+    hooks: Hooks,
+    lock_timeout: float,
+    if_unconfirmed: bool = False,
+) -> Decided:
+    """Put back the earlier files of ``txid``, the last commit, and its services' state.
+
+    With ``if_unconfirmed`` (the timer of a commit to be confirmed) it first
+    waits, without the lock, for the deadline, then reverts only if the
+    commit is still unconfirmed; otherwise it reports what became of it.
+
+    Raises:
+        DecisionRefused: ``txid`` is not the last commit, or a file changed
+            since it (exit 4); nothing was touched.
+        RolledBack: a service did not come back as it was; the revert was undone (exit 6).
+    """
+    if if_unconfirmed:
+        _sleep_until_deadline(layout, txid)
+    with _locked(layout, lock_timeout, "revert"):
+        recover_pending(
+            layout,
+            log,
+            hooks=hooks,
+            abort=False,
+            lock_timeout=lock_timeout,
+            by=f"revert {txid}",
+            spare=txid,
+        )
+        kept = read_revertable(layout)
+        if kept is not None and kept.txid == txid:
+            if if_unconfirmed and kept.unconfirmed is None:
+                return Decided(txid, "confirmed", again=True)
+            reason = "not confirmed" if if_unconfirmed else f"txsetup revert {txid}"
+            done = revert_kept(
+                layout, log, kept, hooks=hooks, lock_timeout=lock_timeout, reason=reason
+            )
+            return Decided(done.txid, "reverted", done.changed, extra=done.to_json())
+        earlier = _last_revert_of(layout, txid)
+        if earlier is not None:
+            reason = str(earlier.details.get("reason"))
+            extra = {"reverted": txid, "reason": reason}
+            return Decided(earlier.txid, "reverted", again=True, extra=extra)
+        if if_unconfirmed:  # confirmed, and replaced by a later commit since
+            return Decided(txid, "confirmed", again=True)
+        if kept is None:
+            raise DecisionRefused(
+                f"nothing to revert on this node: no earlier files are kept for {txid}"
+            )
+        raise DecisionRefused(
+            f"transaction {txid} is not the last commit here ({kept.txid} is): "
+            "only the last commit can be reverted"
+        )
+
+
+@contextlib.contextmanager
+def _locked(layout: Layout, lock_timeout: float, doing: str) -> Iterator[None]:
+    """The transaction lock, with an I/O error reading the node's state as exit 8."""
+    lock = acquire_lock(layout, lock_timeout)
+    try:
+        yield
+    except OSError as exc:
+        raise RecoveryFailed(f"{doing}: {os_error_words(exc)}") from exc
+    finally:
+        lock.release()
+
+
+def _last_revert_of(layout: Layout, txid: str) -> PendingTxn | None:
+    """The journal's last transaction when it is a finished revert of ``txid``."""
+    records = read_journal(layout.journal)
+    if not records or records[-1].state is not TxnState.DONE:
+        return None
+    last = PendingTxn.from_records(records)
+    return last if last.details.get("reverts") == txid else None
+
+
+def _sleep_until_deadline(layout: Layout, txid: str) -> None:
+    """Wait, holding no lock, until the deadline of ``txid`` if it waits for its confirmation.
+
+    The deadline is read again after each wait: a confirmation ends it.
+    """
+    while True:
+        kept = read_revertable(layout)
+        deadline = kept.deadline if kept is not None and kept.txid == txid else None
+        if deadline is None:
+            return
+        left = (deadline - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            return
+        time.sleep(min(left + 0.05, 60.0))

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from txsetup.errors import RecoveryFailed, TxsetupError, os_error_words
+from txsetup.errors import RecoveryFailed, os_error_words
 from txsetup.txn.changeset import (
     changed_in_place,
     commit_changes,
@@ -23,17 +23,12 @@ from txsetup.txn.hooks import Hooks
 from txsetup.txn.journal import Journal, Record, TxnState
 from txsetup.txn.layout import Layout
 from txsetup.txn.pending import PendingTxn, utc_now
+from txsetup.txn.revertable import keep, settle
+from txsetup.txn.service import ForwardFailed
 
-__all__ = ["ForwardFailed", "finish_forward", "finish_undo"]
+__all__ = ["ForwardFailed", "finish_forward", "finish_undo", "settle_commit"]
 
 _NO_HOOKS = Hooks()
-
-
-class ForwardFailed(TxsetupError):
-    """What follows the commit could not be done (a daemon did not come back):
-    recovery undoes the transaction instead of finishing it."""
-
-    step: str = "commit"
 
 
 def finish_forward(
@@ -44,10 +39,12 @@ def finish_forward(
     lock_timeout: float,
     hooks: Hooks = _NO_HOOKS,
     end: Mapping[str, Any] | None = None,
-) -> None:
+) -> dict[str, Any] | None:
     """Roll a prepared transaction forward: commit what is left, then apply its services.
 
     ``end`` adds to the ``done`` record (what recovery removed besides).
+    Returns what :func:`settle_commit` returns: a commit to be confirmed's
+    deadline and timer.
     """
     with (
         _or_recovery_failed(layout, txn, "rolling forward"),
@@ -55,10 +52,43 @@ def finish_forward(
     ):
         commit_changes(layout, txn.changes)
     hooks.after_commit(txn, journal)
-    discard_copies(layout, txn.txid, txn.target_dirs)
-    _record_end(
-        journal, TxnState.DONE, {"ended_at": utc_now(), "outcome": "resumed", **(end or {})}
-    )
+    command = str(txn.details.get("command", ""))
+    return settle_commit(layout, txn, journal, hooks=hooks, command=command, end=end or {})
+
+
+def settle_commit(
+    layout: Layout,
+    txn: PendingTxn,
+    journal: Journal,
+    *,
+    hooks: Hooks,
+    command: str,
+    end: Mapping[str, Any],
+) -> dict[str, Any] | None:
+    """Past the services: keep the earlier files (a revert's are consumed), then record the end.
+
+    A commit to be confirmed (``confirm_within`` in its details) keeps them
+    durably with its deadline, and only then is its timer armed
+    (``hooks.arm_timer``); otherwise keeping is best effort, like removing
+    copies: a failure only makes a later revert refuse. Returns the
+    unconfirmed commit's deadline and timer, or None.
+    """
+    within = txn.details.get("confirm_within")
+    unconfirmed: dict[str, Any] | None = None
+    if isinstance(within, int | float) and "reverts" not in txn.details:
+        with _or_recovery_failed(layout, txn, "keeping the earlier files of"):
+            kept = keep(layout, txn, command=command, confirm_within=float(within))
+        deadline = str((kept.unconfirmed or {}).get("deadline"))
+        timer = hooks.arm_timer(layout, txn.txid, deadline) if hooks.arm_timer else None
+        unconfirmed = {"deadline": deadline, "timer": timer}
+    else:
+        with contextlib.suppress(OSError):
+            settle(layout, txn, command=command)
+    data = {"ended_at": utc_now(), "outcome": "resumed", **end}
+    if unconfirmed is not None:
+        data["unconfirmed"] = unconfirmed
+    _record_end(journal, TxnState.DONE, data)
+    return unconfirmed
 
 
 def finish_undo(

@@ -17,9 +17,13 @@ from txsetup.txn.changeset import Change
 from txsetup.txn.journal import Journal
 from txsetup.txn.layout import Layout
 from txsetup.txn.pending import PendingTxn
-from txsetup.txn.service import Service, apply_service, restore_service
+from txsetup.txn.service import Service, apply_service, restore_service, revert_service
 
-__all__ = ["CommitLock", "Hooks"]
+__all__ = ["CommitLock", "ConfirmTimer", "Hooks"]
+
+ConfirmTimer = Callable[[Layout, str, str], "str | None"]
+"""Arms the timer that reverts an unconfirmed commit: given the layout, its txid and its
+deadline (RFC 3339); returns what kind of timer it armed, or None when it could not."""
 
 CommitLock = Callable[[Layout, Sequence[Change], float], AbstractContextManager[None]]
 """A lock a program holds while some of ``changes`` are renamed into place (or back):
@@ -37,16 +41,24 @@ class Hooks:
         commit_locks: held, all of them, while files are renamed.
         sweep_dirs: root-relative directories where staged and hold copies may
             be left by a crash before any journal record named them.
+        arm_timer: arms the revert of an unconfirmed commit at its deadline
+            (none: only the next run enforces the deadline).
     """
 
     services: tuple[Service, ...] = ()
     commit_locks: tuple[CommitLock, ...] = ()
     sweep_dirs: tuple[str, ...] = ()
+    arm_timer: ConfirmTimer | None = None
 
     def after_commit(self, txn: PendingTxn, journal: Journal) -> None:
-        """Apply each service the transaction wants (its files are in place)."""
+        """Apply each service the transaction wants (its files are in place).
+
+        A revert instead brings back each service the reverted commit touched.
+        """
         for service in self.services:
-            if service.kind.wanted(txn.details):
+            if "reverts" in txn.details:
+                revert_service(service, journal, txn)
+            elif service.kind.wanted(txn.details):
                 apply_service(service, journal, txn)
 
     def after_undo(self, txn: PendingTxn) -> None:

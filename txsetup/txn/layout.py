@@ -35,6 +35,11 @@ class Layout:
         return self.state_dir / "aborted-coordinators"
 
     @property
+    def revertable(self) -> Path:
+        """The manifest of the last commit's kept earlier files (:mod:`txsetup.txn.revertable`)."""
+        return self.state_dir / "revertable"
+
+    @property
     def lock_file(self) -> Path:
         """The transaction lock."""
         return self.root / "var/lock/txsetup.lock"

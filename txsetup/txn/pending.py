@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from txsetup.errors import RecoveryFailed
 from txsetup.txn.changeset import Change
-from txsetup.txn.journal import FINISHED_STATES, Record, TxnState, repair_journal
+from txsetup.txn.journal import FINISHED_STATES, Journal, Record, TxnState, repair_journal
 from txsetup.txn.layout import Layout
 
-__all__ = ["PendingTxn", "failure_cause", "load_pending", "utc_now"]
+__all__ = ["PendingTxn", "failure_cause", "load_pending", "new_txid", "utc_now"]
 
 
 def utc_now() -> str:
     """RFC 3339 UTC timestamp for journal records."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_txid() -> str:
+    """A sortable, unique transaction id."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
 # The longest error text a journal record keeps (a daemon's output can be kilobytes).
@@ -85,6 +92,23 @@ class PendingTxn:
     def rolling_back(self) -> bool:
         """Whether an undo had begun (it must then be finished, never reversed)."""
         return TxnState.ROLLING_BACK in self.states
+
+    def journal_prepared(self, journal: Journal, data: Mapping[str, Any]) -> None:
+        """Append the ``prepared`` record durably: the commit point.
+
+        When the write or its fdatasync fails the record may be on disk all
+        the same: it is taken back durably, or else counted as written, so that
+        the undo journals ``rolling_back`` first (a resume would otherwise roll
+        forward over removed copies).
+        """
+        before = journal.size()
+        try:
+            journal.append(TxnState.PREPARED, data, durable=True)
+        except OSError:
+            if not journal.cut(before):
+                self.records = [Record(self.txid, TxnState.PREPARED, {})]
+            raise
+        self.records = [Record(self.txid, TxnState.PREPARED, {})]
 
     @classmethod
     def from_records(cls, records: list[Record]) -> PendingTxn:

@@ -95,6 +95,9 @@ class TxnContext(Generic[D, F]):
         failure: why the run is undone (set before compensation).
         hold: set by ``--prepare``: who prepared it (``by``, ``coordinator``); the
             ``prepared`` record keeps it and the node is then held.
+        confirm_within: ``--confirm-within``: seconds the commit waits for
+            ``txsetup confirm`` before it is reverted (the ``prepared`` record keeps it).
+        unconfirmed: such a commit's deadline and timer, once it committed.
     """
 
     program: Program[D, F]
@@ -113,6 +116,8 @@ class TxnContext(Generic[D, F]):
     txn: PendingTxn | None = None
     failure: dict[str, str] | None = None
     hold: Mapping[str, Any] | None = None
+    confirm_within: float | None = None
+    unconfirmed: dict[str, Any] | None = None
 
     @property
     def journal(self) -> Journal:

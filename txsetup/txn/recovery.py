@@ -23,10 +23,12 @@ from txsetup.txn.hooks import Hooks
 from txsetup.txn.journal import Journal, TxnState, read_journal
 from txsetup.txn.layout import Layout
 from txsetup.txn.pending import PendingTxn, failure_cause, load_pending, utc_now
+from txsetup.txn.revert import revert_kept
+from txsetup.txn.revertable import Revertable, read_revertable
 from txsetup.txn.rules import RecoveryAction, decide
 from txsetup.txn.tombstones import record_aborted
 
-__all__ = ["Recovered", "held_words", "recover_pending"]
+__all__ = ["Recovered", "held_words", "recover_pending", "unconfirmed_words"]
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,10 @@ def recover_pending(
     abort: bool,
     lock_timeout: float,
     by: str,
+    spare: str | None = None,
 ) -> Recovered | None:
-    """Finish (prepared) or undo (not prepared, or ``abort``) an unfinished transaction.
+    """Finish (prepared) or undo (not prepared, or ``abort``) an unfinished transaction;
+    then revert a commit whose confirmation deadline passed.
 
     The caller holds the transaction lock. Finishing includes applying the
     services (``hooks``); if one raises :class:`ForwardFailed`, the
@@ -68,10 +72,15 @@ def recover_pending(
     <txid>``): the end record keeps it, with the journal state the
     transaction had stopped in, as the ``cause`` ``status`` reports.
 
+    ``spare`` names a commit waiting for its confirmation that the caller
+    (``txsetup confirm`` or ``revert``) decides itself.
+
     Returns:
         What was done, or None when nothing was unfinished.
 
     Raises:
+        Held: a prepared transaction, or a commit before its confirmation
+            deadline, holds the node (exit 5).
         RecoveryFailed: an I/O error on the way (exit 8): the node may be half
             way, and the journal, kept as it is, is what a later ``--resume``
             finishes it from.
@@ -84,30 +93,94 @@ def recover_pending(
             note = _leftovers(log, discard_copies(layout, None, hooks.sweep_dirs))
             if note:
                 _note_in_journal(layout, note)
-            return None
-        if txn.held and not abort:
-            raise Held(held_words(txn))
-        if txn.held:
-            log.warning("txn.override", held_txid=txn.txid, by=by, hold=txn.hold)
-            coordinator = (txn.hold or {}).get("coordinator")
-            if isinstance(coordinator, str):  # its coordinator's late prepare is refused too
-                record_aborted(layout, coordinator)
-        abort = abort or txn.decision == "abort"
-        # Any other transaction's copies go first: this one's are still needed.
-        sweep = (*hooks.sweep_dirs, *txn.target_dirs)
-        note = _leftovers(log, discard_copies(layout, None, sweep, keep=txn.txid))
-        in_place = {c.path for c in changed_in_place(layout, txn.changes)}
-        finishing = _Finishing(layout, txn, log, hooks, lock_timeout, note, by)
-        if decide(txn.states, abort=abort) is RecoveryAction.ROLLED_BACK:
-            action = finishing.undo_after_stop(aborted=abort)
+            found = None
         else:
-            action = finishing.forward()
-        log.warning("txn.recovered", recovered_txid=txn.txid, action=str(action))
-        if action is RecoveryAction.ROLLED_FORWARD:
-            changed = [c.path for c in txn.changes if c.path not in in_place]
-        else:
-            changed = [c.path for c in txn.changes if c.path in in_place]
-        return Recovered(txn.txid, action, changed)
+            found = _finish_pending(
+                layout, log, txn, hooks=hooks, abort=abort, lock_timeout=lock_timeout, by=by
+            )
+        expired = _revert_unconfirmed(
+            layout, log, hooks=hooks, abort=abort, lock_timeout=lock_timeout, by=by, spare=spare
+        )
+        return expired or found
+
+
+def _finish_pending(
+    layout: Layout,
+    log: FilteringBoundLogger,
+    txn: PendingTxn,
+    *,
+    hooks: Hooks,
+    abort: bool,
+    lock_timeout: float,
+    by: str,
+) -> Recovered:
+    """Finish or undo the unfinished ``txn`` (a held one only by ``--resume --abort``)."""
+    if txn.held and not abort:
+        raise Held(held_words(txn))
+    if txn.held:
+        log.warning("txn.override", held_txid=txn.txid, by=by, hold=txn.hold)
+        coordinator = (txn.hold or {}).get("coordinator")
+        if isinstance(coordinator, str):  # its coordinator's late prepare is refused too
+            record_aborted(layout, coordinator)
+    abort = abort or txn.decision == "abort"
+    # Any other transaction's copies go first: this one's are still needed.
+    sweep = (*hooks.sweep_dirs, *txn.target_dirs)
+    note = _leftovers(log, discard_copies(layout, None, sweep, keep=txn.txid))
+    in_place = {c.path for c in changed_in_place(layout, txn.changes)}
+    finishing = _Finishing(layout, txn, log, hooks, lock_timeout, note, by)
+    if decide(txn.states, abort=abort) is RecoveryAction.ROLLED_BACK:
+        action = finishing.undo_after_stop(aborted=abort)
+    else:
+        action = finishing.forward()
+    log.warning("txn.recovered", recovered_txid=txn.txid, action=str(action))
+    if action is RecoveryAction.ROLLED_FORWARD:
+        changed = [c.path for c in txn.changes if c.path not in in_place]
+    else:
+        changed = [c.path for c in txn.changes if c.path in in_place]
+    return Recovered(txn.txid, action, changed)
+
+
+def _revert_unconfirmed(
+    layout: Layout,
+    log: FilteringBoundLogger,
+    *,
+    hooks: Hooks,
+    abort: bool,
+    lock_timeout: float,
+    by: str,
+    spare: str | None,
+) -> Recovered | None:
+    """Revert a commit whose confirmation deadline passed; refuse to run while one waits.
+
+    ``spare`` is the commit a ``txsetup confirm`` or ``revert`` names: that
+    command decides it itself. ``--resume --abort`` reverts a waiting one at
+    once, as the operator's override.
+
+    Raises:
+        Held: a commit waits for its confirmation (exit 5).
+        DecisionRefused: its revert is refused, a file changed since (exit 4).
+    """
+    kept = read_revertable(layout)
+    if kept is None or kept.unconfirmed is None or kept.txid == spare:
+        return None
+    if not abort and not kept.deadline_passed():
+        raise Held(unconfirmed_words(kept))
+    if abort:
+        log.warning("txn.override", held_txid=kept.txid, by=by, unconfirmed=kept.unconfirmed)
+    reason = by if abort else "not confirmed"
+    reverted = revert_kept(layout, log, kept, hooks=hooks, lock_timeout=lock_timeout, reason=reason)
+    log.warning("txn.recovered", recovered_txid=kept.txid, action=str(RecoveryAction.REVERTED))
+    return Recovered(kept.txid, RecoveryAction.REVERTED, reverted.changed)
+
+
+def unconfirmed_words(kept: Revertable) -> str:
+    """Why a run is refused while a commit waits for its confirmation, and what ends it."""
+    deadline = (kept.unconfirmed or {}).get("deadline")
+    return (
+        f"the node waits for the confirmation of transaction {kept.txid} (until {deadline}, "
+        f"then it reverts by itself): `txsetup confirm {kept.txid}` keeps it, "
+        f"`txsetup revert {kept.txid}` undoes it now"
+    )
 
 
 @dataclass(frozen=True)

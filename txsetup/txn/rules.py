@@ -25,6 +25,7 @@ class RecoveryAction(StrEnum):
 
     ROLLED_FORWARD = "rolled_forward"
     ROLLED_BACK = "rolled_back"
+    REVERTED = "reverted"  # a commit not confirmed by its deadline (or overridden)
 
 
 @dataclass(frozen=True)

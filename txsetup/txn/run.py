@@ -21,15 +21,16 @@ from txsetup.errors import (
     RolledBack,
     TxsetupError,
 )
-from txsetup.txn.changeset import discard_copies
 from txsetup.txn.engine import StepReport, StepState, run_steps, signals_raise
+from txsetup.txn.finish import settle_commit
 from txsetup.txn.hooks import Hooks
-from txsetup.txn.journal import FINISHED_STATES, TxnState, read_journal
+from txsetup.txn.journal import FINISHED_STATES, read_journal
 from txsetup.txn.layout import Layout
 from txsetup.txn.lock import acquire_lock
 from txsetup.txn.pending import PendingTxn, failure_cause, utc_now
 from txsetup.txn.program import TxnContext
-from txsetup.txn.recovery import Recovered, held_words, recover_pending
+from txsetup.txn.recovery import Recovered, held_words, recover_pending, unconfirmed_words
+from txsetup.txn.revertable import read_revertable
 from txsetup.txn.steps import dry_run_table, prepare_table, release_lock, step_table
 
 __all__ = ["Outcome", "resume", "run_transaction"]
@@ -136,19 +137,25 @@ def _describe_success(ctx: TxnContext[Any, Any], outcome: Outcome) -> None:
         outcome.pending_recovery = unfinished_txid(ctx.layout)
         return
     outcome.changed = ctx.changed_paths
+    if ctx.unconfirmed is not None:
+        outcome.extra["unconfirmed"] = ctx.unconfirmed
 
 
 def refuse_if_held(layout: Layout) -> None:
     """Refuse a run that takes no lock (a dry run) on a held node; reads, never writes.
 
     Raises:
-        Held: a prepared transaction waits for its decision (exit 5).
+        Held: a prepared transaction waits for its decision, or a commit for
+            its confirmation (exit 5).
     """
     records = read_journal(layout.journal)
     if records and records[-1].state not in FINISHED_STATES:
         txn = PendingTxn.from_records(records)
         if txn.held:
             raise Held(held_words(txn))
+    kept = read_revertable(layout)
+    if kept is not None and kept.unconfirmed is not None and not kept.deadline_passed():
+        raise Held(unconfirmed_words(kept))
 
 
 def unfinished_txid(layout: Layout) -> str | None:
@@ -192,10 +199,13 @@ def resume(
 def finish(ctx: TxnContext[Any, Any], *, started_at: str) -> None:
     """Past every step: drop the copies and record the end.
 
-    No fsync: if the ``done`` record or a removal is lost, the journal still
-    says prepared, and the next run rolls forward, which finds every file in
-    place. For the same reason a failure here (a full disk, an I/O error)
-    does not change the outcome, which was decided at commit.
+    The earlier files are kept for ``txsetup revert``
+    (:func:`txsetup.txn.finish.settle_commit`). No fsync: if the ``done``
+    record or a rename is lost, the journal still says prepared, and the next
+    run rolls forward, which finds every file in place. For the same reason a
+    failure here (a full disk, an I/O error) does not change the outcome,
+    which was decided at commit; only a commit to be confirmed keeps its
+    earlier files durably, and fails (exit 8) when it cannot.
 
     A run that changed nothing (converged) began no transaction; its summary
     replaces the last transaction's records all the same, so that its txid
@@ -212,10 +222,11 @@ def finish(ctx: TxnContext[Any, Any], *, started_at: str) -> None:
         with contextlib.suppress(OSError):  # only the summary is lost, not the outcome
             ctx.journal.record_unchanged(begun, end)
         return
-    try:
-        discard_copies(ctx.layout, ctx.txid, ctx.txn.target_dirs)
-        ctx.journal.append(
-            TxnState.DONE, {"ended_at": utc_now(), "outcome": "committed"}, durable=False
-        )
-    except OSError as exc:
-        ctx.log.warning("txn.cleanup_deferred", error=str(exc))
+    ctx.unconfirmed = settle_commit(
+        ctx.layout,
+        ctx.txn,
+        ctx.journal,
+        hooks=ctx.recovery,
+        command=ctx.program.command,
+        end={"outcome": "committed"},
+    )

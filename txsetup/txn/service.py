@@ -14,12 +14,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from txsetup.errors import RecoveryFailed, TxsetupError
 from txsetup.txn.journal import SERVICE_STATE, Journal, find_record, record_once
 from txsetup.txn.pending import PendingTxn
 
-__all__ = ["Service", "ServiceControl", "ServiceKind", "apply_service", "restore_service"]
+__all__ = [
+    "ForwardFailed",
+    "Service",
+    "ServiceControl",
+    "ServiceKind",
+    "apply_service",
+    "restore_service",
+    "revert_service",
+]
 
 Details = Mapping[str, Any]
+
+
+class ForwardFailed(TxsetupError):
+    """What follows the commit could not be done (a daemon did not come back):
+    the transaction is undone instead of finished."""
+
+    step: str = "commit"
 
 
 class ServiceControl(Protocol):
@@ -38,7 +54,8 @@ class ServiceControl(Protocol):
         ...
 
     def restore(self, earlier: Details) -> None:
-        """Bring it back to ``earlier`` (its journaled record) once the old files are back."""
+        """Bring it back to ``earlier`` (a journaled record) once those files are back;
+        raise a ``ForwardFailed`` when it does not come back so."""
         ...
 
 
@@ -54,15 +71,22 @@ class ServiceKind:
         step: the step that applies it (``restart_daemon``).
         description: that step's description.
         state: the journal state announcing it (``restarting_daemon``).
+        noun: how messages name it (``the node daemon``).
         wanted: from the prepared record's details, whether the transaction applies it.
-        earlier: from the same details, what its restore needs besides ``was_running``.
+        earlier: from the same details, what its restore needs besides ``was_running``:
+            what it served before the transaction.
+        serving: from the same details, what it serves once the transaction's
+            files are in place, in ``earlier``'s form (a revert restores to it
+            when the revert itself is undone).
     """
 
     step: str
     description: str
     state: str
+    noun: str
     wanted: Callable[[Details], bool]
     earlier: Callable[[Details], dict[str, Any]] = field(default=_nothing_earlier)
+    serving: Callable[[Details], dict[str, Any]] = field(default=_nothing_earlier)
 
     def __post_init__(self) -> None:
         if not SERVICE_STATE.fullmatch(self.state):
@@ -95,7 +119,40 @@ def apply_service(service: Service, journal: Journal, txn: PendingTxn) -> None:
 
 
 def restore_service(service: Service, txn: PendingTxn) -> None:
-    """Undo: bring the service back, only if this transaction had touched it."""
+    """Undo: bring the service back, only if this transaction had touched it.
+
+    Raises:
+        RecoveryFailed: it did not come back (exit 8): the undo has no undo.
+    """
     record = find_record(txn.records, service.kind.state)
     if record is not None:
-        service.control.restore(record.data)
+        try:
+            service.control.restore(record.data)
+        except ForwardFailed as exc:
+            raise RecoveryFailed(f"restoring {service.kind.noun} failed: {exc}") from exc
+
+
+def revert_service(service: Service, journal: Journal, txn: PendingTxn) -> None:
+    """A revert's service step: back to what it was before the reverted commit.
+
+    ``txn.details["restores"]`` holds the reverted commit's own record of the
+    service (what it ran and served before); the revert journals first, like
+    any apply, what the service serves now (``serving``), for its own undo.
+    Only a service the reverted commit touched is acted on.
+
+    Raises:
+        ForwardFailed: it did not come back as it was: the revert is undone.
+    """
+    restores = txn.details.get("restores") or {}
+    earlier = restores.get(service.kind.state)
+    if not isinstance(earlier, dict):
+        return
+    serving = (txn.details.get("serving") or {}).get(service.kind.state) or {}
+    control = service.control
+    record_once(
+        journal,
+        txn.records,
+        service.kind.state,
+        lambda: {"was_running": control.is_running(), **serving},
+    )
+    control.restore(earlier)

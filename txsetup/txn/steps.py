@@ -19,7 +19,7 @@ from txsetup.txn import recovery
 from txsetup.txn.changeset import commit_changes, make_dirs, missing_dirs, stage_changes
 from txsetup.txn.engine import Step
 from txsetup.txn.finish import finish_undo
-from txsetup.txn.journal import Record, TxnState
+from txsetup.txn.journal import TxnState
 from txsetup.txn.lock import acquire_lock
 from txsetup.txn.pending import PendingTxn, utc_now
 from txsetup.txn.plan import Action, PlannedFile, plan_files
@@ -89,6 +89,8 @@ def describe_lock(ctx: Context) -> str:
     if not ctx.recovered:
         return "lock taken"
     found = ctx.recovered[-1]
+    if found.get("action") == "reverted":
+        return f"lock taken; commit {found.get('txid')} reverted: not confirmed in time"
     done = _RECOVERED.get(found.get("action", ""), "recovered")
     return f"lock taken; interrupted transaction {found.get('txid')} {done}"
 
@@ -171,33 +173,20 @@ def prepare(
             "target_dirs": target_dirs,
         }
     )
+    details = {
+        **details,
+        **({"hold": dict(ctx.hold)} if ctx.hold is not None else {}),
+        **({"confirm_within": ctx.confirm_within} if ctx.confirm_within is not None else {}),
+    }
     ctx.txn = txn = PendingTxn(
-        ctx.txid, [], created_dirs=dirs, target_dirs=target_dirs, details=dict(details)
+        ctx.txid, [], created_dirs=dirs, target_dirs=target_dirs, details=details
     )
     make_dirs(layout, dirs, modes=ctx.program.dir_modes)
     entries = {layout.path(d).parent for d in dirs}
     if unsynced:
         entries.update((layout.state_dir, layout.state_dir.parent))
     txn.changes = stage_changes(layout, ctx.txid, planned, entries=entries)
-    journal, before = ctx.journal, ctx.journal.size()
-    try:
-        journal.append(
-            TxnState.PREPARED,
-            {
-                "changes": [c.to_json() for c in txn.changes],
-                **details,
-                **({"hold": dict(ctx.hold)} if ctx.hold is not None else {}),
-            },
-            durable=True,
-        )
-    except OSError:
-        # The record may be on disk although its write or fdatasync failed: take
-        # it back durably, or else count it as written, so that the undo journals
-        # rolling_back first (a resume would roll forward over removed copies).
-        if not journal.cut(before):
-            txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
-        raise
-    txn.records = [Record(ctx.txid, TxnState.PREPARED, {})]
+    txn.journal_prepared(ctx.journal, {"changes": [c.to_json() for c in txn.changes], **details})
     return txn
 
 
