@@ -75,15 +75,17 @@ def timer_argv(tmp_path: Path) -> list[str]:
     return (tmp_path / "timer-args").read_text().splitlines()
 
 
-def setup(node: Node, document: dict[str, object], *extra: str, **kw: dict[str, str]) -> Run:
+def setup(
+    node: Node, document: dict[str, object], *extra: str, env: dict[str, str] | None = None
+) -> Run:
     """``txsetup node-daemon-setup`` on the node, with its config."""
     argv = ["node-daemon-setup", "--root", str(node.root), "--config", str(node.config), *extra]
-    return run_txsetup(argv, stdin=encode(document), **kw)
+    return run_txsetup(argv, stdin=encode(document), env=env)
 
 
-def verb(node: Node, *args: str, **kw: dict[str, str]) -> Run:
+def verb(node: Node, *args: str, env: dict[str, str] | None = None) -> Run:
     """``txsetup commit|abort|confirm|revert ...`` on the node, with its config."""
-    return run_txsetup([*args, "--root", str(node.root), "--config", str(node.config)], **kw)
+    return run_txsetup([*args, "--root", str(node.root), "--config", str(node.config)], env=env)
 
 
 def old_document(pem: str) -> dict[str, object]:
