@@ -363,6 +363,7 @@ def deb_check(session: nox.Session) -> None:
         diverted = ganeti_tools(".ganeti")
         if diverted != before:
             session.error(f"Ganeti's tools were not moved aside intact: {diverted} != {before}")
+        check_boot_unit(session)
         session.run(
             "pytest",
             "tests/test_ganeti_master.py",
@@ -377,6 +378,18 @@ def deb_check(session: nox.Session) -> None:
     except BaseException:  # leave the machine as it was, then report the failure
         subprocess.run([*apt, "purge", *DEB_PACKAGES], check=False)
         raise
+
+
+def check_boot_unit(session: nox.Session) -> None:
+    """The txsetup package's boot-time unit is installed and enabled (not started)."""
+    unit = "txsetup-recover.service"
+    installed = [
+        d for d in ("/lib/systemd/system", "/usr/lib/systemd/system") if Path(d, unit).is_file()
+    ]
+    wants = Path("/etc/systemd/system/multi-user.target.wants", unit)
+    if not installed or not wants.is_symlink():
+        session.error(f"{unit}: installed in {installed}, enabled: {wants.is_symlink()}")
+    session.log(f"{unit} is installed in {installed[0]} and enabled")
 
 
 def ganeti_tools(suffix: str = "") -> dict[str, tuple[str, str]]:

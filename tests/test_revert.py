@@ -11,8 +11,10 @@ detached process elsewhere, and at the next run when neither fired.
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ from tests.conftest import (
     run_txsetup,
     snapshot,
     state_dir_leftovers,
+    txsetup_exe,
 )
 from tests.sshdoc import counting_reload, reload_count, ssh_document, write_sshd_config
 from tests.test_restart import GOOD_HMAC, NEW_SSCONF, Node, fingerprint, renewed
@@ -368,3 +371,46 @@ def test_ssh_setup_prepare_commit_confirm_and_revert(root: Path, tmp_path: Path)
     assert reverted.result["outcome"] == "reverted", reverted.stderr
     assert snapshot(root, skip=("var/lock", "var/lib/txsetup", "run")) == old
     assert reload_count(root) == reloads + 2
+
+
+# --- the Debian package's boot-time unit ---------------------------------------------------
+
+BOOT_UNIT = Path(__file__).parent.parent / "debian/txsetup.txsetup-recover.service"
+
+
+def boot_unit_commands() -> list[list[str]]:
+    """The unit's ExecStartPre and ExecStart, with this txsetup for /usr/bin/txsetup."""
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read(BOOT_UNIT)
+    commands = []
+    for key in ("ExecStartPre", "ExecStart"):
+        argv = shlex.split(parser["Service"][key].lstrip("-"))
+        assert argv[0] == "/usr/bin/txsetup"
+        commands.append([txsetup_exe(), *argv[1:]])
+    return commands
+
+
+def test_the_boot_unit_reverts_a_commit_whose_timer_died_with_the_reboot(
+    node: Node, node_pem: str, new_pem: str, systemd: dict[str, str]
+) -> None:
+    """The boot unit's commands, on a node rebooted within a commit's window (its timer
+    gone): the resume is refused (held, ignored by the unit), then the unit waits for the
+    deadline and reverts; run again, it finds nothing waiting."""
+    (node.root / "etc/txsetup").mkdir(parents=True)
+    node.write_config(node.root / "etc/txsetup/config.toml")
+    env = {**os.environ, "TXSETUP_ROOT": str(node.root)}
+    setup(node, old_document(node_pem))
+    old = node.files()
+    committed = setup(node, new_document(new_pem), "--confirm-within", "2", env=systemd)
+    resume, wait_and_revert = boot_unit_commands()
+    held = subprocess.run(resume, env=env, capture_output=True, timeout=120, check=False)
+    assert held.returncode == 5, held.stdout
+    reverted = subprocess.run(
+        wait_and_revert, env=env, capture_output=True, timeout=120, check=False
+    )
+    result = json.loads(reverted.stdout)
+    assert (result["outcome"], result["reverted"]) == ("reverted", committed.result["txid"])
+    assert result["reason"] == "not confirmed"
+    assert node.files() == old
+    again = subprocess.run(wait_and_revert, env=env, capture_output=True, timeout=120, check=False)
+    assert json.loads(again.stdout)["outcome"] == "nothing_to_revert"

@@ -134,6 +134,8 @@ def _run(args: argparse.Namespace, prog: str) -> Result:
                 args.coordinator is None
             ):
                 raise UsageError(f"{args.command} takes a TXID or --coordinator ID, one of them")
+            if args.command == "revert" and args.txid is None and not args.if_unconfirmed:
+                raise UsageError("revert takes a TXID (without one only with --if-unconfirmed)")
             check_root(args.root)
             return run_decision(args)
         if args.abort and not args.resume:

@@ -153,8 +153,13 @@ def _decision_parser(sub: Any, verb: str, summary: str) -> None:
     parser.add_argument(
         "txid",
         metavar="TXID",
-        nargs="?" if by_coordinator else None,
-        help="the transaction's id",
+        nargs="?" if verb != "confirm" else None,
+        help="the transaction's id"
+        + (
+            "; with --if-unconfirmed it may be left out: the commit waiting, if any"
+            if verb == "revert"
+            else ""
+        ),
     )
     if by_coordinator:
         parser.add_argument(
@@ -171,8 +176,8 @@ def _decision_parser(sub: Any, verb: str, summary: str) -> None:
         parser.add_argument(
             "--if-unconfirmed",
             action="store_true",
-            help="the confirmation timer's own call: wait for TXID's deadline, then revert "
-            "only if it is still unconfirmed",
+            help="the confirmation timer's own call (and the boot-time unit's): wait for "
+            "TXID's deadline, then revert only if it is still unconfirmed",
         )
     _common(parser)
     _lock_and_config(parser)

@@ -285,7 +285,7 @@ def revert(
     layout: Layout,
     log: FilteringBoundLogger,
     *,
-    txid: str,
+    txid: str | None,
     hooks: Hooks,
     lock_timeout: float,
     if_unconfirmed: bool = False,
@@ -295,12 +295,19 @@ def revert(
     With ``if_unconfirmed`` (the timer of a commit to be confirmed) it first
     waits, without the lock, for the deadline, then reverts only if the
     commit is still unconfirmed; otherwise it reports what became of it.
+    Without ``txid`` (the boot-time unit) it takes the commit waiting, if any
+    (``nothing_to_revert`` when none waits).
 
     Raises:
         DecisionRefused: ``txid`` is not the last commit, or a file changed
             since it (exit 4); nothing was touched.
         RolledBack: a service did not come back as it was; the revert was undone (exit 6).
     """
+    if txid is None:
+        waiting = read_revertable(layout)
+        if waiting is None or waiting.unconfirmed is None:
+            return Decided(None, "nothing_to_revert")
+        txid = waiting.txid
     if if_unconfirmed:
         _sleep_until_deadline(layout, txid)
     with _locked(layout, lock_timeout, "revert"):

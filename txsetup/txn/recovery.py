@@ -25,6 +25,7 @@ from txsetup.txn.layout import Layout
 from txsetup.txn.pending import PendingTxn, failure_cause, load_pending, utc_now
 from txsetup.txn.revert import revert_kept
 from txsetup.txn.revertable import Revertable, read_revertable
+from txsetup.txn.revertable import sweep as sweep_kept
 from txsetup.txn.rules import RecoveryAction, decide
 from txsetup.txn.tombstones import record_aborted
 
@@ -90,7 +91,8 @@ def recover_pending(
         if txn is None:
             # Copies a crash left before any journal record named them, or
             # that reappeared after their removal (it is not fsynced).
-            note = _leftovers(log, discard_copies(layout, None, hooks.sweep_dirs))
+            removed = discard_copies(layout, None, hooks.sweep_dirs)
+            note = _leftovers(log, removed + sweep_kept(layout, hooks.sweep_dirs))
             if note:
                 _note_in_journal(layout, note)
             found = None

@@ -46,6 +46,7 @@ __all__ = [
     "keep",
     "read_revertable",
     "settle",
+    "sweep",
 ]
 
 _KEPT = ".revert"
@@ -161,6 +162,10 @@ def keep(
     disk when this returns, for a revert must work after a power loss.
     """
     durable = confirm_within is not None
+    # The last set is obsolete now that this commit is in place: until the new
+    # manifest is written, nothing is revertable (a failure here leaves it so).
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(layout.revertable)
     files: list[KeptFile] = []
     for change in txn.changes:
         kept = None
@@ -236,20 +241,35 @@ def _write_manifest(layout: Layout, manifest: Revertable, *, durable: bool) -> N
         os.unlink(temp)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(body)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, layout.revertable)
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, layout.revertable)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
     if durable:
         fsync_dir(layout.state_dir)
 
 
-def _remove_unnamed(layout: Layout, named: set[str], target_dirs: Iterable[str]) -> None:
+def sweep(layout: Layout, dirs: Iterable[str]) -> list[str]:
+    """Recovery's sweep: kept copies no manifest names (a keep cut short), and a manifest's
+    temporary file. Best effort; returns the kept copies removed (root-relative)."""
+    kept = read_revertable(layout)
+    with contextlib.suppress(OSError):
+        os.unlink(layout.revertable.with_name(layout.revertable.name + ".tmp"))
+    return _remove_unnamed(layout, kept.copies() if kept else set(), dirs)
+
+
+def _remove_unnamed(layout: Layout, named: set[str], target_dirs: Iterable[str]) -> list[str]:
     """Remove kept copies the manifest does not name (an earlier set's), best effort."""
+    removed: list[str] = []
     places = [(layout.state_dir, "")] + [(layout.path(d), ".txsetup-") for d in target_dirs]
     for directory, prefix in places:
         try:
@@ -263,3 +283,5 @@ def _remove_unnamed(layout: Layout, named: set[str], target_dirs: Iterable[str])
                 continue
             with contextlib.suppress(OSError):
                 os.unlink(directory / name)
+                removed.append(layout.relative(directory / name))
+    return removed
