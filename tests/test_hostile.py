@@ -315,13 +315,17 @@ def allowed_changes(before: Mapping[str, Entry], after: Mapping[str, Entry], cod
     node has none; an existing lock file or journal must stay as it was.
     Exit 6: staging had begun, so the journal records it and its rollback
     (every state change is journaled before the action), and commit may
-    have created Ganeti's ssconf lock. Nothing else, ever.
+    have created Ganeti's ssconf lock. Exit 0: the commit's kept set too
+    (``txsetup revert``), what it replaced and nothing else. Nothing else, ever.
     """
     allowed = {
         path
         for path, kind in (("var/lock/txsetup.lock", "file"), ("var/lib/txsetup", "dir"))
         if path not in before and path in after and after[path].kind == kind
     }
+    if code == 0:
+        kept = {p for p in after if p.startswith("var/lib/txsetup/") and p.endswith(".revert")}
+        allowed |= kept | {"var/lib/txsetup/revertable"}
     if code in (0, 6):
         allowed |= {"var/lib/txsetup/journal"}
         if "var/lock/ganeti-ssconf.lock" not in before:

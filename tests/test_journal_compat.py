@@ -134,4 +134,4 @@ def test_the_journal_refuses_a_state_no_service_could_declare() -> None:
     body = b'{"state":"nope","txid":"t"}'
     assert Record.decode(b"%08x %s\n" % (zlib.crc32(body), body)) is None
     with pytest.raises(ValueError, match="names what is done"):
-        ServiceKind(step="x", description="x", state="nope", wanted=lambda _d: True)
+        ServiceKind(step="x", description="x", state="nope", noun="x", wanted=lambda _d: True)

@@ -47,6 +47,7 @@ def test_status_of_an_empty_root_is_none(root: Path) -> None:
         "state": "none",
         "finished": True,
         "files": [],
+        "revertable": None,
         "last_transaction": None,
     }
     assert snapshot(root, skip=()) == before

@@ -85,8 +85,8 @@ EXAMPLES: Final[Mapping[str, tuple[str, ...]]] = {
     "revert": (
         "# put back the files the last commit replaced, and the daemon as it was",
         "{prog} 20261205T120000Z-5f0bc85a",
-        "# which commit can be reverted: status says",
-        "txsetup status --root /tmp/node1",
+        "# the same on a node root (txsetup status names the commit that can be)",
+        "{prog} 20261205T120000Z-5f0bc85a --root /tmp/node1",
     ),
     "push": (
         "# two nodes, one result line each",

@@ -35,16 +35,16 @@ from typing import Any, Literal
 
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import DecisionRefused, Held, RecoveryFailed, RolledBack, os_error_words
-from txsetup.txn.finish import ForwardFailed, finish_forward, finish_undo
+from txsetup.errors import DecisionRefused, Held, RecoveryFailed, os_error_words
+from txsetup.txn.finish import finish_undo, forward_or_roll_back
 from txsetup.txn.hooks import Hooks
 from txsetup.txn.journal import FINISHED_STATES, Journal, Record, TxnState, read_journal
 from txsetup.txn.layout import Layout
 from txsetup.txn.lock import acquire_lock
-from txsetup.txn.pending import PendingTxn, failure_cause, load_pending, utc_now
+from txsetup.txn.pending import PendingTxn, load_pending, utc_now
 from txsetup.txn.recovery import held_words, recover_pending
 from txsetup.txn.revert import revert_kept
-from txsetup.txn.revertable import confirm_kept, read_revertable
+from txsetup.txn.revertable import Revertable, confirm_kept, read_revertable
 from txsetup.txn.tombstones import record_aborted
 
 __all__ = ["Decided", "Decision", "confirm", "decide", "revert"]
@@ -131,16 +131,7 @@ def _act(
     coordinator = (txn.hold or {}).get("coordinator")
     coordinator = coordinator if isinstance(coordinator, str) else None
     if txn.decision is None:
-        data: dict[str, Any] = {"decision": decision, "decided_at": utc_now()}
-        if "confirm_within" in txn.details:
-            data["confirm_within"] = txn.details["confirm_within"]
-        try:
-            if decision == "abort" and coordinator is not None:
-                record_aborted(layout, coordinator)
-            journal.append(TxnState.DECIDED, data, durable=True)
-        except OSError as exc:
-            raise RecoveryFailed(f"{decision} {txn.txid}: {os_error_words(exc)}") from exc
-        txn.records.append(Record(txn.txid, TxnState.DECIDED, data))
+        _journal_decision(layout, journal, txn, decision, coordinator)
     by_id = {"coordinator": coordinator} if coordinator is not None else {}
     log.info("txn.decided", decided_txid=txn.txid, decision=decision, **by_id)
     paths = [c.path for c in txn.changes]
@@ -156,30 +147,34 @@ def _act(
             hooks=hooks,
         )
         return Decided(txn.txid, "aborted", coordinator=coordinator)
-    try:
-        unconfirmed = finish_forward(
-            layout,
-            txn,
-            journal,
-            lock_timeout=lock_timeout,
-            hooks=hooks,
-            end={"outcome": "committed"},
-        )
-    except ForwardFailed as exc:
-        log.error("step.failed", step=exc.step, error_code=exc.error_code, error=str(exc))
-        cause = failure_cause(step=exc.step, error_code=exc.error_code, error=str(exc))
-        finish_undo(
-            layout,
-            txn,
-            journal,
-            lock_timeout=lock_timeout,
-            reason=f"{exc.step} did not finish",
-            cause=cause,
-            hooks=hooks,
-        )
-        raise RolledBack(f"commit {txn.txid} rolled back: {exc}") from exc
+    unconfirmed = forward_or_roll_back(
+        layout,
+        txn,
+        journal,
+        log,
+        lock_timeout=lock_timeout,
+        hooks=hooks,
+        end={"outcome": "committed"},
+        doing=f"commit {txn.txid}",
+    )
     extra = {"unconfirmed": unconfirmed} if unconfirmed else {}
     return Decided(txn.txid, "committed", paths, coordinator=coordinator, extra=extra)
+
+
+def _journal_decision(
+    layout: Layout, journal: Journal, txn: PendingTxn, decision: Decision, coordinator: str | None
+) -> None:
+    """The ``decided`` record, durably (an abort's tombstone first): it acts next."""
+    data: dict[str, Any] = {"decision": decision, "decided_at": utc_now()}
+    if "confirm_within" in txn.details:
+        data["confirm_within"] = txn.details["confirm_within"]
+    try:
+        if decision == "abort" and coordinator is not None:
+            record_aborted(layout, coordinator)
+        journal.append(TxnState.DECIDED, data, durable=True)
+    except OSError as exc:
+        raise RecoveryFailed(f"{decision} {txn.txid}: {os_error_words(exc)}") from exc
+    txn.records.append(Record(txn.txid, TxnState.DECIDED, data))
 
 
 def _txid_of(layout: Layout, pending: PendingTxn | None, coordinator: str) -> str | None:
@@ -329,21 +324,28 @@ def revert(
                 layout, log, kept, hooks=hooks, lock_timeout=lock_timeout, reason=reason
             )
             return Decided(done.txid, "reverted", done.changed, extra=done.to_json())
-        earlier = _last_revert_of(layout, txid)
-        if earlier is not None:
-            reason = str(earlier.details.get("reason"))
-            extra = {"reverted": txid, "reason": reason}
-            return Decided(earlier.txid, "reverted", again=True, extra=extra)
-        if if_unconfirmed:  # confirmed, and replaced by a later commit since
-            return Decided(txid, "confirmed", again=True)
-        if kept is None:
-            raise DecisionRefused(
-                f"nothing to revert on this node: no earlier files are kept for {txid}"
-            )
+        return _reverted_before(layout, txid, kept, if_unconfirmed=if_unconfirmed)
+
+
+def _reverted_before(
+    layout: Layout, txid: str, kept: Revertable | None, *, if_unconfirmed: bool
+) -> Decided:
+    """``txid`` has no kept set: reverted already, confirmed and replaced, or not revertable."""
+    earlier = _last_revert_of(layout, txid)
+    if earlier is not None:
+        reason = str(earlier.details.get("reason"))
+        extra = {"reverted": txid, "reason": reason}
+        return Decided(earlier.txid, "reverted", again=True, extra=extra)
+    if if_unconfirmed:  # confirmed, and replaced by a later commit since
+        return Decided(txid, "confirmed", again=True)
+    if kept is None:
         raise DecisionRefused(
-            f"transaction {txid} is not the last commit here ({kept.txid} is): "
-            "only the last commit can be reverted"
+            f"nothing to revert on this node: no earlier files are kept for {txid}"
         )
+    raise DecisionRefused(
+        f"transaction {txid} is not the last commit here ({kept.txid} is): "
+        "only the last commit can be reverted"
+    )
 
 
 @contextlib.contextmanager

@@ -11,7 +11,9 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from txsetup.errors import RecoveryFailed, os_error_words
+from structlog.typing import FilteringBoundLogger
+
+from txsetup.errors import RecoveryFailed, RolledBack, os_error_words
 from txsetup.txn.changeset import (
     changed_in_place,
     commit_changes,
@@ -22,11 +24,17 @@ from txsetup.txn.changeset import (
 from txsetup.txn.hooks import Hooks
 from txsetup.txn.journal import Journal, Record, TxnState
 from txsetup.txn.layout import Layout
-from txsetup.txn.pending import PendingTxn, utc_now
+from txsetup.txn.pending import PendingTxn, failure_cause, utc_now
 from txsetup.txn.revertable import keep, settle
 from txsetup.txn.service import ForwardFailed
 
-__all__ = ["ForwardFailed", "finish_forward", "finish_undo", "settle_commit"]
+__all__ = [
+    "ForwardFailed",
+    "finish_forward",
+    "finish_undo",
+    "forward_or_roll_back",
+    "settle_commit",
+]
 
 _NO_HOOKS = Hooks()
 
@@ -54,6 +62,40 @@ def finish_forward(
     hooks.after_commit(txn, journal)
     command = str(txn.details.get("command", ""))
     return settle_commit(layout, txn, journal, hooks=hooks, command=command, end=end or {})
+
+
+def forward_or_roll_back(
+    layout: Layout,
+    txn: PendingTxn,
+    journal: Journal,
+    log: FilteringBoundLogger,
+    *,
+    lock_timeout: float,
+    hooks: Hooks,
+    end: Mapping[str, Any],
+    doing: str,
+) -> dict[str, Any] | None:
+    """:func:`finish_forward`, and when a service does not come back, :func:`finish_undo`.
+
+    For a decision taken now (``txsetup commit``, ``txsetup revert``): the
+    failure is logged as its step's, and reported as :class:`RolledBack`
+    (exit 6) once the node is back as it was. ``doing`` names it in the error.
+    """
+    try:
+        return finish_forward(layout, txn, journal, lock_timeout=lock_timeout, hooks=hooks, end=end)
+    except ForwardFailed as exc:
+        log.error("step.failed", step=exc.step, error_code=exc.error_code, error=str(exc))
+        cause = failure_cause(step=exc.step, error_code=exc.error_code, error=str(exc))
+        finish_undo(
+            layout,
+            txn,
+            journal,
+            lock_timeout=lock_timeout,
+            reason=f"{exc.step} did not finish",
+            cause=cause,
+            hooks=hooks,
+        )
+        raise RolledBack(f"{doing} rolled back: {exc}") from exc
 
 
 def settle_commit(

@@ -30,17 +30,16 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import DecisionRefused, RecoveryFailed, RolledBack, os_error_words
+from txsetup.errors import DecisionRefused, RolledBack, os_error_words
 from txsetup.txn.atomic import fsync_dir, hold
 from txsetup.txn.changeset import Change, copy_names
-from txsetup.txn.finish import finish_forward, finish_undo
+from txsetup.txn.finish import finish_undo, forward_or_roll_back
 from txsetup.txn.hooks import Hooks
 from txsetup.txn.journal import Journal
 from txsetup.txn.layout import Layout
 from txsetup.txn.pending import PendingTxn, failure_cause, new_txid, utc_now
 from txsetup.txn.plan import FileMeta
 from txsetup.txn.revertable import Revertable
-from txsetup.txn.service import ForwardFailed
 
 __all__ = ["Reverted", "guard", "revert_kept"]
 
@@ -127,18 +126,26 @@ def revert_kept(
         _stage(layout, journal, txn, kept)
     except OSError as exc:
         cause = failure_cause(step="stage", error_code="io_error", error=os_error_words(exc))
-        why = "step stage failed"
-        _undo(layout, txn, journal, hooks=hooks, lock_timeout=lock_timeout, reason=why, cause=cause)
+        finish_undo(
+            layout,
+            txn,
+            journal,
+            lock_timeout=lock_timeout,
+            reason="step stage failed",
+            cause=cause,
+            hooks=hooks,
+        )
         raise RolledBack(f"revert of {kept.txid}: staging failed: {os_error_words(exc)}") from exc
-    end = {"outcome": "reverted", "reverts": kept.txid, "reason": reason}
-    try:
-        finish_forward(layout, txn, journal, lock_timeout=lock_timeout, hooks=hooks, end=end)
-    except ForwardFailed as exc:
-        log.error("step.failed", step=exc.step, error_code=exc.error_code, error=str(exc))
-        cause = failure_cause(step=exc.step, error_code=exc.error_code, error=str(exc))
-        why = f"{exc.step} did not finish"
-        _undo(layout, txn, journal, hooks=hooks, lock_timeout=lock_timeout, reason=why, cause=cause)
-        raise RolledBack(f"revert of {kept.txid} rolled back: {exc}") from exc
+    forward_or_roll_back(
+        layout,
+        txn,
+        journal,
+        log,
+        lock_timeout=lock_timeout,
+        hooks=hooks,
+        end={"outcome": "reverted", "reverts": kept.txid, "reason": reason},
+        doing=f"revert of {kept.txid}",
+    )
     log.warning("txn.reverted", reverted_txid=kept.txid, reason=reason)
     return Reverted(txid, kept.txid, reason, [f.path for f in kept.files])
 
@@ -175,27 +182,3 @@ def _stage(layout: Layout, journal: Journal, txn: PendingTxn, kept: Revertable) 
     for directory in sorted(staging):
         fsync_dir(directory)
     txn.journal_prepared(journal, {"changes": [c.to_json() for c in txn.changes], **txn.details})
-
-
-def _undo(
-    layout: Layout,
-    txn: PendingTxn,
-    journal: Journal,
-    *,
-    hooks: Hooks,
-    lock_timeout: float,
-    reason: str,
-    cause: dict[str, str],
-) -> None:
-    try:
-        finish_undo(
-            layout,
-            txn,
-            journal,
-            lock_timeout=lock_timeout,
-            reason=reason,
-            cause=cause,
-            hooks=hooks,
-        )
-    except OSError as exc:
-        raise RecoveryFailed(f"undoing the revert {txn.txid}: {os_error_words(exc)}") from exc
