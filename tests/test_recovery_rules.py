@@ -15,7 +15,13 @@ import pytest
 from txsetup.node.restart import DAEMON
 from txsetup.node.sshd import SSHD
 from txsetup.txn.journal import FINISHED_STATES, TxnState
-from txsetup.txn.rules import RECOVERY_RULES, RecoveryAction, decide
+from txsetup.txn.rules import (
+    RECOVERY_RULES,
+    WAITING_RULES,
+    RecoveryAction,
+    decide,
+    decide_waiting,
+)
 
 BACK = RecoveryAction.ROLLED_BACK
 FORWARD = RecoveryAction.ROLLED_FORWARD
@@ -48,3 +54,14 @@ def test_every_rule_is_reachable_and_only_prepared_rolls_forward() -> None:
     assert used == {rule.state for rule in RECOVERY_RULES}
     assert [r.state for r in RECOVERY_RULES if r.resume is FORWARD] == [TxnState.PREPARED]
     assert all(rule.why for rule in RECOVERY_RULES)
+
+
+def test_a_decided_transaction_goes_as_recovery_sends_a_prepared_one() -> None:
+    """The waiting rules for ``decided`` are the state rules with the decision as ``--abort``;
+    only a held transaction and a commit before its deadline are left alone (exit 5)."""
+    decided = frozenset({TxnState.BEGUN, TxnState.PREPARED, TxnState.DECIDED})
+    assert decide_waiting("decided: commit", abort=False) is decide(decided, abort=False)
+    assert decide_waiting("decided: abort", abort=False) is decide(decided, abort=True)
+    assert decide_waiting("decided: commit", abort=True) is decide(decided, abort=True)
+    assert [r.condition for r in WAITING_RULES if r.resume is None] == ["held", "unconfirmed"]
+    assert all(rule.why and rule.journal for rule in WAITING_RULES)

@@ -4,7 +4,10 @@
 which steps write, which have an undo, where the commit point is) and lists
 it; ``{transaction-recovery}`` tells, for every journal state, what
 ``--resume`` and ``--resume --abort`` do, by asking :func:`rules.decide`
-itself. Nothing here restates the code: a changed table changes the page.
+itself, and for every transaction that waits for a decision made elsewhere
+(held by ``--prepare``, decided, a commit waiting for its confirmation)
+what :data:`rules.WAITING_RULES` say. Nothing here restates the code: a
+changed table changes the page.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ TABLES: dict[str, Sequence[Any]] = {
 STATES: list[str] = [
     TxnState.BEGUN,
     TxnState.PREPARED,
+    TxnState.DECIDED,
     TxnState.COMMITTED,
     DAEMON.state,
     SSHD.state,
@@ -47,10 +51,22 @@ STATES: list[str] = [
     TxnState.ROLLED_BACK,
     TxnState.DONE,
 ]
-_ACTION = {
+_ACTION: dict[rules.RecoveryAction | None, str] = {
     rules.RecoveryAction.ROLLED_FORWARD: "roll forward",
     rules.RecoveryAction.ROLLED_BACK: "roll back",
+    rules.RecoveryAction.REVERTED: "revert",
+    None: "no action: exit 5 (held)",
 }
+_COLOUR: dict[rules.RecoveryAction | None, str] = {
+    rules.RecoveryAction.ROLLED_FORWARD: "#e6f4ea",
+    rules.RecoveryAction.ROLLED_BACK: "#fce8e6",
+    rules.RecoveryAction.REVERTED: "#fce8e6",
+    None: "#fef7e0",
+}
+
+
+# A decided transaction rolls back when the decision was to abort (recovery passes it as --abort).
+_DECIDED_NOTE = "; this is a decision to commit: one to abort rolls back (below)"
 
 
 def commit_point(steps: Sequence[Any]) -> int:
@@ -123,7 +139,7 @@ def recovery_rows() -> list[list[str]]:
                 f"`{state}`",
                 _ACTION[rules.decide(states, abort=False)],
                 _ACTION[rules.decide(states, abort=True)],
-                rule.why,
+                rule.why + _DECIDED_NOTE if state == TxnState.DECIDED else rule.why,
             ]
         )
     return rows
@@ -138,7 +154,7 @@ def recovery_dot() -> str:
     unfinished = [s for s in STATES if s not in FINISHED_STATES]
     for state in unfinished:
         forward = rules.decide(reached(state), abort=False)
-        colour = "#e6f4ea" if forward is rules.RecoveryAction.ROLLED_FORWARD else "#fce8e6"
+        colour = _COLOUR[forward]
         text = (
             f"{state}\\n--resume: {_ACTION[forward]}\\n"
             f"--abort: {_ACTION[rules.decide(reached(state), abort=True)]}"
@@ -158,8 +174,54 @@ def recovery_dot() -> str:
         lines.append(f"{_quote(upper[0])} -> {_quote(lower[0])} [style=invis];")
     for state in (s for s in STATES if s in FINISHED_STATES):
         lines.append(f'{_quote(state)} [label="{state}\\nnothing to do", shape=box];')
+    lines.extend(waiting_dot_lines(anchor=rows[-1][0]))
     lines.append("}")
     return "\n".join(lines)
+
+
+def waiting_dot_lines(anchor: str) -> list[str]:
+    """The waiting transactions, one box each, in rows of three below ``anchor``."""
+    lines = [
+        "subgraph cluster_waiting {",
+        'label="waiting for a decision made elsewhere"; fontname=sans; fontsize=10;',
+        'style="rounded,dashed";',
+    ]
+    names = [f"waiting {rule.condition}" for rule in rules.WAITING_RULES]
+    for name, rule in zip(names, rules.WAITING_RULES, strict=True):
+        text = (
+            f"{rule.condition}\\n--resume: {_ACTION[rule.resume]}\\n--abort: {_ACTION[rule.abort]}"
+        )
+        lines.append(
+            f'{_quote(name)} [label="{text}", style="rounded,filled", '
+            f'fillcolor="{_COLOUR[rule.resume]}"];'
+        )
+    rows = [names[i : i + 3] for i in range(0, len(names), 3)]
+    for row in rows:
+        lines.append("{rank=same; " + " ".join(f"{_quote(name)};" for name in row) + "}")
+        lines.extend(
+            f"{_quote(a)} -> {_quote(b)} [style=invis];" for a, b in itertools.pairwise(row)
+        )
+    lines.extend(
+        f"{_quote(upper[0])} -> {_quote(lower[0])} [style=invis];"
+        for upper, lower in itertools.pairwise(rows)
+    )
+    lines.append("}")
+    lines.append(f"{_quote(anchor)} -> {_quote(names[0])} [style=invis];")
+    return lines
+
+
+def waiting_rows() -> list[list[str]]:
+    """For each waiting transaction: how it shows, what recovery and ``--abort`` do, and why."""
+    return [
+        [
+            f"{rule.condition}",
+            rule.journal,
+            _ACTION[rules.decide_waiting(rule.condition, abort=False)],
+            _ACTION[rules.decide_waiting(rule.condition, abort=True)],
+            rule.why,
+        ]
+        for rule in rules.WAITING_RULES
+    ]
 
 
 def _graph(code: str, docname: str, alt: str) -> graphviz:
@@ -198,10 +260,21 @@ class TransactionRecovery(SphinxDirective):
     def run(self) -> list[nodes.Node]:
         """The diagram, then the table."""
         depend_on_package(self.env)
-        header = ("newest journal state", "--resume", "--resume --abort", "why")
+        header = ("newest journal state", "`--resume`", "`--resume --abort`", "why")
+        waiting = ("waiting", "shown by", "`--resume` (and every run)", "`--resume --abort`", "why")
         return [
             _graph(recovery_dot(), self.env.docname, "journal states and recovery"),
             table(header, recovery_rows()),
+            paragraph(
+                "Before those rules, recovery looks at what waits for a decision made "
+                "elsewhere: a transaction held by `--prepare`, one whose decision is "
+                "journaled (`decided`), and a commit waiting for its confirmation. "
+                "A held one is never decided by recovery, and neither is a commit before "
+                "its deadline: every run (its `lock` step), dry runs and `--resume` are "
+                "refused with exit 5 naming the transaction and the commands that end "
+                "the wait."
+            ),
+            table(waiting, waiting_rows()),
         ]
 
 
