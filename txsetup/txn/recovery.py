@@ -26,7 +26,7 @@ from txsetup.txn.pending import PendingTxn, failure_cause, load_pending, utc_now
 from txsetup.txn.revert import revert_kept
 from txsetup.txn.revertable import Revertable, read_revertable
 from txsetup.txn.revertable import sweep as sweep_kept
-from txsetup.txn.rules import RecoveryAction, decide
+from txsetup.txn.rules import RecoveryAction, decide, decide_waiting
 from txsetup.txn.tombstones import record_aborted
 
 __all__ = ["Recovered", "held_words", "recover_pending", "unconfirmed_words"]
@@ -116,9 +116,18 @@ def _finish_pending(
     lock_timeout: float,
     by: str,
 ) -> Recovered:
-    """Finish or undo the unfinished ``txn`` (a held one only by ``--resume --abort``)."""
-    if txn.held and not abort:
+    """Finish or undo the unfinished ``txn`` (a held one only by ``--resume --abort``).
+
+    A transaction waiting for a decision goes by :data:`~txsetup.txn.rules.WAITING_RULES`,
+    any other by the state rules.
+    """
+    waiting = "held" if txn.held else f"decided: {txn.decision}" if txn.decision else None
+    if waiting is None:
+        direction = decide(txn.states, abort=abort)
+    elif (found := decide_waiting(waiting, abort=abort)) is None:
         raise Held(held_words(txn))
+    else:
+        direction = found
     if txn.held:
         log.warning("txn.override", held_txid=txn.txid, by=by, hold=txn.hold)
         coordinator = (txn.hold or {}).get("coordinator")
@@ -130,7 +139,7 @@ def _finish_pending(
     note = _leftovers(log, discard_copies(layout, None, sweep, keep=txn.txid))
     in_place = {c.path for c in changed_in_place(layout, txn.changes)}
     finishing = _Finishing(layout, txn, log, hooks, lock_timeout, note, by)
-    if decide(txn.states, abort=abort) is RecoveryAction.ROLLED_BACK:
+    if direction is RecoveryAction.ROLLED_BACK:
         action = finishing.undo_after_stop(aborted=abort)
     else:
         action = finishing.forward()
@@ -165,7 +174,8 @@ def _revert_unconfirmed(
     kept = read_revertable(layout)
     if kept is None or kept.unconfirmed is None or kept.txid == spare:
         return None
-    if not abort and not kept.deadline_passed():
+    waiting = "not confirmed" if kept.deadline_passed() else "unconfirmed"
+    if decide_waiting(waiting, abort=abort) is None:
         raise Held(unconfirmed_words(kept))
     if abort:
         log.warning("txn.override", held_txid=kept.txid, by=by, unconfirmed=kept.unconfirmed)

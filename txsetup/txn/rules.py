@@ -13,9 +13,8 @@ Before them come the transactions that wait for a decision made elsewhere
 yet (held: recovery never decides it, only ``--resume --abort`` overrides),
 one whose decision is journaled (``decided``: recovery goes the way it
 says), and a commit waiting for its confirmation (no action before its
-deadline, a revert after it). They are what
-:func:`~txsetup.txn.recovery.recover_pending` does (``tests/test_prepare.py``
-and ``tests/test_revert.py`` hold it to them); the page shows them.
+deadline, a revert after it). :func:`decide_waiting` applies them in
+:func:`~txsetup.txn.recovery.recover_pending`, and the page shows them.
 """
 
 from __future__ import annotations
