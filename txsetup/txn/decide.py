@@ -247,17 +247,9 @@ def confirm(
         DecisionRefused: it was reverted, or is no commit waiting here (exit 4).
         Held: another transaction holds the node (exit 5).
     """
-    with _locked(layout, lock_timeout, "confirm"):
-        recover_pending(
-            layout,
-            log,
-            hooks=hooks,
-            abort=False,
-            lock_timeout=lock_timeout,
-            by=f"confirm {txid}",
-            spare=txid,
-        )
-        kept = read_revertable(layout)
+    with _kept_after_recovery(
+        layout, log, txid, hooks=hooks, lock_timeout=lock_timeout, verb="confirm"
+    ) as kept:
         if kept is not None and kept.txid == txid:
             if kept.unconfirmed is None:
                 return Decided(txid, "confirmed", again=True)
@@ -305,17 +297,9 @@ def revert(
         txid = waiting.txid
     if if_unconfirmed:
         _sleep_until_deadline(layout, txid)
-    with _locked(layout, lock_timeout, "revert"):
-        recover_pending(
-            layout,
-            log,
-            hooks=hooks,
-            abort=False,
-            lock_timeout=lock_timeout,
-            by=f"revert {txid}",
-            spare=txid,
-        )
-        kept = read_revertable(layout)
+    with _kept_after_recovery(
+        layout, log, txid, hooks=hooks, lock_timeout=lock_timeout, verb="revert"
+    ) as kept:
         if kept is not None and kept.txid == txid:
             if if_unconfirmed and kept.unconfirmed is None:
                 return Decided(txid, "confirmed", again=True)
@@ -349,13 +333,29 @@ def _reverted_before(
 
 
 @contextlib.contextmanager
-def _locked(layout: Layout, lock_timeout: float, doing: str) -> Iterator[None]:
-    """The transaction lock, with an I/O error reading the node's state as exit 8."""
+def _kept_after_recovery(
+    layout: Layout,
+    log: FilteringBoundLogger,
+    txid: str,
+    *,
+    hooks: Hooks,
+    lock_timeout: float,
+    verb: str,
+) -> Iterator[Revertable | None]:
+    """Under the lock, once any other unfinished or expired transaction is dealt with:
+    the kept set (``txid``'s own waiting commit is left to ``verb``).
+
+    An I/O error reading the node's state is exit 8.
+    """
     lock = acquire_lock(layout, lock_timeout)
     try:
-        yield
+        by = f"{verb} {txid}"
+        recover_pending(
+            layout, log, hooks=hooks, abort=False, lock_timeout=lock_timeout, by=by, spare=txid
+        )
+        yield read_revertable(layout)
     except OSError as exc:
-        raise RecoveryFailed(f"{doing}: {os_error_words(exc)}") from exc
+        raise RecoveryFailed(f"{verb}: {os_error_words(exc)}") from exc
     finally:
         lock.release()
 
