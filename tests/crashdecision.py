@@ -1,0 +1,225 @@
+"""The crash matrix of the participant's verbs: kill -9 during ``--prepare``, ``commit``, ``abort``.
+
+It extends :mod:`tests.crashmatrix`: the same scenario (a program on a fresh
+node or on a re-add of A, running B), the same traced runs and checks, with
+another command killed. ``prepare`` runs B with ``--prepare --coordinator c1``
+on a copy of the old node; ``commit`` and ``abort`` run ``txsetup commit|abort
+TXID`` on a copy of the *held* node, where B was prepared once
+(:func:`make_held`), with that prepare's txid.
+
+The side a kill must leave comes from the journal the killed run left
+(:func:`tests.crashtrace.pending`). ``prepared`` with a hold and no
+``decided`` record is *held*: the files as the prepare left them (old, and on
+a fresh node the empty target directory), ``--resume`` refused with exit 5
+naming the txid and changing nothing, and ``txsetup commit`` (new) or
+``abort`` (old) still deciding it. A ``decided`` record goes the decision's
+way: after a kill during ``commit`` or ``abort``, repeating the same command
+and ``--resume`` must each, on a copy of their own, finish it to that side.
+Every end is checked as the kill matrix checks it: exactly that side, no
+staged or hold copy anywhere, and a re-run of B converges.
+
+How deep, by ``TXSETUP_CRASH``: at ``quick`` :data:`QUICK_POINTS` calls of
+each verb spread over its whole run (every file syscall; the log and result
+writes aside), and a kill that leaves a prepare held is decided one way,
+alternately commit and abort; at ``sampled`` and ``full`` each group of
+syscalls is taken as the kill matrix takes it, and both decisions are tried.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CRASH_DEPTH, Entry, copy_root, snapshot
+from tests.crashmatrix import Scenario, converges, leftovers, points, resumes_to, run_matrix
+from tests.crashtrace import ALL_NAMES, GROUPS, Call, Pending, Traced, pending, sample
+
+VERBS = ("prepare", "commit", "abort")
+PREPARE = ("--prepare", "--coordinator", "c1")
+# What a decision ends with: the side and the outcome word.
+ENDS = {"commit": ("new", "committed"), "abort": ("old", "aborted")}
+# Where a clean run of each verb leaves the node.
+CLEAN = {"prepare": "held", "commit": "new", "abort": "old"}
+QUICK_POINTS = 5
+# The matrices' parameter: one spread over the whole run at quick, else each group.
+DECISION_GROUPS = ("any",) if CRASH_DEPTH == "quick" else tuple(GROUPS)
+
+
+def copy_of(scenario: Scenario, root: Path) -> Path:
+    """A private copy of the node ``root``."""
+    copy = Path(tempfile.mkdtemp(dir=scenario.work)) / "root"
+    copy_root(root, copy)
+    return copy
+
+
+@dataclass(frozen=True)
+class Held:
+    """The scenario's node held by B (``--prepare --coordinator c1``): what commit and abort decide.
+
+    Every run that decides starts from a prepare of its own: the journal names
+    staged and hold copies by inode number, which no copy of a node keeps.
+    """
+
+    scenario: Scenario
+    files: dict[str, Entry]  # the old files, and on a fresh node the empty target directory
+
+    def prepare(self) -> tuple[Path, str]:
+        """A private copy of the old node, with B prepared: the root and the txid."""
+        root = self.scenario.fresh_root()
+        prepared = self.scenario.run(root, *PREPARE, payload=self.scenario.payload)
+        assert (prepared.returncode, prepared.result["outcome"]) == (0, "prepared"), (
+            prepared.stderr
+        )
+        return root, str(prepared.result["txid"])
+
+    def side(self, root: Path, side: str) -> str | None:
+        """None when ``root`` is on ``side`` (``old``, ``new`` or ``held``), else what it is."""
+        want = {"old": self.scenario.old, "new": self.scenario.new, "held": self.files}[side]
+        return None if snapshot(root) == want else self.scenario.which(root)
+
+
+def make_held(scenario: Scenario) -> Held:
+    """What a node held by B looks like; warm the decisions' byte-code cache."""
+    held = Held(scenario, {})
+    root, txid = held.prepare()
+    files = snapshot(root)
+    # The prepare changed no file: at most it made the target directory of a fresh node.
+    assert {p: e for p, e in files.items() if p in scenario.old} == scenario.old
+    assert all(e.kind == "dir" for p, e in files.items() if p not in scenario.old)
+    assert scenario.run(root, "--resume").returncode == 5
+    assert scenario.run(root, command=("abort", txid)).returncode == 0
+    root, txid = held.prepare()
+    assert scenario.run(root, command=("commit", txid)).returncode == 0
+    return Held(scenario, files)
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One verb of the matrix on one scenario: where it starts and how it is called."""
+
+    held: Held
+    name: str  # one of VERBS
+
+    @property
+    def scenario(self) -> Scenario:
+        """The program and node it runs on."""
+        return self.held.scenario
+
+    def start(self) -> tuple[Path, str | None]:
+        """A private node to run it on: old for a prepare, else held (with the txid)."""
+        return self.held.prepare() if self.name in ENDS else (self.scenario.fresh_root(), None)
+
+    def traced(self, root: Path, txid: str | None, inject: tuple[str, str] | None) -> Traced:
+        """The verb on ``root`` under strace, injecting ``inject``."""
+        if txid is None:
+            return self.scenario.traced(root, inject, *PREPARE, payload=self.scenario.payload)
+        return self.scenario.traced(root, inject, command=(self.name, txid))
+
+    def reference(self) -> dict[str, list[Call]]:
+        """Occurrences of each syscall in a clean traced run of the verb."""
+        root, txid = self.start()
+        if txid is None:
+            found = self.scenario.reference(root, *PREPARE, payload=self.scenario.payload)
+        else:
+            found = self.scenario.reference(root, command=(self.name, txid))
+        assert self.held.side(root, CLEAN[self.name]) is None, self.scenario.which(root)
+        return found
+
+    def points(self, reference: dict[str, list[Call]], group: str) -> list[Call]:
+        """The chosen calls: at quick (``any``), spread over the whole run; else the group's."""
+        if group != "any":
+            return points(reference, group)
+        every = sorted(
+            (c for name in ALL_NAMES for c in reference.get(name, []) if not c.to_stream),
+            key=lambda c: c.seq,
+        )
+        return sample(every, 1, quick=QUICK_POINTS)
+
+    def killed(self, call: Call) -> tuple[Path, Pending] | str:
+        """A private node whose run of the verb was killed at ``call``, and its journal."""
+        root, txid = self.start()
+        traced = self.traced(root, txid, (call.name, f"signal=SIGKILL:when={call.ordinal}"))
+        if not traced.killed:
+            return f"the injection did not fire (exit {traced.returncode}): the counts changed"
+        at_crash = pending(root, self.scenario.old_txids)
+        if txid is not None and at_crash.txid != txid:
+            return f"the journal names {at_crash.txid}, not the held {txid}"
+        return root, at_crash
+
+
+def decided(held: Held, root: Path, verb: str, txid: str, *, converge: bool = True) -> list[str]:
+    """``txsetup VERB TXID`` on ``root`` ends the transaction: its outcome, its side, no copy."""
+    scenario = held.scenario
+    side, outcome = ENDS[verb]
+    run = scenario.run(root, command=(verb, txid))
+    problems = []
+    if run.returncode != 0 or run.result["outcome"] != outcome:
+        problems.append(
+            f"{verb} {txid}: exit {run.returncode}, outcome {run.result['outcome']} "
+            f"(expected {outcome}), error {run.result.get('error')}"
+        )
+    if (state := held.side(root, side)) is not None:
+        problems.append(f"after {verb} the node is {state}, expected {side}")
+    if left := leftovers(root):
+        problems.append(f"copies left after {verb}: {left}")
+    return problems or (converges(scenario, root, side) if converge else [])
+
+
+def still_held(held: Held, root: Path, at_crash: Pending, decision: str) -> list[str]:
+    """A held node: files as prepared; ``--resume`` is exit 5, changes nothing; ``decision`` ends it."""
+    scenario = held.scenario
+    txid = str(at_crash.txid)
+    problems = []
+    if (state := held.side(root, "held")) is not None:
+        problems.append(f"journal {list(at_crash.states)} holds the node, but it is {state}")
+    before = snapshot(root, skip=("var/lock",))
+    refused = scenario.run(root, "--resume")
+    error = str(refused.result.get("error"))
+    if refused.returncode != 5 or refused.result.get("error_code") != "held" or txid not in error:
+        problems.append(f"--resume on a held node: exit {refused.returncode}, error {error}")
+    if snapshot(root, skip=("var/lock",)) != before:
+        problems.append("--resume on a held node changed it")
+    return problems or [f"then {decision}: {p}" for p in decided(held, root, decision, txid)]
+
+
+def finish(verb: Verb, call: Call, way: str) -> list[str]:
+    """Kill the verb at ``call``, then finish it ``way`` (a decision, or ``--resume``)."""
+    killed = verb.killed(call)
+    if isinstance(killed, str):
+        return [killed]
+    root, at_crash = killed
+    if at_crash.side == "held":
+        return still_held(verb.held, root, at_crash, verb.name if way == "--resume" else way)
+    if verb.name == "prepare":
+        return resumes_to(verb.scenario, root)
+    if at_crash.side != ENDS[verb.name][0]:
+        return [f"a kill during {verb.name} left {list(at_crash.states)}: {at_crash.side}"]
+    if way == "--resume":
+        return [f"--resume: {p}" for p in resumes_to(verb.scenario, root)]
+    return [f"{way} again: {p}" for p in decided(verb.held, root, way, str(at_crash.txid))]
+
+
+def ways(verb: Verb, call: Call) -> list[str]:
+    """How a kill at ``call`` is finished: each way at ``sampled`` and ``full``, one at ``quick``.
+
+    After a kill during a decision: the same decision again, and ``--resume``
+    (the journal then decides, or refuses a node still held). After a kill
+    during a prepare: ``commit`` and ``abort`` (``--resume`` for one not
+    prepared yet). At ``quick`` they alternate from point to point.
+    """
+    every = ["commit", "abort"] if verb.name == "prepare" else [verb.name, "--resume"]
+    return [every[call.seq % 2]] if CRASH_DEPTH == "quick" else every
+
+
+def decision_kill_matrix(verb: Verb, reference: dict[str, list[Call]], group: str) -> list[str]:
+    """Every failure of the kill -9 matrix of one verb over one group (``any`` at quick)."""
+    calls = verb.points(reference, group)
+    if not calls:
+        pytest.skip(f"{verb.name} on a {verb.scenario.node} node makes no {group} call")
+    return run_matrix(
+        lambda call: [f"{way}: {p}" for way in ways(verb, call) for p in finish(verb, call, way)],
+        calls,
+    )

@@ -1,0 +1,62 @@
+"""The crash matrix of node-daemon-setup's participant verbs: ``--prepare``, ``commit``, ``abort``.
+
+The harness is :mod:`tests.crashdecision` (built on :mod:`tests.crashmatrix`):
+a kill -9 at a file syscall of each verb, then the side the journal it left
+calls for — held, new or old — checked by every way there is to finish it.
+Documents A and B are the kill matrix's (:mod:`tests.test_crash`), on a
+fresh node and on a re-add.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.crashdecision import (
+    DECISION_GROUPS,
+    VERBS,
+    Held,
+    Verb,
+    decision_kill_matrix,
+    make_held,
+)
+from tests.crashmatrix import NODE_STATES, make_scenario
+from tests.crashtrace import Call
+from tests.test_crash import NODE_DAEMON_SETUP, document_a, document_b
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module", params=NODE_STATES)
+def held(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, node_pem: str
+) -> Held:
+    """B prepared on a fresh node, or on a re-add of A."""
+    scenario = make_scenario(
+        tmp_path_factory,
+        NODE_DAEMON_SETUP,
+        request.param,
+        document_a(node_pem),
+        document_b(node_pem),
+    )
+    return make_held(scenario)
+
+
+@pytest.fixture(scope="module", params=VERBS)
+def verb(request: pytest.FixtureRequest, held: Held) -> Verb:
+    """A prepare of B on the old node, or a commit or abort of the held one."""
+    return Verb(held, request.param)
+
+
+@pytest.fixture(scope="module")
+def verb_reference(verb: Verb) -> dict[str, list[Call]]:
+    """The in-scope occurrences of each syscall in a clean traced run of the verb."""
+    return verb.reference()
+
+
+@pytest.mark.parametrize("group", DECISION_GROUPS)
+def test_kill_during_prepare_commit_or_abort_then_finish_is_the_journals_side(
+    verb: Verb, verb_reference: dict[str, list[Call]], group: str
+) -> None:
+    """A kill -9 in a verb, then its repeat or ``--resume``: held, new or old as its journal says."""
+    failures = decision_kill_matrix(verb, verb_reference, group)
+    assert failures == [], "\n".join(failures)
