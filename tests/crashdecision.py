@@ -18,11 +18,11 @@ and ``--resume`` must each, on a copy of their own, finish it to that side.
 Every end is checked as the kill matrix checks it: exactly that side, no
 staged or hold copy anywhere, and a re-run of B converges.
 
-How deep, by ``TXSETUP_CRASH``: at ``quick`` :data:`QUICK_POINTS` calls of
-each verb spread over its whole run (every file syscall; the log and result
-writes aside), and a kill that leaves a prepare held is decided one way,
-alternately commit and abort; at ``sampled`` and ``full`` each group of
-syscalls is taken as the kill matrix takes it, and both decisions are tried.
+How deep, by ``TXSETUP_CRASH``: at ``quick`` four calls of each verb
+(:meth:`Verb.points`), each kill finished one way (alternately a repeat of
+the decision or ``--resume``; commit or abort of a held node), without the
+re-run of B after a decision; at ``sampled`` and ``full`` each group of
+syscalls is taken as the kill matrix takes it, and every way is tried.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ PREPARE = ("--prepare", "--coordinator", "c1")
 ENDS = {"commit": ("new", "committed"), "abort": ("old", "aborted")}
 # Where a clean run of each verb leaves the node.
 CLEAN = {"prepare": "held", "commit": "new", "abort": "old"}
-QUICK_POINTS = 5
 # The matrices' parameter: one spread over the whole run at quick, else each group.
 DECISION_GROUPS = ("any",) if CRASH_DEPTH == "quick" else tuple(GROUPS)
 
@@ -70,9 +69,7 @@ class Held:
         """A private copy of the old node, with B prepared: the root and the txid."""
         root = self.scenario.fresh_root()
         prepared = self.scenario.run(root, *PREPARE, payload=self.scenario.payload)
-        assert (prepared.returncode, prepared.result["outcome"]) == (0, "prepared"), (
-            prepared.stderr
-        )
+        assert (prepared.returncode, prepared.result["outcome"]) == (0, "prepared"), prepared.stderr
         return root, str(prepared.result["txid"])
 
     def side(self, root: Path, side: str) -> str | None:
@@ -90,9 +87,8 @@ def make_held(scenario: Scenario) -> Held:
     assert {p: e for p, e in files.items() if p in scenario.old} == scenario.old
     assert all(e.kind == "dir" for p, e in files.items() if p not in scenario.old)
     assert scenario.run(root, "--resume").returncode == 5
+    # Both decisions import the same modules: one of them fills the cache.
     assert scenario.run(root, command=("abort", txid)).returncode == 0
-    root, txid = held.prepare()
-    assert scenario.run(root, command=("commit", txid)).returncode == 0
     return Held(scenario, files)
 
 
@@ -129,14 +125,25 @@ class Verb:
         return found
 
     def points(self, reference: dict[str, list[Call]], group: str) -> list[Call]:
-        """The chosen calls: at quick (``any``), spread over the whole run; else the group's."""
+        """The chosen calls: at quick (``any``) the few that matter most; else the group's.
+
+        At quick: the write of the verb's own durable record (``prepared``,
+        ``decided``) and its ``fdatasync``, the first calls on each side of
+        the point that decides between old (or held) and held (or decided);
+        and the first, middle and last file call from the verb's first
+        journal write on. What comes before that write is the plain run's
+        (the kill matrix's) or reads only.
+        """
         if group != "any":
             return points(reference, group)
         every = sorted(
             (c for name in ALL_NAMES for c in reference.get(name, []) if not c.to_stream),
             key=lambda c: c.seq,
         )
-        return sample(every, 1, quick=QUICK_POINTS)
+        synced = next(i for i, c in enumerate(every) if c.name == "fdatasync")
+        first = next(i for i, c in enumerate(every) if c.name in GROUPS["write"])
+        chosen = {c.seq: c for c in [*every[synced - 1 : synced + 1], *sample(every[first:], 1)]}
+        return [chosen[seq] for seq in sorted(chosen)]
 
     def killed(self, call: Call) -> tuple[Path, Pending] | str:
         """A private node whose run of the verb was killed at ``call``, and its journal."""
@@ -150,7 +157,7 @@ class Verb:
         return root, at_crash
 
 
-def decided(held: Held, root: Path, verb: str, txid: str, *, converge: bool = True) -> list[str]:
+def decided(held: Held, root: Path, verb: str, txid: str) -> list[str]:
     """``txsetup VERB TXID`` on ``root`` ends the transaction: its outcome, its side, no copy."""
     scenario = held.scenario
     side, outcome = ENDS[verb]
@@ -165,11 +172,12 @@ def decided(held: Held, root: Path, verb: str, txid: str, *, converge: bool = Tr
         problems.append(f"after {verb} the node is {state}, expected {side}")
     if left := leftovers(root):
         problems.append(f"copies left after {verb}: {left}")
+    converge = side == "new" or CRASH_DEPTH != "quick"
     return problems or (converges(scenario, root, side) if converge else [])
 
 
 def still_held(held: Held, root: Path, at_crash: Pending, decision: str) -> list[str]:
-    """A held node: files as prepared; ``--resume`` is exit 5, changes nothing; ``decision`` ends it."""
+    """A held node: files as prepared, ``--resume`` exit 5 and no change; ``decision`` ends it."""
     scenario = held.scenario
     txid = str(at_crash.txid)
     problems = []
@@ -193,25 +201,26 @@ def finish(verb: Verb, call: Call, way: str) -> list[str]:
     root, at_crash = killed
     if at_crash.side == "held":
         return still_held(verb.held, root, at_crash, verb.name if way == "--resume" else way)
+    converge = at_crash.side == "new" or CRASH_DEPTH != "quick"
     if verb.name == "prepare":
-        return resumes_to(verb.scenario, root)
+        return resumes_to(verb.scenario, root, converge=converge)
     if at_crash.side != ENDS[verb.name][0]:
         return [f"a kill during {verb.name} left {list(at_crash.states)}: {at_crash.side}"]
     if way == "--resume":
-        return [f"--resume: {p}" for p in resumes_to(verb.scenario, root)]
+        return [f"--resume: {p}" for p in resumes_to(verb.scenario, root, converge=converge)]
     return [f"{way} again: {p}" for p in decided(verb.held, root, way, str(at_crash.txid))]
 
 
-def ways(verb: Verb, call: Call) -> list[str]:
-    """How a kill at ``call`` is finished: each way at ``sampled`` and ``full``, one at ``quick``.
+def ways(verb: Verb, index: int) -> list[str]:
+    """How a kill at the ``index``-th point is finished: each way, or at ``quick`` one in turn.
 
     After a kill during a decision: the same decision again, and ``--resume``
     (the journal then decides, or refuses a node still held). After a kill
-    during a prepare: ``commit`` and ``abort`` (``--resume`` for one not
-    prepared yet). At ``quick`` they alternate from point to point.
+    during a prepare that left the node held: ``abort`` and ``commit``
+    (``--resume`` for one that did not).
     """
-    every = ["commit", "abort"] if verb.name == "prepare" else [verb.name, "--resume"]
-    return [every[call.seq % 2]] if CRASH_DEPTH == "quick" else every
+    every = ["abort", "commit"] if verb.name == "prepare" else [verb.name, "--resume"]
+    return [every[index % 2]] if CRASH_DEPTH == "quick" else every
 
 
 def decision_kill_matrix(verb: Verb, reference: dict[str, list[Call]], group: str) -> list[str]:
@@ -219,7 +228,10 @@ def decision_kill_matrix(verb: Verb, reference: dict[str, list[Call]], group: st
     calls = verb.points(reference, group)
     if not calls:
         pytest.skip(f"{verb.name} on a {verb.scenario.node} node makes no {group} call")
+    index = {call.seq: i for i, call in enumerate(calls)}
     return run_matrix(
-        lambda call: [f"{way}: {p}" for way in ways(verb, call) for p in finish(verb, call, way)],
+        lambda call: [
+            f"{way}: {p}" for way in ways(verb, index[call.seq]) for p in finish(verb, call, way)
+        ],
         calls,
     )

@@ -120,7 +120,7 @@ class Scenario:
         return root
 
     def argv(self, root: Path, extra: Sequence[str], command: Sequence[str] = ()) -> list[str]:
-        """``txsetup``'s arguments: the program (or ``command``, e.g. ``commit TXID``) on ``root``."""
+        """``txsetup``'s arguments: the program (or ``command``: ``commit TXID``) on ``root``."""
         return [*(command or [self.program.command]), "--root", str(root), *extra]
 
     def run(
@@ -181,9 +181,7 @@ class Scenario:
         command: Sequence[str] = (),
     ) -> dict[str, list[Call]]:
         """Occurrences of each syscall in txsetup's own file work, from a clean traced run."""
-        traced = self.traced(
-            root, None, *extra, payload=payload, trace=ALL_NAMES, command=command
-        )
+        traced = self.traced(root, None, *extra, payload=payload, trace=ALL_NAMES, command=command)
         assert traced.returncode == 0, traced.stderr
         calls, start = parse_trace(traced.trace)
         found: dict[str, list[Call]] = {name: [] for name in ALL_NAMES}

@@ -57,6 +57,6 @@ def verb_reference(verb: Verb) -> dict[str, list[Call]]:
 def test_kill_during_prepare_commit_or_abort_then_finish_is_the_journals_side(
     verb: Verb, verb_reference: dict[str, list[Call]], group: str
 ) -> None:
-    """A kill -9 in a verb, then its repeat or ``--resume``: held, new or old as its journal says."""
+    """A kill -9 in a verb, then a repeat or ``--resume``: held, new or old as its journal says."""
     failures = decision_kill_matrix(verb, verb_reference, group)
     assert failures == [], "\n".join(failures)
