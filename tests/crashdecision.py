@@ -18,8 +18,8 @@ and ``--resume`` must each, on a copy of their own, finish it to that side.
 Every end is checked as the kill matrix checks it: exactly that side, no
 staged or hold copy anywhere, and a re-run of B converges.
 
-How deep, by ``TXSETUP_CRASH``: at ``quick`` four calls of each verb
-(:meth:`Verb.points`), each kill finished one way (alternately a repeat of
+How deep, by ``TXSETUP_CRASH``: at ``quick`` two or three calls of each
+verb (:meth:`Verb.points`), each kill finished one way (alternately a repeat of
 the decision or ``--resume``; commit or abort of a held node), without the
 re-run of B after a decision; at ``sampled`` and ``full`` each group of
 syscalls is taken as the kill matrix takes it, and every way is tried.
@@ -27,15 +27,32 @@ syscalls is taken as the kill matrix takes it, and every way is tried.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import CRASH_DEPTH, Entry, copy_root, snapshot
-from tests.crashmatrix import Scenario, converges, leftovers, points, resumes_to, run_matrix
-from tests.crashtrace import ALL_NAMES, GROUPS, Call, Pending, Traced, pending, sample
+from tests.conftest import (
+    CRASH_DEPTH,
+    Entry,
+    assert_no_secrets,
+    check_log_lines,
+    copy_root,
+    snapshot,
+)
+from tests.crashmatrix import (
+    ERRORS,
+    Scenario,
+    converges,
+    leftovers,
+    points,
+    resumes_to,
+    run_matrix,
+)
+from tests.crashtrace import ALL_NAMES, GROUPS, Call, Pending, Traced, pending
 
 VERBS = ("prepare", "commit", "abort")
 PREPARE = ("--prepare", "--coordinator", "c1")
@@ -127,12 +144,12 @@ class Verb:
     def points(self, reference: dict[str, list[Call]], group: str) -> list[Call]:
         """The chosen calls: at quick (``any``) the few that matter most; else the group's.
 
-        At quick: the write of the verb's own durable record (``prepared``,
-        ``decided``) and its ``fdatasync``, the first calls on each side of
-        the point that decides between old (or held) and held (or decided);
-        and the first, middle and last file call from the verb's first
-        journal write on. What comes before that write is the plain run's
-        (the kill matrix's) or reads only.
+        At quick, the write of the verb's own durable record (``prepared``,
+        ``decided``): a kill there leaves the side before it (old, or held).
+        For a prepare, then its ``fdatasync``: held (what comes before that
+        write is a plain run's, which the kill matrix covers). For a
+        decision, then the middle call of what follows (half way) and the
+        last (everything in place, the end record being written).
         """
         if group != "any":
             return points(reference, group)
@@ -141,9 +158,10 @@ class Verb:
             key=lambda c: c.seq,
         )
         synced = next(i for i, c in enumerate(every) if c.name == "fdatasync")
-        first = next(i for i, c in enumerate(every) if c.name in GROUPS["write"])
-        chosen = {c.seq: c for c in [*every[synced - 1 : synced + 1], *sample(every[first:], 1)]}
-        return [chosen[seq] for seq in sorted(chosen)]
+        if self.name == "prepare":
+            return every[synced - 1 : synced + 1]
+        after = every[synced + 1 :]
+        return [every[synced - 1], after[(len(after) - 1) // 2], after[-1]]
 
     def killed(self, call: Call) -> tuple[Path, Pending] | str:
         """A private node whose run of the verb was killed at ``call``, and its journal."""
@@ -214,12 +232,12 @@ def finish(verb: Verb, call: Call, way: str) -> list[str]:
 def ways(verb: Verb, index: int) -> list[str]:
     """How a kill at the ``index``-th point is finished: each way, or at ``quick`` one in turn.
 
-    After a kill during a decision: the same decision again, and ``--resume``
-    (the journal then decides, or refuses a node still held). After a kill
-    during a prepare that left the node held: ``abort`` and ``commit``
-    (``--resume`` for one that did not).
+    After a kill during a decision: ``--resume`` and the same decision again
+    (``--resume`` first refuses a node still held, then the decision ends
+    it). After a kill during a prepare that left the node held: ``abort``
+    and ``commit`` (``--resume`` for one that did not).
     """
-    every = ["abort", "commit"] if verb.name == "prepare" else [verb.name, "--resume"]
+    every = ["abort", "commit"] if verb.name == "prepare" else ["--resume", verb.name]
     return [every[index % 2]] if CRASH_DEPTH == "quick" else every
 
 
@@ -235,3 +253,94 @@ def decision_kill_matrix(verb: Verb, reference: dict[str, list[Call]], group: st
         ],
         calls,
     )
+
+
+# --- an I/O error during a decision ------------------------------------------------------
+
+
+def clean_result(traced: Traced) -> dict[str, Any] | str:
+    """The result of a run that met an injected error, or what is wrong with its output."""
+    if "(INJECTED)" not in traced.hit:
+        return "the injection did not fire: the syscall counts changed"
+    if "Traceback" in traced.stderr:
+        return f"traceback (exit {traced.returncode}): {traced.stderr[-700:]}"
+    lines = traced.stdout.splitlines()
+    if len(lines) != 1:
+        return f"expected one result line on stdout, got {traced.stdout!r}"
+    check_log_lines(traced.stderr)
+    assert_no_secrets(traced.stdout, traced.stderr)
+    result: dict[str, Any] = json.loads(lines[0])
+    if result.get("exit_code", 0) != traced.returncode:
+        return f"exit {traced.returncode}, but the result says {result.get('exit_code')}"
+    return result
+
+
+def error_outcome_problems(verb: Verb, root: Path, traced: Traced) -> list[str]:
+    """A decision that met an injected error: a clean result, and a node a repeat can finish.
+
+    Exit 0 is the decision's side; 6 a commit rolled back (old). Any other
+    failure leaves the journal held (the decision never recorded; the files
+    as prepared) or decided and unfinished (exit 8: the I/O error hit while
+    files moved), for a repeat to finish.
+    """
+    result = clean_result(traced)
+    if isinstance(result, str):
+        return [result]
+    code = traced.returncode
+    side, outcome = ENDS[verb.name]
+    at_end = pending(root, verb.scenario.old_txids)
+    said = f"exit {code} ({result['outcome']}: {result.get('error')})"
+    said += f", journal {list(at_end.states)}"
+    expected = {0: side, 6: "old" if verb.name == "commit" else None}.get(code)
+    if code == 0 and result["outcome"] != outcome:
+        expected = None
+    elif expected is None and at_end.side == "held":
+        expected = "held"
+    elif expected is None and at_end.unfinished and at_end.side == side and code == 8:
+        return []  # half way: the journal keeps the decision, and a repeat finishes it
+    if expected is None:
+        return [f"{said}: neither the decision's side nor a journal to finish it from"]
+    if (state := verb.held.side(root, expected)) is not None:
+        return [f"{said}: the node is {state}, expected {expected}"]
+    return []
+
+
+def error_point(verb: Verb, call: Call, errno_name: str) -> list[str]:
+    """Inject ``errno_name`` at ``call`` of the decision; its repeat and ``--resume`` end it."""
+    root, txid = verb.held.prepare()
+    traced = verb.traced(root, txid, (call.name, f"error={errno_name}:when={call.ordinal}"))
+    if problems := error_outcome_problems(verb, root, traced):
+        return problems
+    if traced.returncode == 6:  # a commit rolled back: finished, old
+        return resumes_to(verb.scenario, root, converge=CRASH_DEPTH != "quick")
+    scenario, (side, outcome) = verb.scenario, ENDS[verb.name]
+    again = scenario.run(root, command=(verb.name, txid))
+    problems = []
+    if again.returncode != 0 or again.result["outcome"] != outcome:
+        problems.append(
+            f"{verb.name} again: exit {again.returncode}, outcome {again.result['outcome']}, "
+            f"error {again.result.get('error')}"
+        )
+    if (state := verb.held.side(root, side)) is not None:
+        problems.append(f"after {verb.name} again the node is {state}, expected {side}")
+    # A copy whose removal failed is the next recovery's to remove.
+    converge = side == "new" or CRASH_DEPTH != "quick"
+    return problems or resumes_to(scenario, root, converge=converge)
+
+
+def decision_error_matrix(
+    verb: Verb, reference: dict[str, list[Call]], group: str, errno_name: str
+) -> list[str]:
+    """Every failure of the I/O error matrix of a decision over one group (``any`` at quick).
+
+    The log and result writes aside (the kill matrix's stream checks cover
+    them); at quick the errors share the points: EIO the 1st, 3rd...
+    """
+    if group == "any":
+        calls = verb.points(reference, group)[ERRORS.index(errno_name) :: len(ERRORS)]
+    else:
+        stride = 1 if group == "write" else None
+        calls = points(reference, group, keep=lambda call: not call.to_stream, stride=stride)
+    if not calls:
+        pytest.skip(f"{verb.name} on a {verb.scenario.node} node makes no {group} call")
+    return run_matrix(lambda call: error_point(verb, call, errno_name), calls)

@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import CRASH_DEPTH
 from tests.crashdecision import (
     DECISION_GROUPS,
+    ENDS,
     VERBS,
     Held,
     Verb,
+    decision_error_matrix,
     decision_kill_matrix,
     make_held,
 )
-from tests.crashmatrix import NODE_STATES, make_scenario
+from tests.crashmatrix import ERRORS, NODE_STATES, make_scenario
 from tests.crashtrace import Call
 from tests.test_crash import NODE_DAEMON_SETUP, document_a, document_b
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
+
+# At quick the I/O errors of a decision on a re-add only: a fresh node's are the same calls, fewer.
+ERROR_NODE_STATES = ("re-add",) if CRASH_DEPTH == "quick" else NODE_STATES
 
 
 @pytest.fixture(scope="module", params=NODE_STATES)
@@ -59,4 +65,16 @@ def test_kill_during_prepare_commit_or_abort_then_finish_is_the_journals_side(
 ) -> None:
     """A kill -9 in a verb, then a repeat or ``--resume``: held, new or old as its journal says."""
     failures = decision_kill_matrix(verb, verb_reference, group)
+    assert failures == [], "\n".join(failures)
+
+
+@pytest.mark.parametrize("errno_name", ERRORS)
+@pytest.mark.parametrize("group", DECISION_GROUPS)
+@pytest.mark.parametrize("verb", list(ENDS), indirect=True)
+@pytest.mark.parametrize("held", ERROR_NODE_STATES, indirect=True)
+def test_io_error_during_commit_or_abort_leaves_its_side_or_a_journal_to_finish(
+    verb: Verb, verb_reference: dict[str, list[Call]], group: str, errno_name: str
+) -> None:
+    """EIO or ENOSPC in a decision: its side, or a held or decided journal a repeat finishes."""
+    failures = decision_error_matrix(verb, verb_reference, group, errno_name)
     assert failures == [], "\n".join(failures)
