@@ -4,8 +4,10 @@ It extends :mod:`tests.crashmatrix`: the same scenario (a program on a fresh
 node or on a re-add of A, running B), the same traced runs and checks, with
 another command killed. ``prepare`` runs B with ``--prepare --coordinator c1``
 on a copy of the old node; ``commit`` and ``abort`` run ``txsetup commit|abort
-TXID`` on a copy of the *held* node, where B was prepared once
-(:func:`make_held`), with that prepare's txid.
+TXID`` on a *held* node: a copy of the old node where B was just prepared, with
+that prepare's txid (:class:`Held`). A node is never copied once prepared: the
+journal names its staged and hold copies by inode number, which ``cp -a`` does
+not keep, so every way of finishing a kill gets a kill of its own.
 
 The side a kill must leave comes from the journal the killed run left
 (:func:`tests.crashtrace.pending`). ``prepared`` with a hold and no
@@ -14,21 +16,20 @@ a fresh node the empty target directory), ``--resume`` refused with exit 5
 naming the txid and changing nothing, and ``txsetup commit`` (new) or
 ``abort`` (old) still deciding it. A ``decided`` record goes the decision's
 way: after a kill during ``commit`` or ``abort``, repeating the same command
-and ``--resume`` must each, on a copy of their own, finish it to that side.
+and ``--resume`` must each finish it to that side.
 Every end is checked as the kill matrix checks it: exactly that side, no
 staged or hold copy anywhere, and a re-run of B converges.
 
-How deep, by ``TXSETUP_CRASH``: at ``quick`` two or three calls of each
+How deep, by ``TXSETUP_CRASH``: at ``quick`` two or four calls of each
 verb (:meth:`Verb.points`), each kill finished one way (alternately a repeat of
-the decision or ``--resume``; commit or abort of a held node), without the
-re-run of B after a decision; at ``sampled`` and ``full`` each group of
+the decision or ``--resume``; commit or abort of a held node), and the re-run
+of B only where the end is new; at ``sampled`` and ``full`` each group of
 syscalls is taken as the kill matrix takes it, and every way is tried.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,6 @@ from tests.conftest import (
     Entry,
     assert_no_secrets,
     check_log_lines,
-    copy_root,
     snapshot,
 )
 from tests.crashmatrix import (
@@ -60,15 +60,8 @@ PREPARE = ("--prepare", "--coordinator", "c1")
 ENDS = {"commit": ("new", "committed"), "abort": ("old", "aborted")}
 # Where a clean run of each verb leaves the node.
 CLEAN = {"prepare": "held", "commit": "new", "abort": "old"}
-# The matrices' parameter: one spread over the whole run at quick, else each group.
+# The matrices' parameter: at quick the few points of Verb.points, else each group.
 DECISION_GROUPS = ("any",) if CRASH_DEPTH == "quick" else tuple(GROUPS)
-
-
-def copy_of(scenario: Scenario, root: Path) -> Path:
-    """A private copy of the node ``root``."""
-    copy = Path(tempfile.mkdtemp(dir=scenario.work)) / "root"
-    copy_root(root, copy)
-    return copy
 
 
 @dataclass(frozen=True)
@@ -145,11 +138,12 @@ class Verb:
         """The chosen calls: at quick (``any``) the few that matter most; else the group's.
 
         At quick, the write of the verb's own durable record (``prepared``,
-        ``decided``): a kill there leaves the side before it (old, or held).
-        For a prepare, then its ``fdatasync``: held (what comes before that
-        write is a plain run's, which the kill matrix covers). For a
-        decision, then the middle call of what follows (half way) and the
-        last (everything in place, the end record being written).
+        ``decided``): a kill there leaves the side before it (old, or held);
+        then its ``fdatasync``: held, or decided with nothing done yet (an
+        abort's only record of its direction until ``rolling_back``). What
+        comes before a prepare's record is a plain run's, which the kill
+        matrix covers. For a decision, then the middle call of what follows
+        (half way) and the last (all done, the end record being written).
         """
         if group != "any":
             return points(reference, group)
@@ -161,7 +155,7 @@ class Verb:
         if self.name == "prepare":
             return every[synced - 1 : synced + 1]
         after = every[synced + 1 :]
-        return [every[synced - 1], after[(len(after) - 1) // 2], after[-1]]
+        return [every[synced - 1], every[synced], after[(len(after) - 1) // 2], after[-1]]
 
     def killed(self, call: Call) -> tuple[Path, Pending] | str:
         """A private node whose run of the verb was killed at ``call``, and its journal."""
@@ -232,12 +226,12 @@ def finish(verb: Verb, call: Call, way: str) -> list[str]:
 def ways(verb: Verb, index: int) -> list[str]:
     """How a kill at the ``index``-th point is finished: each way, or at ``quick`` one in turn.
 
-    After a kill during a decision: ``--resume`` and the same decision again
-    (``--resume`` first refuses a node still held, then the decision ends
-    it). After a kill during a prepare that left the node held: ``abort``
-    and ``commit`` (``--resume`` for one that did not).
+    After a kill during a decision: the same decision again, and ``--resume``
+    (on a node still held it is refused, then the decision ends it). After a
+    kill during a prepare that left the node held: ``abort`` and ``commit``
+    (``--resume`` for one that did not).
     """
-    every = ["abort", "commit"] if verb.name == "prepare" else ["--resume", verb.name]
+    every = ["abort", "commit"] if verb.name == "prepare" else [verb.name, "--resume"]
     return [every[index % 2]] if CRASH_DEPTH == "quick" else every
 
 
@@ -336,8 +330,8 @@ def decision_error_matrix(
     The log and result writes aside (the kill matrix's stream checks cover
     them); at quick the errors share the points: EIO the 1st, 3rd...
     """
-    if group == "any":
-        calls = verb.points(reference, group)[ERRORS.index(errno_name) :: len(ERRORS)]
+    if group == "any":  # not the last: an error in the end record is not a failure
+        calls = verb.points(reference, group)[:3][ERRORS.index(errno_name) :: len(ERRORS)]
     else:
         stride = 1 if group == "write" else None
         calls = points(reference, group, keep=lambda call: not call.to_stream, stride=stride)

@@ -3,8 +3,10 @@
 A *scenario* is one program (``node-daemon-setup`` or ``ssh-setup``) on one
 node state: ``fresh`` (nothing installed yet: the old side is "absent", no
 file and no directory of ours) or ``re-add`` (document A installed by a real
-run). Document B is what the matrix runs. :func:`make_scenario` builds it:
-the old node, and the new state (B applied to a copy), byte for byte.
+run). Document B is what the matrix runs (or, in :mod:`tests.crashdecision`, a
+prepare of B, and ``txsetup commit`` or ``abort`` of that prepare).
+:func:`make_scenario` builds it: the old node, and the new state (B applied to
+a copy), byte for byte.
 
 A clean traced run of B gives, per syscall, the occurrences that happen once
 the run has touched its lock or state directory (Python's start-up is left
