@@ -205,22 +205,24 @@ def still_held(held: Held, root: Path, at_crash: Pending, decision: str) -> list
     return problems or [f"then {decision}: {p}" for p in decided(held, root, decision, txid)]
 
 
-def finish(verb: Verb, call: Call, way: str) -> list[str]:
-    """Kill the verb at ``call``, then finish it ``way`` (a decision, or ``--resume``)."""
+def finish(verb: Verb, call: Call, way: str) -> tuple[list[str], bool]:
+    """Kill the verb at ``call``, then finish it ``way`` (a decision, or ``--resume``).
+
+    Returns what went wrong, and whether the kill left the node held.
+    """
     killed = verb.killed(call)
     if isinstance(killed, str):
-        return [killed]
+        return [killed], False
     root, at_crash = killed
     if at_crash.side == "held":
-        return still_held(verb.held, root, at_crash, verb.name if way == "--resume" else way)
+        decision = verb.name if way == "--resume" else way
+        return still_held(verb.held, root, at_crash, decision), True
     converge = at_crash.side == "new" or CRASH_DEPTH != "quick"
-    if verb.name == "prepare":
-        return resumes_to(verb.scenario, root, converge=converge)
-    if at_crash.side != ENDS[verb.name][0]:
-        return [f"a kill during {verb.name} left {list(at_crash.states)}: {at_crash.side}"]
-    if way == "--resume":
-        return [f"--resume: {p}" for p in resumes_to(verb.scenario, root, converge=converge)]
-    return [f"{way} again: {p}" for p in decided(verb.held, root, way, str(at_crash.txid))]
+    if verb.name in ENDS and at_crash.side != ENDS[verb.name][0]:
+        return [f"a kill during {verb.name} left {list(at_crash.states)}: {at_crash.side}"], False
+    if verb.name == "prepare" or way == "--resume":
+        return resumes_to(verb.scenario, root, converge=converge), False
+    return decided(verb.held, root, way, str(at_crash.txid)), False
 
 
 def ways(verb: Verb, index: int) -> list[str]:
@@ -235,18 +237,24 @@ def ways(verb: Verb, index: int) -> list[str]:
     return [every[index % 2]] if CRASH_DEPTH == "quick" else every
 
 
+def check_point(verb: Verb, call: Call, index: int) -> list[str]:
+    """Every way of finishing a kill at the ``index``-th point, each after a kill of its own."""
+    problems = []
+    for way in ways(verb, index):
+        found, held = finish(verb, call, way)
+        problems += [f"finished by {way}: {p}" for p in found]
+        if verb.name == "prepare" and not held:
+            break  # a prepare's kill that left no hold is --resume's, whatever the way
+    return problems
+
+
 def decision_kill_matrix(verb: Verb, reference: dict[str, list[Call]], group: str) -> list[str]:
     """Every failure of the kill -9 matrix of one verb over one group (``any`` at quick)."""
     calls = verb.points(reference, group)
     if not calls:
         pytest.skip(f"{verb.name} on a {verb.scenario.node} node makes no {group} call")
     index = {call.seq: i for i, call in enumerate(calls)}
-    return run_matrix(
-        lambda call: [
-            f"{way}: {p}" for way in ways(verb, index[call.seq]) for p in finish(verb, call, way)
-        ],
-        calls,
-    )
+    return run_matrix(lambda call: check_point(verb, call, index[call.seq]), calls)
 
 
 # --- an I/O error during a decision ------------------------------------------------------
