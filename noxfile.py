@@ -64,7 +64,12 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *parallel(session.posargs))
 
 
-CRASH_TESTS = ("tests/test_crash.py", "tests/test_ssh_crash.py", "tests/test_journal.py")
+CRASH_TESTS = (
+    "tests/test_crash.py",
+    "tests/test_ssh_crash.py",
+    "tests/test_decision_crash.py",
+    "tests/test_journal.py",
+)
 CRASH_DEPTHS = ("quick", "sampled", "full")
 
 

@@ -3,8 +3,10 @@
 A *scenario* is one program (``node-daemon-setup`` or ``ssh-setup``) on one
 node state: ``fresh`` (nothing installed yet: the old side is "absent", no
 file and no directory of ours) or ``re-add`` (document A installed by a real
-run). Document B is what the matrix runs. :func:`make_scenario` builds it:
-the old node, and the new state (B applied to a copy), byte for byte.
+run). Document B is what the matrix runs (or, in :mod:`tests.crashdecision`, a
+prepare of B, and ``txsetup commit`` or ``abort`` of that prepare).
+:func:`make_scenario` builds it: the old node, and the new state (B applied to
+a copy), byte for byte.
 
 A clean traced run of B gives, per syscall, the occurrences that happen once
 the run has touched its lock or state directory (Python's start-up is left
@@ -120,10 +122,19 @@ class Scenario:
         copy_root(self.old_root, root)
         return root
 
-    def run(self, root: Path, *extra: str, payload: bytes | None = None) -> Run:
+    def argv(self, root: Path, extra: Sequence[str], command: Sequence[str] = ()) -> list[str]:
+        """``txsetup``'s arguments: the program (or ``command``: ``commit TXID``) on ``root``."""
+        return [*(command or [self.program.command]), "--root", str(root), *extra]
+
+    def run(
+        self,
+        root: Path,
+        *extra: str,
+        payload: bytes | None = None,
+        command: Sequence[str] = (),
+    ) -> Run:
         """A normal (untraced) run of the installed CLI against ``root``."""
-        argv = [self.program.command, "--root", str(root), *extra]
-        return run_txsetup(argv, stdin=payload, env=self.env)
+        return run_txsetup(self.argv(root, extra, command), stdin=payload, env=self.env)
 
     def traced(
         self,
@@ -134,8 +145,12 @@ class Scenario:
         trace: Sequence[str] = (),
         path: Path | None = None,
         then: tuple[str, str] | None = None,
+        command: Sequence[str] = (),
     ) -> Traced:
-        """Run under strace injecting ``(syscall, action)`` (and ``then``), or tracing ``trace``."""
+        """Run under strace injecting ``(syscall, action)`` (and ``then``), or tracing ``trace``.
+
+        The program runs, or ``command`` instead (``commit TXID``, ``abort TXID``).
+        """
         out = Path(tempfile.mkstemp(dir=self.work, suffix=".trace")[1])
         injects = [pair for pair in (inject, then) if pair is not None]
         names = ",".join(trace or [name for name, _ in injects])
@@ -143,7 +158,7 @@ class Scenario:
         argv += ["-P", str(path)] if path is not None else []
         for name, action in injects:
             argv += ["-e", f"inject={name}:{action}"]
-        argv += [txsetup_exe(), self.program.command, "--root", str(root), *extra]
+        argv += [txsetup_exe(), *self.argv(root, extra, command)]
         proc = subprocess.run(
             argv,
             input=payload or b"",
@@ -162,10 +177,14 @@ class Scenario:
         )
 
     def reference(
-        self, root: Path, *extra: str, payload: bytes | None = None
+        self,
+        root: Path,
+        *extra: str,
+        payload: bytes | None = None,
+        command: Sequence[str] = (),
     ) -> dict[str, list[Call]]:
         """Occurrences of each syscall in txsetup's own file work, from a clean traced run."""
-        traced = self.traced(root, None, *extra, payload=payload, trace=ALL_NAMES)
+        traced = self.traced(root, None, *extra, payload=payload, trace=ALL_NAMES, command=command)
         assert traced.returncode == 0, traced.stderr
         calls, start = parse_trace(traced.trace)
         found: dict[str, list[Call]] = {name: [] for name in ALL_NAMES}

@@ -135,27 +135,34 @@ class Traced:
 # --- the journal, read by its documented format ------------------------------------------
 
 
-def journal_states(root: Path) -> list[tuple[str, str]]:
-    """``(txid, state)`` of every valid record of ``root``'s journal, up to the first bad one.
+def journal_records(root: Path) -> list[dict[str, object]]:
+    """Every valid record of ``root``'s journal, up to the first bad one.
 
     Read independently of the code under test: ``<crc32 hex> <json>\\n`` per
-    record; a torn or corrupt line and everything after it count as unwritten.
+    record, a JSON object with at least ``txid`` and ``state``; a torn or
+    corrupt line and everything after it count as unwritten.
     """
     try:
         raw = (root / JOURNAL).read_bytes()
     except FileNotFoundError:
         return []
-    states = []
+    records: list[dict[str, object]] = []
     for line in raw.splitlines(keepends=True):
         body = line[9:-1]
         if not line.endswith(b"\n") or line[8:9] != b" " or line[:8] != b"%08x" % zlib.crc32(body):
             break
         try:
             record = json.loads(body)
-            states.append((str(record["txid"]), str(record["state"])))
+            record["txid"], record["state"] = str(record["txid"]), str(record["state"])
         except (ValueError, KeyError, TypeError):
             break
-    return states
+        records.append(record)
+    return records
+
+
+def journal_states(root: Path) -> list[tuple[str, str]]:
+    """``(txid, state)`` of every valid record of ``root``'s journal (:func:`journal_records`)."""
+    return [(str(r["txid"]), str(r["state"])) for r in journal_records(root)]
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,9 @@ class Pending:
     """What the journal says of the transaction a killed run left."""
 
     states: tuple[str, ...]  # this transaction's states, in order; () when it left none
+    txid: str | None = None
+    held: bool = False  # its ``prepared`` record keeps a ``hold`` (``--prepare``)
+    decision: str | None = None  # the last ``decided`` record's ``decision``
 
     @property
     def unfinished(self) -> bool:
@@ -171,19 +181,33 @@ class Pending:
 
     @property
     def side(self) -> str:
-        """The side the node must be on once resumed.
+        """The side the node must be on once resumed, or ``held``.
 
         A finished transaction is where it ended (``done``: new, ``rolled_back``:
-        old); an unfinished one that is ``prepared`` and not ``rolling_back`` is
-        rolled forward (new), any other undone (old).
+        old). An unfinished one that is ``rolling_back`` is undone (old); one
+        ``decided`` goes the decision's way (``commit``: new, ``abort``: old);
+        one ``prepared`` with a hold and no decision is ``held``: files old,
+        and only ``txsetup commit`` or ``abort`` may decide it; one
+        ``prepared`` without a hold is rolled forward (new); any other undone.
         """
         if self.states and not self.unfinished:
             return "new" if self.states[-1] == "done" else "old"
-        forward = "prepared" in self.states and "rolling_back" not in self.states
-        return "new" if forward else "old"
+        if "rolling_back" in self.states:
+            return "old"
+        if self.decision is not None:
+            return {"commit": "new", "abort": "old"}.get(self.decision, f"?{self.decision}")
+        if "prepared" in self.states:
+            return "held" if self.held else "new"
+        return "old"
 
 
 def pending(root: Path, old_txids: frozenset[str]) -> Pending:
     """The journal state of the run that crashed in ``root`` (records of earlier runs ignored)."""
-    states = [state for txid, state in journal_states(root) if txid not in old_txids]
-    return Pending(tuple(states))
+    records = [r for r in journal_records(root) if r["txid"] not in old_txids]
+    decided = [r for r in records if r["state"] == "decided"]
+    return Pending(
+        tuple(str(r["state"]) for r in records),
+        txid=str(records[0]["txid"]) if records else None,
+        held=any(r["state"] == "prepared" and isinstance(r.get("hold"), dict) for r in records),
+        decision=str(decided[-1].get("decision")) if decided else None,
+    )

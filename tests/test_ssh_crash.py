@@ -10,7 +10,9 @@ change on a re-add, three of them keys; on a fresh node it creates them all.
 
 sshd is stood in for by ``true`` (health: the status command) so thousands of
 runs need no daemon; ``test_ssh_sshd.py`` covers the real reload and a resume
-that reloads it.
+that reloads it. A kill during ``--prepare`` and during ``txsetup commit`` of
+B on a re-add (:mod:`tests.crashdecision`) checks that the decision verbs
+finish ssh-setup's transactions as they finish node-daemon-setup's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.crashdecision import DECISION_GROUPS, Held, Verb, decision_kill_matrix, make_held
 from tests.crashmatrix import (
     ERRORS,
     NODE_STATES,
@@ -137,3 +140,34 @@ def test_the_old_node_has_roots_generated_key(ssh_scenario: Scenario) -> None:
     assert (ssh_scenario.old_root / "root/.ssh/id_ed25519").exists()
     assert "root/.ssh/id_ecdsa" in ssh_scenario.new
     assert "root/.ssh/id_ecdsa" not in ssh_scenario.old
+
+
+@pytest.fixture(scope="module")
+def ssh_held(ssh_scenario: Scenario) -> Held:
+    """B prepared by ssh-setup, on the scenario's node."""
+    return make_held(ssh_scenario)
+
+
+@pytest.fixture(scope="module", params=["prepare", "commit"])
+def ssh_verb(request: pytest.FixtureRequest, ssh_held: Held) -> Verb:
+    """A prepare of B on the old node, or a commit of the held one."""
+    return Verb(ssh_held, request.param)
+
+
+@pytest.fixture(scope="module")
+def ssh_verb_reference(ssh_verb: Verb) -> dict[str, list[Call]]:
+    """The in-scope occurrences of each syscall in a clean traced run of the verb."""
+    return ssh_verb.reference()
+
+
+@pytest.mark.parametrize("ssh_scenario", ["re-add"], indirect=True)
+@pytest.mark.parametrize("group", DECISION_GROUPS)
+def test_kill_during_prepare_or_commit_then_finish_is_the_journals_side(
+    ssh_scenario: Scenario,
+    ssh_verb: Verb,
+    ssh_verb_reference: dict[str, list[Call]],
+    group: str,
+) -> None:
+    """A kill -9 in a prepare or commit, then a repeat or ``--resume``: the journal's side."""
+    failures = decision_kill_matrix(ssh_verb, ssh_verb_reference, group)
+    assert failures == [], "\n".join(failures)
