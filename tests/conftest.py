@@ -427,12 +427,12 @@ def kept_for_revert(root: Path) -> set[str]:
 
 
 def state_dir_leftovers(root: Path) -> list[str]:
-    """Files in the state directory other than the journal, the coordinator tombstones and
+    """Files in the state directory other than the journal, the decisions kept and
     the kept set (:func:`kept_for_revert`): staged or hold copies, or a stale kept copy."""
     state = root / "var/lib/txsetup"
     if not state.exists():
         return []
-    ours = {"journal", "aborted-coordinators"}
+    ours = {"journal", "decisions"}
     kept = {Path(p).name for p in kept_for_revert(root) if p.startswith("var/lib/txsetup/")}
     return sorted(n for n in os.listdir(state) if n not in ours | kept)
 

@@ -156,4 +156,22 @@ def test_coordinator_ids_and_decision_usage_are_checked(root: Path, setup_run: S
     assert run_txsetup(["abort", "--root", str(root)]).returncode == 2
     both = ["commit", "20260101T000000Z-00000000", "--coordinator", "c", "--root", str(root)]
     assert run_txsetup(both).returncode == 2
-    assert not (root / "var/lib/txsetup/aborted-coordinators").exists()
+    assert not (root / "var/lib/txsetup/decisions").exists()
+
+
+def test_a_decision_repeated_after_later_runs_reports_its_outcome_again(
+    node_pem: str, root: Path, setup_run: SetupRun
+) -> None:
+    """Later runs replace the journal; a coordinator repeating its decision (by txid or by its
+    id) still learns the outcome (exit 0), and the opposite decision is still exit 4."""
+    document = make_document(node_pem)
+    txid = setup_run(document, "--prepare", "--coordinator", "push-9").result["txid"]
+    assert decide(root, "commit", txid).result["outcome"] == "committed"
+    assert setup_run(document).result["outcome"] == "converged"
+    other = make_document(node_pem, ssconf={"node_list": "n2\n"})
+    assert setup_run(other).result["outcome"] == "committed"
+    again = decide(root, "commit", txid)
+    assert (again.returncode, again.result["outcome"]) == (0, "committed"), again.stdout
+    by_id = run_txsetup(["commit", "--coordinator", "push-9", "--root", str(root)])
+    assert (by_id.result["outcome"], by_id.result["txid"]) == ("committed", txid)
+    assert decide(root, "abort", txid).returncode == 4

@@ -92,7 +92,7 @@ ALIASES: dict[str, str] = {
 
 def coordinator_id(text: str) -> str:
     """A coordinator id as ``--coordinator`` takes it (:data:`COORDINATOR_ID`)."""
-    from txsetup.txn.tombstones import COORDINATOR_ID
+    from txsetup.txn.decisions import COORDINATOR_ID
 
     if not COORDINATOR_ID.fullmatch(text):
         raise argparse.ArgumentTypeError(

@@ -11,10 +11,12 @@ renames, the service, its health check); an abort the way it undoes.
 Decisions are idempotent: the same one again, once it took effect, reports
 the same outcome (exit 0); the opposite one afterwards is refused (exit 4).
 
-A coordinator may decide by its own id (``--coordinator ID``) when it never
-learnt the txid. An abort by coordinator id is kept as a tombstone
-(:mod:`txsetup.txn.tombstones`) before it acts, also when no prepare of
-that id has arrived, so that a late one is refused.
+Every decision is also kept in ``var/lib/txsetup/decisions``
+(:mod:`txsetup.txn.decisions`), durably before it acts, so that it can be
+repeated after later runs replaced the journal. A coordinator may decide by
+its own id (``--coordinator ID``) when it never learnt the txid; an abort
+by coordinator id is kept also when no prepare of that id has arrived (a
+tombstone), so that a late one is refused.
 
 ``confirm TXID`` keeps a commit made with ``--confirm-within``; ``revert
 TXID`` puts back the earlier files of the last commit
@@ -35,7 +37,9 @@ from typing import Any, Literal
 
 from structlog.typing import FilteringBoundLogger
 
-from txsetup.errors import DecisionRefused, Held, RecoveryFailed, os_error_words
+from txsetup.errors import DecisionRefused, Held, RecoveryFailed, RolledBack, os_error_words
+from txsetup.txn.decisions import decided as decided_before
+from txsetup.txn.decisions import last_of_coordinator, record_decision
 from txsetup.txn.finish import finish_undo, forward_or_roll_back
 from txsetup.txn.hooks import Hooks
 from txsetup.txn.journal import FINISHED_STATES, Journal, Record, TxnState, read_journal
@@ -45,7 +49,6 @@ from txsetup.txn.pending import PendingTxn, load_pending, utc_now
 from txsetup.txn.recovery import held_words, recover_pending
 from txsetup.txn.revert import revert_kept
 from txsetup.txn.revertable import Revertable, confirm_kept, read_revertable
-from txsetup.txn.tombstones import record_aborted
 
 __all__ = ["Decided", "Decision", "confirm", "decide", "revert"]
 
@@ -146,17 +149,23 @@ def _act(
             cause=cause,
             hooks=hooks,
         )
+        _keep_outcome(layout, txn.txid, decision, coordinator, "aborted")
         return Decided(txn.txid, "aborted", coordinator=coordinator)
-    unconfirmed = forward_or_roll_back(
-        layout,
-        txn,
-        journal,
-        log,
-        lock_timeout=lock_timeout,
-        hooks=hooks,
-        end={"outcome": "committed"},
-        doing=f"commit {txn.txid}",
-    )
+    try:
+        unconfirmed = forward_or_roll_back(
+            layout,
+            txn,
+            journal,
+            log,
+            lock_timeout=lock_timeout,
+            hooks=hooks,
+            end={"outcome": "committed"},
+            doing=f"commit {txn.txid}",
+        )
+    except RolledBack:
+        _keep_outcome(layout, txn.txid, decision, coordinator, "rolled_back")
+        raise
+    _keep_outcome(layout, txn.txid, decision, coordinator, "committed")
     extra = {"unconfirmed": unconfirmed} if unconfirmed else {}
     return Decided(txn.txid, "committed", paths, coordinator=coordinator, extra=extra)
 
@@ -164,28 +173,40 @@ def _act(
 def _journal_decision(
     layout: Layout, journal: Journal, txn: PendingTxn, decision: Decision, coordinator: str | None
 ) -> None:
-    """The ``decided`` record, durably (an abort's tombstone first): it acts next."""
+    """The decision kept durably, then the ``decided`` record, durably: it acts next."""
     data: dict[str, Any] = {"decision": decision, "decided_at": utc_now()}
     if "confirm_within" in txn.details:
         data["confirm_within"] = txn.details["confirm_within"]
     try:
-        if decision == "abort" and coordinator is not None:
-            record_aborted(layout, coordinator)
+        record_decision(layout, decision, txid=txn.txid, coordinator=coordinator)
         journal.append(TxnState.DECIDED, data, durable=True)
     except OSError as exc:
         raise RecoveryFailed(f"{decision} {txn.txid}: {os_error_words(exc)}") from exc
     txn.records.append(Record(txn.txid, TxnState.DECIDED, data))
 
 
+def _keep_outcome(
+    layout: Layout, txid: str, decision: Decision, coordinator: str | None, outcome: str
+) -> None:
+    """What the decision ended with, next to it; best effort and not durable."""
+    with contextlib.suppress(OSError):
+        record_decision(
+            layout, decision, txid=txid, coordinator=coordinator, outcome=outcome, durable=False
+        )
+
+
 def _txid_of(layout: Layout, pending: PendingTxn | None, coordinator: str) -> str | None:
-    """The transaction prepared for ``coordinator``: the held one, or the last one here."""
+    """The transaction prepared for ``coordinator``: the held one, or one decided here."""
     if pending is not None:
         return pending.txid if (pending.hold or {}).get("coordinator") == coordinator else None
     records = read_journal(layout.journal)
-    if not records:
-        return None
-    last = PendingTxn.from_records(records)
-    return last.txid if (last.hold or {}).get("coordinator") == coordinator else None
+    if records:
+        last = PendingTxn.from_records(records)
+        if (last.hold or {}).get("coordinator") == coordinator:
+            return last.txid
+    kept = last_of_coordinator(layout, coordinator)
+    txid = kept.get("txid") if kept else None
+    return txid if isinstance(txid, str) else None
 
 
 def _tombstone_only(
@@ -195,7 +216,8 @@ def _tombstone_only(
     if decision == "commit":
         raise DecisionRefused(f"no transaction prepared for coordinator {coordinator} on this node")
     try:
-        record_aborted(layout, coordinator)
+        if last_of_coordinator(layout, coordinator) is None:
+            record_decision(layout, "abort", txid=None, coordinator=coordinator)
     except OSError as exc:
         raise RecoveryFailed(f"abort {coordinator}: {os_error_words(exc)}") from exc
     log.info("txn.decided", decision=decision, coordinator=coordinator)
@@ -215,7 +237,7 @@ def _decided_before(
         )
     records = read_journal(layout.journal)
     if not records or records[0].txid != txid or records[-1].state not in FINISHED_STATES:
-        raise DecisionRefused(f"no prepared transaction {txid} on this node")
+        return _kept_decision(layout, txid, decision)
     last = PendingTxn.from_records(records)
     if last.hold is None:
         raise DecisionRefused(f"transaction {txid} was not prepared with --prepare")
@@ -230,6 +252,25 @@ def _decided_before(
     return Decided(
         txid,
         ended or _OUTCOME[decision],
+        again=True,
+        coordinator=coordinator if isinstance(coordinator, str) else None,
+    )
+
+
+def _kept_decision(layout: Layout, txid: str, decision: Decision) -> Decided:
+    """A decision on ``txid`` that later runs took out of the journal: reported again, or not."""
+    kept = decided_before(layout, txid)
+    if kept is None:
+        raise DecisionRefused(f"no prepared transaction {txid} on this node")
+    if kept["decision"] != decision:
+        raise DecisionRefused(
+            f"transaction {txid} was decided the other way ({kept['decision']}): it cannot be "
+            f"{_OUTCOME[decision]}"
+        )
+    coordinator = kept.get("coordinator")
+    return Decided(
+        txid,
+        str(kept.get("outcome") or _OUTCOME[decision]),
         again=True,
         coordinator=coordinator if isinstance(coordinator, str) else None,
     )

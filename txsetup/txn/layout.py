@@ -30,9 +30,9 @@ class Layout:
         return self.state_dir / "journal"
 
     @property
-    def aborted_coordinators(self) -> Path:
-        """Coordinator ids aborted here (:mod:`txsetup.txn.tombstones`)."""
-        return self.state_dir / "aborted-coordinators"
+    def decisions(self) -> Path:
+        """Every decision taken here on a held transaction (:mod:`txsetup.txn.decisions`)."""
+        return self.state_dir / "decisions"
 
     @property
     def revertable(self) -> Path:

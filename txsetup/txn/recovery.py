@@ -18,6 +18,7 @@ from structlog.typing import FilteringBoundLogger
 
 from txsetup.errors import Held, RecoveryFailed, os_error_words
 from txsetup.txn.changeset import changed_in_place, discard_copies, txid_of_copy
+from txsetup.txn.decisions import record_decision
 from txsetup.txn.finish import ForwardFailed, finish_forward, finish_undo
 from txsetup.txn.hooks import Hooks
 from txsetup.txn.journal import Journal, TxnState, read_journal
@@ -27,7 +28,6 @@ from txsetup.txn.revert import revert_kept
 from txsetup.txn.revertable import Revertable, read_revertable
 from txsetup.txn.revertable import sweep as sweep_kept
 from txsetup.txn.rules import RecoveryAction, decide, decide_waiting
-from txsetup.txn.tombstones import record_aborted
 
 __all__ = ["Recovered", "held_words", "recover_pending", "unconfirmed_words"]
 
@@ -128,11 +128,12 @@ def _finish_pending(
         raise Held(held_words(txn))
     else:
         direction = found
-    if txn.held:
+    if txn.held or (abort and txn.decision == "commit"):
         log.warning("txn.override", held_txid=txn.txid, by=by, hold=txn.hold)
+    if txn.held:  # kept as aborted: its coordinator's abort is acknowledged, a late prepare refused
         coordinator = (txn.hold or {}).get("coordinator")
-        if isinstance(coordinator, str):  # its coordinator's late prepare is refused too
-            record_aborted(layout, coordinator)
+        who = coordinator if isinstance(coordinator, str) else None
+        record_decision(layout, "abort", txid=txn.txid, coordinator=who)
     abort = abort or txn.decision == "abort"
     # Any other transaction's copies go first: this one's are still needed.
     sweep = (*hooks.sweep_dirs, *txn.target_dirs)

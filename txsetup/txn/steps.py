@@ -17,6 +17,7 @@ from typing import Any
 
 from txsetup.txn import recovery
 from txsetup.txn.changeset import commit_changes, make_dirs, missing_dirs, stage_changes
+from txsetup.txn.decisions import refuse_if_aborted
 from txsetup.txn.engine import Step
 from txsetup.txn.finish import finish_undo
 from txsetup.txn.journal import TxnState
@@ -25,7 +26,6 @@ from txsetup.txn.pending import PendingTxn, utc_now
 from txsetup.txn.plan import Action, PlannedFile, plan_files
 from txsetup.txn.program import Program, TxnContext
 from txsetup.txn.service import apply_service
-from txsetup.txn.tombstones import refuse_if_aborted
 
 __all__ = [
     "DRY_RUN",
