@@ -104,7 +104,7 @@ def run_program(args: argparse.Namespace) -> Result:
 def run_decision(args: argparse.Namespace) -> Result:
     """``txsetup commit|abort|confirm|revert``: a verb on one transaction."""
     from txsetup.node.programs import recovery_hooks
-    from txsetup.txn import decide
+    from txsetup.txn import decide, last_commit
 
     layout = Layout(args.root)
     structlog.contextvars.bind_contextvars(txid=args.txid)
@@ -116,9 +116,9 @@ def run_decision(args: argparse.Namespace) -> Result:
     common = {"hooks": hooks, "lock_timeout": args.lock_timeout}
     try:
         if args.command == "confirm":
-            decided = decide.confirm(layout, log, txid=args.txid, **common)
+            decided = last_commit.confirm(layout, log, txid=args.txid, **common)
         elif args.command == "revert":
-            decided = decide.revert(
+            decided = last_commit.revert(
                 layout, log, txid=args.txid, if_unconfirmed=args.if_unconfirmed, **common
             )
         else:

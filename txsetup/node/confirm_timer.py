@@ -11,7 +11,7 @@ passed and no ``txsetup confirm`` came (a confirmed commit makes it a no-op).
 * Otherwise, or when systemd-run fails: a detached process in a session of
   its own (``setsid``), with no terminal, stdin, stdout and stderr on
   ``/dev/null`` and working directory ``/``; it sleeps until the deadline
-  (:func:`txsetup.txn.decide.revert` waits for it, holding no lock).
+  (:func:`txsetup.txn.last_commit.revert` waits for it, holding no lock).
 
 Neither is what makes the deadline hold: a node that was down when it
 passed reverts at the next txsetup run on it (the lock step of every run,
