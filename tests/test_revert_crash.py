@@ -15,7 +15,15 @@ import pytest
 
 from tests.conftest import CRASH_DEPTH
 from tests.crashmatrix import NODE_STATES, Scenario
-from tests.crashrevert import REVERT_GROUPS, VERBS, Verb, revert_kill_matrix, systemd_scenario, warm
+from tests.crashrevert import (
+    REVERT_GROUPS,
+    VERBS,
+    Verb,
+    finish,
+    revert_kill_matrix,
+    systemd_scenario,
+    warm,
+)
 from tests.crashtrace import Call
 from tests.test_crash import document_a, document_b
 
@@ -61,4 +69,18 @@ def test_kill_during_revert_commit_confirmed_or_confirm_then_finish(
     """A kill -9 in a revert, a commit to be confirmed or a confirm, then each way to finish
     it: the journal's side, no copy, and the kept set as that side needs it."""
     failures = revert_kill_matrix(verb, verb_reference, group)
+    assert failures == [], "\n".join(failures)
+
+
+@pytest.mark.parametrize(("scenario", "verb"), [("fresh", "revert")], indirect=True)
+@pytest.mark.parametrize("way", ["--resume", "revert"])
+def test_a_revert_killed_after_removing_the_directory_its_commit_made_is_finished(
+    verb: Verb, verb_reference: dict[str, list[Call]], way: str
+) -> None:
+    """A revert of a first install killed at its end record, after it removed the directory
+    the commit created: --resume and the revert repeated roll it forward to the bare node."""
+    last = verb.points(verb_reference, "any")[-1]
+    assert "var/lib/ganeti" in verb.scenario.new
+    assert "var/lib/ganeti" not in verb.scenario.old
+    failures = finish(verb, last, way)
     assert failures == [], "\n".join(failures)
