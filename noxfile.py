@@ -68,6 +68,7 @@ CRASH_TESTS = (
     "tests/test_crash.py",
     "tests/test_ssh_crash.py",
     "tests/test_decision_crash.py",
+    "tests/test_revert_crash.py",
     "tests/test_journal.py",
 )
 CRASH_DEPTHS = ("quick", "sampled", "full")

@@ -195,7 +195,10 @@ def commit_changes(layout: Layout, changes: Sequence[Change]) -> None:
                 f"commit: staged copy {change.staged} is gone and {change.path} is not the new file"
             )
     for directory in sorted({layout.path(c.path).parent for c in changes}):
-        fsync_dir(directory)
+        # Gone only when every change in it was a removal: a revert that had
+        # removed the directories its commit created, rolled forward again.
+        if directory.exists():
+            fsync_dir(directory)
 
 
 def undo_changes(layout: Layout, changes: Sequence[Change]) -> None:
