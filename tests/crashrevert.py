@@ -211,6 +211,9 @@ def revert_resumed(scenario: Scenario, root: Path, txid: str, at_crash: Pending)
         return reverted(scenario, root, txid, "then")[0]
     if kept := kept_for_revert(root):
         return [f"the revert was rolled forward, but a kept set is left: {sorted(kept)}"]
+    last = run_txsetup(["status", "--root", str(root)], env=scenario.env).result["last_transaction"]
+    if (last["outcome"], last.get("reverts")) != ("reverted", txid):
+        return [f"a revert rolled forward by --resume ends as {last['outcome']}, not reverted"]
     return []
 
 

@@ -126,7 +126,12 @@ def settle_commit(
     else:
         with contextlib.suppress(OSError):
             settle(layout, txn, command=command)
-    data = {"ended_at": utc_now(), "outcome": "resumed", **end}
+    # A revert that recovery rolls forward still ends as a revert (``status`` says so).
+    base: dict[str, Any] = {"outcome": "resumed"}
+    if "reverts" in txn.details:
+        base = {"outcome": "reverted", "reverts": txn.details["reverts"]}
+        base["reason"] = txn.details.get("reason")
+    data = {"ended_at": utc_now(), **base, **end}
     if unconfirmed is not None:
         data["unconfirmed"] = unconfirmed
     _record_end(journal, TxnState.DONE, data)
