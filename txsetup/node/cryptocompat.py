@@ -4,7 +4,9 @@ txsetup uses four things that came after 38.0.4. Each has one stand-in here,
 chosen once at import, so no other module asks which release it runs on:
 
 * the key type aliases (``PrivateKeyTypes`` and its kin: 40; before, they
-  were spelled in capitals);
+  were spelled in capitals; the SSH loaders' own ``SSHPrivateKeyTypes`` and
+  ``SSHPublicKeyTypes``, which newer releases widen with kinds, such as
+  hybrid ML-DSA keys, that ``PrivateKeyTypes`` does not name);
 * a certificate's dates as aware UTC datetimes (``not_valid_before_utc``
   and ``not_valid_after_utc``: 42; before, naive datetimes meaning UTC);
 * loading an RSA key without OpenSSL's slow consistency check
@@ -30,6 +32,10 @@ if TYPE_CHECKING:  # mypy checks against the newest release, which has these nam
         PrivateKeyTypes,
         PublicKeyTypes,
     )
+    from cryptography.hazmat.primitives.serialization.ssh import (
+        SSHPrivateKeyTypes,
+        SSHPublicKeyTypes,
+    )
 else:  # cryptography < 40 spells them in capitals
     from cryptography.hazmat.primitives.asymmetric import types as _types
 
@@ -39,12 +45,16 @@ else:  # cryptography < 40 spells them in capitals
     )
     PrivateKeyTypes = getattr(_types, "PrivateKeyTypes", None) or _types.PRIVATE_KEY_TYPES
     PublicKeyTypes = getattr(_types, "PublicKeyTypes", None) or _types.PUBLIC_KEY_TYPES
+    SSHPrivateKeyTypes = getattr(serialization.ssh, "SSHPrivateKeyTypes", PrivateKeyTypes)
+    SSHPublicKeyTypes = getattr(serialization.ssh, "SSHPublicKeyTypes", PublicKeyTypes)
 
 __all__ = [
     "SKIPS_RSA_KEY_CHECK",
     "CertificateIssuerPrivateKeyTypes",
     "PrivateKeyTypes",
     "PublicKeyTypes",
+    "SSHPrivateKeyTypes",
+    "SSHPublicKeyTypes",
     "check_issued_by",
     "check_issued_by_hand",
     "load_pem_private_key",

@@ -28,7 +28,12 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
-from txsetup.node.cryptocompat import PrivateKeyTypes, PublicKeyTypes
+from txsetup.node.cryptocompat import (
+    PrivateKeyTypes,
+    PublicKeyTypes,
+    SSHPrivateKeyTypes,
+    SSHPublicKeyTypes,
+)
 from txsetup.node.documents import SshKeyTriple
 from txsetup.node.sshfiles import KEY_LINE_TYPES
 from txsetup.node.strictjson import json_path
@@ -77,7 +82,12 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _load_private(text: str) -> PrivateKeyTypes:
+#: What the two loaders may return: the SSH loader's kinds and PEM's differ.
+_AnyPrivateKey = PrivateKeyTypes | SSHPrivateKeyTypes
+_AnyPublicKey = PublicKeyTypes | SSHPublicKeyTypes
+
+
+def _load_private(text: str) -> _AnyPrivateKey:
     data = text.encode("utf-8", "replace")
     with _quiet():
         if b"-----BEGIN OPENSSH PRIVATE KEY-----" in data:
@@ -85,12 +95,12 @@ def _load_private(text: str) -> PrivateKeyTypes:
         return serialization.load_pem_private_key(data, password=None)
 
 
-def _load_public(line: str) -> PublicKeyTypes:
+def _load_public(line: str) -> SSHPublicKeyTypes:
     with _quiet():
         return serialization.load_ssh_public_key(line.strip().encode("utf-8", "replace"))
 
 
-def _blob(public: PublicKeyTypes) -> bytes:
+def _blob(public: _AnyPublicKey) -> bytes:
     """The public key in SSH wire form (what sshd presents and ssh-keyscan shows)."""
     with _quiet():
         line = public.public_bytes(
@@ -111,7 +121,7 @@ def fingerprint_of_line(line: str) -> str | None:
         return None
 
 
-def _private_or_problem(kind: str, private: str) -> tuple[PrivateKeyTypes | None, str | None]:
+def _private_or_problem(kind: str, private: str) -> tuple[_AnyPrivateKey | None, str | None]:
     """The loaded private key, or why it cannot be loaded (never quoting it)."""
     try:
         return _load_private(private), None
