@@ -20,10 +20,13 @@ from txsetup.errors import ExitCode, TxsetupError, UsageError
 from txsetup.log import default_log_format, get_logger
 
 if TYPE_CHECKING:
-    from txsetup.master import Node
+    from txsetup.master import Node, Payload, PushOptions, PushReport
     from txsetup.master.nextstep import Rerun
+    from txsetup.master.push import OnEvent
 
-DEFAULT_REMOTE_COMMAND: Final = "txsetup node-daemon-setup"
+DEFAULT_REMOTE_TXSETUP: Final = "txsetup"
+DEFAULT_REMOTE_COMMAND: Final = f"{DEFAULT_REMOTE_TXSETUP} node-daemon-setup"
+GANETI_DAEMON_PORT: Final = 1811
 DEFAULT_PARALLEL: Final = 8
 
 __all__ = ["PUSH_EXIT_CODES", "add_push_parser", "run_push"]
@@ -33,6 +36,7 @@ PUSH_EXIT_CODES: Final = (
     ExitCode.INTERNAL,  # chosen by txsetup.cli.main, the last line of defence
     ExitCode.USAGE,
     ExitCode.INVALID_INPUT,
+    ExitCode.BUSY,  # --atomic: an earlier atomic push is unfinished, or one runs
     ExitCode.NODES_FAILED,
     ExitCode.INTERRUPTED,
 )
@@ -90,10 +94,17 @@ def _run_options(push: argparse.ArgumentParser) -> None:
         help="passed to ssh as -o OPT (repeatable)",
     )
     push.add_argument(
-        "--remote-command",
-        default=DEFAULT_REMOTE_COMMAND,
+        "--remote-txsetup",
+        default=DEFAULT_REMOTE_TXSETUP,
         metavar="CMD",
-        help="what runs on the node (default: txsetup node-daemon-setup)",
+        help="txsetup on the nodes, for an atomic push's commit, abort, confirm and revert "
+        "(default: txsetup)",
+    )
+    push.add_argument(
+        "--remote-command",
+        default=None,
+        metavar="CMD",
+        help="what runs on the node (default: <remote txsetup> node-daemon-setup)",
     )
     push.add_argument(
         "--parallel",
@@ -116,12 +127,72 @@ def _run_options(push: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="finish or undo each node's unfinished transaction"
     )
     push.add_argument("--abort", action="store_true", help="with --resume: undo instead")
+    _rollout_options(push)
+    _atomic_options(push)
     push.add_argument(
         "--log-format",
         choices=("json", "console"),
         default=None,
         help="stderr: live view (console, the default on a terminal) or JSON lines",
     )
+
+
+def _rollout_options(push: argparse.ArgumentParser) -> None:
+    """Which nodes start when: every push, atomic or not."""
+    push.add_argument(
+        "--canary",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the first N nodes alone first; the rest only if all of them succeeded",
+    )
+    push.add_argument(
+        "--max-failures",
+        type=int,
+        default=None,
+        metavar="K",
+        help="start no further node after K failures (the rest: not_started)",
+    )
+
+
+def _atomic_options(push: argparse.ArgumentParser) -> None:
+    """The fleet transaction: every node new or every node old."""
+    push.add_argument(
+        "--atomic",
+        action="store_true",
+        help="all or nothing: prepare every node, record the decision, then commit or "
+        "abort everywhere (`push --resume` with no NODE finishes an interrupted one)",
+    )
+    push.add_argument(
+        "--confirm-within",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --atomic: commit confirmed; the master checks each node's daemon over "
+        "TLS and confirms, or reverts every node; an unreachable node reverts by itself",
+    )
+    push.add_argument(
+        "--daemon-port",
+        action="append",
+        default=[],
+        metavar="PORT|NODE=PORT",
+        help=f"with --confirm-within: the node daemon's port for the check (default "
+        f"{GANETI_DAEMON_PORT}); NODE=PORT for one node (repeatable)",
+    )
+
+
+def _daemon_ports(values: list[str]) -> tuple[int, dict[str, int]]:
+    """``--daemon-port``: the default port, and each node's own."""
+    default, ports = GANETI_DAEMON_PORT, {}
+    for value in values:
+        node, _, port = value.rpartition("=")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"--daemon-port: {value!r} is not PORT or NODE=PORT")
+        if node:
+            ports[node] = int(port)
+        else:
+            default = int(port)
+    return default, ports
 
 
 def _push_nodes(args: argparse.Namespace) -> list[Node]:
@@ -152,13 +223,12 @@ def run_push(args: argparse.Namespace) -> int:
     from txsetup.master.progress import make_view
 
     log = get_logger()
+    if args.remote_command is None:
+        args.remote_command = f"{args.remote_txsetup} node-daemon-setup"
     try:
-        if args.abort and not args.resume:
-            raise UsageError("--abort goes with --resume")
-        if args.resume and args.dry_run:
-            raise UsageError("--resume and --dry-run exclude each other")
-        if args.parallel < 1 or (args.timeout is not None and args.timeout <= 0):
-            raise UsageError("--parallel and --timeout must be positive")
+        _check_usage(args)
+        if args.resume and not _nodes_given(args):
+            return _resume_atomic(args)
         nodes = _push_nodes(args)
         payload = (
             None
@@ -177,20 +247,103 @@ def run_push(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         resume=args.resume,
         abort=args.abort,
+        canary=args.canary,
+        max_failures=args.max_failures,
     )
     view = make_view(default_log_format(args.log_format, sys.stderr), sys.stderr, _rerun(args))
     view.begin(len(nodes))
-    report = push(
-        nodes,
-        payload,
-        options,
-        on_event=view.on_event,
-        on_result=lambda r: _print_line(r.to_json()),
-    )
+    if args.atomic and payload is not None:
+        try:
+            report = _start_atomic(args, nodes, payload, options, view.on_event)
+        except TxsetupError as error:
+            log.error("push.error", error=str(error), error_code=error.error_code)
+            return error.exit_code
+        _print_report(report)
+    else:
+        report = push(
+            nodes,
+            payload,
+            options,
+            on_event=view.on_event,
+            on_result=lambda r: _print_line(r.to_json()),
+        )
     view.end(report)
     if report.interrupted:
         return ExitCode.INTERRUPTED
     return ExitCode.OK if report.ok else ExitCode.NODES_FAILED
+
+
+def _check_usage(args: argparse.Namespace) -> None:
+    """Options that exclude or need each other (exit 2)."""
+    if args.abort and not args.resume:
+        raise UsageError("--abort goes with --resume")
+    if args.resume and (args.dry_run or args.atomic):
+        raise UsageError("--resume excludes --dry-run and --atomic")
+    if args.atomic and args.dry_run:
+        raise UsageError("--atomic and --dry-run exclude each other")
+    if args.parallel < 1 or (args.timeout is not None and args.timeout <= 0):
+        raise UsageError("--parallel and --timeout must be positive")
+    if args.canary < 0 or (args.max_failures is not None and args.max_failures < 1):
+        raise UsageError("--canary must be 0 or more, --max-failures 1 or more")
+    if not args.atomic and (args.confirm_within is not None or args.daemon_port):
+        raise UsageError("--confirm-within and --daemon-port go with --atomic")
+    if args.confirm_within is not None and not 0 < args.confirm_within <= 7 * 24 * 3600:
+        raise UsageError("--confirm-within: seconds between 0 and one week")
+    _daemon_ports(args.daemon_port)
+
+
+def _nodes_given(args: argparse.Namespace) -> bool:
+    return bool(args.nodes or args.nodes_file or args.retry_from)
+
+
+def _start_atomic(
+    args: argparse.Namespace,
+    nodes: list[Node],
+    payload: Payload,
+    options: PushOptions,
+    on_event: OnEvent,
+) -> PushReport:
+    from txsetup.master.atomic import start_atomic
+    from txsetup.master.fleet import FleetOptions, master_client_cert
+
+    port, ports = _daemon_ports(args.daemon_port)
+    fleet = FleetOptions(
+        remote_txsetup=args.remote_txsetup,
+        confirm_within=args.confirm_within,
+        daemon_port=port,
+        daemon_ports=ports,
+        client_cert=master_client_cert(args.from_root),
+    )
+    return start_atomic(args.from_root, nodes, payload, options, fleet, on_event=on_event)
+
+
+def _resume_atomic(args: argparse.Namespace) -> int:
+    """``push --resume`` with no NODE: finish the master's unfinished atomic push."""
+    from txsetup.master.atomic import resume_atomic, unfinished_push
+    from txsetup.master.progress import make_view
+
+    pending = unfinished_push(args.from_root)
+    if pending is None:
+        get_logger().info("push.nothing_to_resume", from_root=str(args.from_root))
+        return ExitCode.OK
+    view = make_view(default_log_format(args.log_format, sys.stderr), sys.stderr, _rerun(args))
+    view.begin(len(pending.records[0]["nodes"]))
+    report = resume_atomic(args.from_root, on_event=view.on_event)
+    if report is None:  # finished by another resume in between
+        return ExitCode.OK
+    _print_report(report)
+    view.end(report)
+    if report.interrupted:
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK if report.ok else ExitCode.NODES_FAILED
+
+
+def _print_report(report: PushReport) -> None:
+    """An atomic push's stdout: each node's line, then the fleet's."""
+    for result in report.results:
+        _print_line(result.to_json())
+    if report.fleet is not None:
+        _print_line(report.fleet)
 
 
 def _rerun(args: argparse.Namespace) -> Rerun:

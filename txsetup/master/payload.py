@@ -10,6 +10,7 @@ refuse for a reason it could have seen itself.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,6 +54,11 @@ class Payload:
         """
         name = json.dumps(node_name).encode()
         return self._encoded_head + name + b"}"
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the document without ``node_name``: what every node is sent."""
+        return hashlib.sha256(self._encoded_head).hexdigest()
 
     @cached_property
     def _encoded_head(self) -> bytes:

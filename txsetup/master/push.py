@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from txsetup.master.connections import SharedConnections
 from txsetup.master.payload import Payload
@@ -31,15 +31,32 @@ from txsetup.master.results import (
 )
 from txsetup.master.ssh import SSH_FAILED, Node, NodeRun, RemoteCall, run_on_node
 
+T = TypeVar("T")
 COMMAND_NOT_FOUND = 127  # the node's shell found no such command
 _LAST_WORDS = 3  # stderr lines that are not JSON kept for a node's error
 
-__all__ = ["NodeEvent", "PushOptions", "not_found_hint", "push", "push_async"]
+__all__ = [
+    "NodeEvent",
+    "OnEvent",
+    "OnResult",
+    "Phase",
+    "PushOptions",
+    "not_found_hint",
+    "push",
+    "push_async",
+    "run_nodes",
+    "run_until_stopped",
+]
 
 
 @dataclass(frozen=True)
 class PushOptions:
-    """How to push: the ssh side, the remote command, and how many at once."""
+    """How to push: the ssh side, the remote command, how many at once, and the rollout.
+
+    ``canary`` nodes (the first ones given) run alone first; the rest start
+    only if every one of them succeeded. After ``max_failures`` failed nodes,
+    no further node starts. Nodes that never start are ``not_started``.
+    """
 
     ssh: str = "ssh"
     ssh_options: tuple[str, ...] = ()
@@ -49,13 +66,15 @@ class PushOptions:
     dry_run: bool = False
     resume: bool = False
     abort: bool = False
+    canary: int = 0
+    max_failures: int | None = None
 
-    def remote_call(self) -> RemoteCall:
-        """The ssh command line's parts; mode flags go to the node's command."""
+    def remote_call(self, *extra: str) -> RemoteCall:
+        """The ssh command line's parts; mode flags (and ``extra``) go to the node's command."""
         args = ["--dry-run"] if self.dry_run else []
         if self.resume:
             args += ["--resume", *(["--abort"] if self.abort else [])]
-        return RemoteCall(self.ssh, self.ssh_options, self.remote_command, tuple(args))
+        return RemoteCall(self.ssh, self.ssh_options, self.remote_command, (*args, *extra))
 
 
 @dataclass(frozen=True)
@@ -99,20 +118,28 @@ def push(
     described in the module docstring, and the report says ``interrupted``.
     """
 
-    async def main() -> PushReport:
+    return run_until_stopped(
+        lambda stop: push_async(
+            nodes, payload, options, on_event=on_event, on_result=on_result, stop=stop
+        )
+    )
+
+
+def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """Run ``main(stop)`` in a new event loop; SIGINT and SIGTERM set ``stop``."""
+
+    async def guarded() -> T:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            return await push_async(
-                nodes, payload, options, on_event=on_event, on_result=on_result, stop=stop
-            )
+            return await main(stop)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    return asyncio.run(main())
+    return asyncio.run(guarded())
 
 
 async def push_async(
@@ -130,34 +157,76 @@ async def push_async(
     (:mod:`txsetup.master.connections`); none is left open when this returns.
     """
     stop = stop or asyncio.Event()
-    async with SharedConnections(options.remote_call()) as connections:
-        return await _push(nodes, payload, options, connections, on_event, on_result, stop)
+    call = options.remote_call()
+    async with SharedConnections(call) as connections:
+        return await run_nodes(
+            nodes,
+            Phase(lambda _: call, payload.for_node if payload is not None else _no_stdin),
+            options,
+            connections,
+            on_event=on_event,
+            on_result=on_result,
+            stop=stop,
+        )
 
 
-async def _push(  # noqa: PLR0917 - push_async's arguments, passed on
+def _no_stdin(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Phase:
+    """What one round of a push runs on each node, and what it sends on stdin.
+
+    ``name`` (an atomic push's ``prepare``, ``commit``...) goes into the
+    push's own events; ``release`` ends each node's connection when its
+    command is done (an atomic push keeps it for the next phase).
+    """
+
+    call_for: Callable[[Node], RemoteCall]
+    stdin_for: Callable[[str], bytes | None]
+    name: str | None = None
+    release: bool = True
+
+
+async def run_nodes(
     nodes: Sequence[Node],
-    payload: Payload | None,
+    phase: Phase,
     options: PushOptions,
     connections: SharedConnections,
+    *,
     on_event: OnEvent,
     on_result: OnResult,
     stop: asyncio.Event,
 ) -> PushReport:
-    """:func:`push_async` over ``connections``."""
+    """Run ``phase`` on every node over ``connections``, at most ``options.parallel`` at once,
+    canary nodes first and no new node after ``options.max_failures`` failures."""
     report = PushReport()
     slots = asyncio.Semaphore(max(1, options.parallel))
+    said = {"phase": phase.name} if phase.name else {}
 
     def finish(result: NodeResult) -> None:
         report.results.append(result)
-        on_event(NodeEvent(result.node, {"event": "node.end", **_summary(result)}, False))
+        fields = {"event": "node.end", **said, **_summary(result)}
+        on_event(NodeEvent(result.node, fields, False))
         on_result(result)
+
+    def held_back() -> str | None:
+        if stop.is_set():
+            return "push interrupted"
+        failed = len(report.failed)
+        if options.max_failures is not None and failed >= options.max_failures:
+            return f"not started: {failed} node(s) failed (--max-failures {options.max_failures})"
+        return None
 
     async def one(node: Node) -> None:
         async with slots:
-            if stop.is_set():
-                finish(NodeResult(node.spec, None, NOT_STARTED, None, 0, "push interrupted"))
+            why = held_back()
+            if why is not None:
+                finish(NodeResult(node.spec, None, NOT_STARTED, None, 0, why))
                 return
-            on_event(NodeEvent(node.spec, {"event": "node.begin", "host": node.host}, False))
+            begin = {"event": "node.begin", **said, "host": node.host}
+            on_event(NodeEvent(node.spec, begin, False))
             # Lines that are not JSON wait here while they may still be the node's last
             # words: those become the result's error and are not shown a second time.
             last_words: list[str] = []
@@ -178,7 +247,8 @@ async def _push(  # noqa: PLR0917 - push_async's arguments, passed on
 
             run = await _reach(
                 node,
-                payload,
+                phase.call_for(node),
+                phase.stdin_for(node.host),
                 options=options,
                 connections=connections,
                 on_line=on_line,
@@ -188,16 +258,26 @@ async def _push(  # noqa: PLR0917 - push_async's arguments, passed on
             result = _node_result(node, run, options, last_words)
             say([text for text in last_words if text not in (result.error or "")])
             finish(result)
-            await connections.release(node)
+            if phase.release:
+                await connections.release(node)
 
-    await asyncio.gather(*(one(node) for node in nodes))
+    canary = nodes[: max(0, options.canary)]
+    rest = nodes[len(canary) :]
+    await asyncio.gather(*(one(node) for node in canary))
+    if canary and report.failed:
+        why = f"not started: a canary node failed (--canary {len(canary)})"
+        for node in rest:
+            finish(NodeResult(node.spec, None, NOT_STARTED, None, 0, why))
+    else:
+        await asyncio.gather(*(one(node) for node in rest))
     report.interrupted = stop.is_set()
     return report
 
 
 async def _reach(
     node: Node,
-    payload: Payload | None,
+    call: RemoteCall,
+    stdin: bytes | None,
     *,
     options: PushOptions,
     connections: SharedConnections,
@@ -205,26 +285,25 @@ async def _reach(
     stop: asyncio.Event,
     last_words: list[str],
 ) -> NodeRun:
-    """Connect to the node, then run its command over that connection.
+    """Connect to the node (unless its connection is up), then run ``call`` over it.
 
     ``--timeout`` counts from the start of the connection; when the connection
     fails, ssh's own words become ``last_words``.
     """
     started = time.monotonic()
-    connected = await connections.connect(node, timeout=options.timeout, stop=stop)
-    if not connected.ok:
-        last_words[:] = connected.said[-_LAST_WORDS:]
-        return NodeRun(
-            connected.returncode,
-            None,
-            _ms_since(started),
-            connected.timed_out,
-            connected.interrupted,
-        )
+    if connections.socket(node) is None:
+        connected = await connections.connect(node, timeout=options.timeout, stop=stop)
+        if not connected.ok:
+            last_words[:] = connected.said[-_LAST_WORDS:]
+            return NodeRun(
+                connected.returncode,
+                None,
+                _ms_since(started),
+                connected.timed_out,
+                connected.interrupted,
+            )
     left = None if options.timeout is None else options.timeout - (time.monotonic() - started)
     control = connections.socket(node)
-    call = options.remote_call()
-    stdin = payload.for_node(node.host) if payload is not None else None
     run = await run_on_node(
         node, call, stdin, control=control, on_line=on_line, timeout=left, stop=stop
     )

@@ -44,6 +44,7 @@ class NodeResult:
     duration_ms: int
     error: str | None
     result: dict[str, Any] | None = None
+    phase: str | None = None  # an atomic push's: the last phase the node took part in
 
     @property
     def ok(self) -> bool:
@@ -51,8 +52,8 @@ class NodeResult:
         return self.exit_code == 0
 
     def to_json(self) -> dict[str, Any]:
-        """The result line printed on stdout."""
-        return {
+        """The result line printed on stdout (``phase`` only in an atomic push's)."""
+        line = {
             "node": self.node,
             "exit_code": self.exit_code,
             "outcome": self.outcome,
@@ -61,6 +62,9 @@ class NodeResult:
             "error": self.error,
             "result": self.result,
         }
+        if self.phase is not None:
+            line["phase"] = self.phase
+        return line
 
 
 @dataclass
@@ -69,10 +73,13 @@ class PushReport:
 
     results: list[NodeResult] = field(default_factory=list)
     interrupted: bool = False
+    fleet: dict[str, Any] | None = None  # an atomic push's last line: push_id, outcome...
 
     @property
     def ok(self) -> bool:
-        """Every node succeeded and the push ran to its end."""
+        """Every node succeeded and the push ran to its end (an atomic one: committed)."""
+        if self.fleet is not None:
+            return not self.interrupted and self.fleet.get("outcome") == "committed"
         return not self.interrupted and all(r.ok for r in self.results)
 
     @property
@@ -121,6 +128,8 @@ def nodes_to_retry(path: Path) -> list[str]:
             entry = json.loads(line)
         except ValueError:
             entry = None
+        if isinstance(entry, dict) and "push_id" in entry and "node" not in entry:
+            continue  # an atomic push's fleet line
         if not isinstance(entry, dict) or not isinstance(entry.get("node"), str):
             raise UsageError(f"--retry-from: {path} line {number} is not a push result")
         last[entry["node"]] = entry.get("exit_code") == 0
