@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-__all__ = ["generate_node_certificate", "split_pem"]
+__all__ = ["generate_node_certificate", "renew_node_certificate", "split_pem"]
 
 DEFAULT_LIFETIME: Final = timedelta(days=365)
 BACKDATE: Final = timedelta(hours=1)
@@ -46,6 +46,29 @@ def generate_node_certificate(
         key = ec.generate_private_key(ec.SECP256R1())
     start = not_before if not_before is not None else datetime.now(UTC) - BACKDATE
     end = not_after if not_after is not None else start + DEFAULT_LIFETIME
+    return _self_signed(key, common_name, start, end)
+
+
+def renew_node_certificate(pem: str, common_name: str) -> str:
+    """A new certificate for the key of ``pem`` (a server.pem text): what a rotation pushes.
+
+    A node keeps its key: it refuses a certificate for another one.
+    """
+    key = serialization.load_pem_private_key(split_pem(pem)[0].encode(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise TypeError("only RSA and EC keys are renewed here")
+    start = datetime.now(UTC) - BACKDATE
+    return _self_signed(key, common_name, start, start + DEFAULT_LIFETIME)
+
+
+def _self_signed(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    common_name: str,
+    start: datetime,
+    end: datetime,
+) -> str:
+    """``key`` and a self-signed CA certificate for it, as one server.pem text."""
+    rsa_key = isinstance(key, rsa.RSAPrivateKey)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = (
         x509.CertificateBuilder()
@@ -56,7 +79,7 @@ def generate_node_certificate(
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(rsa_key=key_type == "rsa"), critical=True)
+        .add_extension(_key_usage(rsa_key=rsa_key), critical=True)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())

@@ -34,7 +34,7 @@ from typing import Any, Final
 from txsetup.master.connections import SharedConnections
 from txsetup.master.fleetlog import FleetLog
 from txsetup.master.push import OnEvent, Phase, PushOptions, run_nodes
-from txsetup.master.results import NodeResult, PushReport
+from txsetup.master.results import NOT_STARTED, NodeResult, PushReport
 from txsetup.master.ssh import Node, RemoteCall, parse_node
 from txsetup.node.config import HealthTarget
 from txsetup.node.daemon import probe_tls
@@ -131,7 +131,8 @@ class _Fleet:
             result = dataclasses.replace(result, phase=name)
             answers[result.node] = self.latest[result.node] = result
             if verb and _acknowledged(name, result):
-                self.log.append("ack", node=result.node, phase=name, outcome=result.outcome)
+                settled = "rolled_back" if result.exit_code == _ROLLED_BACK else result.outcome
+                self.log.append("ack", node=result.node, phase=name, outcome=settled)
 
         phase = Phase(call_for, stdin_for or _nothing, name, release=False)
         await run_nodes(
@@ -240,7 +241,7 @@ async def _settle(
     if run.stop.is_set():
         return "in_doubt"
     if decision["decision"] == "abort":
-        targets = [n for n in run.nodes if n.spec in decision["contacted"]]
+        targets = [n for n in run.nodes if n.spec in decision["to_abort"]]
         await run.round("abort", run.pending("abort", targets), _by_coordinator(run, "abort"))
         return "aborted" if not run.pending("abort", targets) else "in_doubt"
     txids: dict[str, str] = decision["txids"]
@@ -253,7 +254,7 @@ async def _prepare(run: _Fleet, stdin_for: Callable[[str], bytes | None] | None)
     everyone = [n.spec for n in run.nodes]
     if stdin_for is None:
         reason = "the push stopped before it decided (presumed abort)"
-        return run.log.append("decision", decision="abort", reason=reason, contacted=everyone)
+        return run.log.append("decision", decision="abort", reason=reason, to_abort=everyone)
     push_id = run.log.push_id
     answers = await run.round(
         "prepare", run.nodes, lambda _: ("--prepare", "--coordinator", push_id), stdin_for
@@ -266,9 +267,13 @@ async def _prepare(run: _Fleet, stdin_for: Callable[[str], bytes | None] | None)
     if len(prepared) == len(run.nodes) and not run.stop.is_set():
         return run.log.append("decision", decision="commit", txids=prepared)
     failed = sorted(set(everyone) - set(prepared))
-    contacted = [s for s in everyone if answers[s].outcome != "not_started"]
+    # A node that answered "not prepared" holds nothing; one that never answered may.
+    unsure = [
+        s for s in everyone if answers[s].result is None and answers[s].outcome != NOT_STARTED
+    ]
     reason = f"{len(failed)} node(s) did not prepare: {', '.join(failed[:5])}"
-    return run.log.append("decision", decision="abort", reason=reason, contacted=contacted)
+    to_abort = [s for s in everyone if s in prepared or s in unsure]
+    return run.log.append("decision", decision="abort", reason=reason, to_abort=to_abort)
 
 
 def _by_coordinator(run: _Fleet, verb: str) -> Callable[[Node], tuple[str, ...]]:

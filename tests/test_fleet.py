@@ -1,0 +1,143 @@
+"""``txsetup push --atomic`` end to end: three real sshd nodes, each with its demo daemon.
+
+Each test starts with every node serving certificate A and the master
+holding B (``tests/fleetnodes.py``); the fleet must end all-A or all-B,
+with no node held, whatever fails where.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_no_secrets
+from tests.fleetnodes import NODES, Fleet, fleet_at
+from tests.test_push import control_path, counting_ssh, ssh_calls
+from txsetup.demo.scene import txsetup_command
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:  # type: ignore[misc]
+    """Three nodes on A, the master on B."""
+    with fleet_at(tmp_path) as made:
+        yield made
+
+
+def test_all_good_ends_all_new_over_one_connection_per_node(fleet: Fleet, tmp_path: Path) -> None:
+    """Every node prepares, commits confirmed, passes its TLS check and is confirmed: all
+    serve B, none is held, exit 0; prepare, commit and confirm of a node share one ssh
+    connection (counted by an --ssh wrapper), and the record ends committed."""
+    wrapper, calls = counting_ssh(tmp_path)
+    ran = fleet.run(fleet.atomic_argv("--confirm-within", "300", "--ssh", str(wrapper)))
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert ran.fleet is not None
+    assert ran.fleet["outcome"] == "committed"
+    assert ran.fleet["decision"] == "commit"
+    assert ran.fleet["confirmation"] == "confirm"
+    assert {r["phase"] for r in ran.results.values()} == {"confirm"}
+    masters, commands = ssh_calls(calls)
+    assert len(masters) == NODES
+    assert len(commands) == 3 * NODES  # prepare, commit, confirm
+    assert {control_path(argv) for argv in commands} == {control_path(argv) for argv in masters}
+    fleet.assert_all("new")
+    records = fleet.records()
+    assert [r["record"] for r in records[:2]] == ["push", "decision"]
+    assert records[-1] == {**records[-1], "record": "end", "outcome": "committed"}
+    assert_no_secrets(str(records))
+    assert "0123456789abcdef" not in str(records)  # the demo's hmac key
+
+
+def test_a_node_refusing_at_prepare_leaves_all_old_and_none_held(fleet: Fleet) -> None:
+    """One node of another cluster refuses at prepare: the decision is abort, every node
+    keeps A, none stays held; the refusing node says why (exit 4, phase prepare)."""
+    (fleet.node(1).root / "var/lib/ganeti/ssconf_cluster_name").write_text("other.example.com\n")
+    ran = fleet.run(fleet.atomic_argv())
+    assert ran.returncode == 10
+    assert ran.fleet is not None
+    assert ran.fleet["outcome"] == "aborted"
+    refusing = ran.results[fleet.specs[1]]
+    assert (refusing["exit_code"], refusing["phase"]) == (4, "prepare")
+    assert {ran.results[s]["outcome"] for s in (fleet.specs[0], fleet.specs[2])} == {"aborted"}
+    (fleet.node(1).root / "var/lib/ganeti/ssconf_cluster_name").unlink()
+    fleet.assert_all("old")
+
+
+def test_a_failed_check_reverts_every_node(fleet: Fleet) -> None:
+    """A node whose daemon cannot be reached over TLS after its commit fails the master's
+    check: the confirmation is revert, and every node serves A again (exit 10)."""
+    ports = dict(zip(fleet.specs, fleet.nodes.ports, strict=True))
+    ports[fleet.specs[2]] = 9  # nothing listens there
+    ran = fleet.run(fleet.atomic_argv("--confirm-within", "300", ports=ports))
+    assert ran.returncode == 10, ran.stderr[-3000:]
+    assert ran.fleet is not None
+    assert (ran.fleet["outcome"], ran.fleet["confirmation"]) == ("reverted", "revert")
+    assert {r["outcome"] for r in ran.results.values()} == {"reverted"}
+    fleet.assert_all("old")
+
+
+def test_a_node_whose_daemon_fails_on_the_new_certificate_reverts_the_fleet(
+    fleet: Fleet,
+) -> None:
+    """One node's daemon will not start on B: that node rolls its commit back (exit 6),
+    and the master reverts the nodes that committed, so all serve A."""
+    node = fleet.node(0)
+    config = node.root / "etc/txsetup/config.toml"
+    text = config.read_text()
+    new_pem = (fleet.master / "var/lib/ganeti/server.pem").read_text()
+    lines = new_pem.splitlines()
+    marker = lines[lines.index("-----BEGIN CERTIFICATE-----") + 1]  # B's serial is in it
+    pem = node.root / "var/lib/ganeti/server.pem"
+    guard = f"grep -qF {marker} {pem} && exit 3; "
+    (words,) = tomllib.loads(text)["daemon"]["restart"]
+    wrapped = ["sh", "-c", guard + 'exec "$@"', "restart", *words]
+    line = next(line for line in text.splitlines() if line.startswith("restart = "))
+    config.write_text(text.replace(line, f"restart = [{json.dumps(wrapped)}]"))
+    ran = fleet.run(fleet.atomic_argv("--confirm-within", "300"))
+    assert ran.returncode == 10, ran.stderr[-3000:]
+    assert ran.fleet is not None
+    assert ran.fleet["outcome"] == "reverted", json.dumps([ran.results, ran.fleet])[-1500:]
+    assert ran.results[node.spec]["exit_code"] == 6
+    fleet.assert_all("old")
+
+
+def test_a_node_unreachable_at_commit_is_in_doubt_until_resume(fleet: Fleet, tmp_path: Path) -> None:
+    """A node that cannot be reached when the decision is sent leaves the push in doubt
+    (exit 10, that node held); a second atomic push is refused (exit 5) naming it; once
+    the node answers, ``push --resume`` commits it and the fleet ends all new."""
+    flag = tmp_path / "unreachable"
+    flag.touch()
+    script = tmp_path / "remote-txsetup"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = commit ] && [ -e {flag} ] && [ "$TXSETUP_ROOT" = {fleet.node(2).root} ]; '
+        "then exit 255; fi\n"
+        f'exec {" ".join(txsetup_command())} "$@"\n'
+    )
+    script.chmod(0o755)
+    argv = fleet.atomic_argv()
+    argv[argv.index("--remote-txsetup") + 1] = str(script)
+    ran = fleet.run(argv)
+    assert ran.returncode == 10, ran.stderr[-3000:]
+    assert ran.fleet is not None
+    assert ran.fleet["outcome"] == "in_doubt"
+    assert ran.results[fleet.specs[2]]["outcome"] == "unreachable"
+    held = fleet.statuses()[2]
+    assert (held["finished"], held["hold"]["coordinator"]) == (False, ran.fleet["push_id"])
+    again = fleet.run(fleet.atomic_argv())
+    assert again.returncode == 5
+    assert ran.fleet["push_id"] in again.stderr
+    flag.unlink()
+    resumed = fleet.run(fleet.resume_argv())
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.fleet is not None
+    assert resumed.fleet["outcome"] == "committed"
+    fleet.assert_all("new")
+    nothing = subprocess.run(fleet.resume_argv(), capture_output=True, text=True, check=False)
+    assert (nothing.returncode, nothing.stdout) == (0, "")
+    assert "push.nothing_to_resume" in nothing.stderr
