@@ -141,3 +141,84 @@ def test_a_node_unreachable_at_commit_is_in_doubt_until_resume(fleet: Fleet, tmp
     nothing = subprocess.run(fleet.resume_argv(), capture_output=True, text=True, check=False)
     assert (nothing.returncode, nothing.stdout) == (0, "")
     assert "push.nothing_to_resume" in nothing.stderr
+
+
+def refuse_on(node_root: Path) -> Path:
+    """Make a node refuse every document (another cluster's name); the file to remove."""
+    name = node_root / "var/lib/ganeti/ssconf_cluster_name"
+    name.write_text("other.example.com\n")
+    return name
+
+
+def plain_argv(fleet: Fleet, *extra: str) -> list[str]:
+    """A plain (not atomic) push to every node, in the given order."""
+    argv = fleet.atomic_argv(*extra)
+    argv.remove("--atomic")
+    for port in [a for a in argv if a.startswith("root@") and "=" in a]:
+        del argv[argv.index(port) - 1 : argv.index(port) + 1]
+    return argv
+
+
+def test_canary_failing_starts_no_other_node_and_retry_from_picks_them_up(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """--canary 1: the first node runs alone; when it fails, the others are not_started
+    (exit 10); --retry-from then pushes to exactly the nodes that did not succeed."""
+    refusal = refuse_on(fleet.node(0).root)
+    ran = fleet.run(plain_argv(fleet, "--canary", "1"))
+    assert ran.returncode == 10
+    assert ran.fleet is None
+    assert ran.results[fleet.specs[0]]["exit_code"] == 4
+    for spec in fleet.specs[1:]:
+        assert ran.results[spec]["outcome"] == "not_started"
+        assert "--canary 1" in ran.results[spec]["error"]
+    assert fleet.serving() == [fleet.old] * NODES
+    results = tmp_path / "results.jsonl"
+    results.write_text("\n".join(json.dumps(r) for r in ran.results.values()) + "\n")
+    refusal.unlink()
+    argv = plain_argv(fleet, "--retry-from", str(results))
+    retried = fleet.run([a for a in argv if a not in fleet.specs])
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    assert set(retried.results) == set(fleet.specs)
+    assert fleet.serving() == [fleet.new] * NODES
+
+
+def test_max_failures_stops_starting_nodes(fleet: Fleet) -> None:
+    """--max-failures 1 with one node at a time: after the first node fails, no other
+    node starts; a passing canary lets the rest run."""
+    refuse_on(fleet.node(0).root)
+    ran = fleet.run(plain_argv(fleet, "--max-failures", "1", "--parallel", "1"))
+    assert ran.returncode == 10
+    assert [ran.results[s]["outcome"] for s in fleet.specs] == ["failed", *["not_started"] * 2]
+    assert "--max-failures 1" in ran.results[fleet.specs[1]]["error"]
+    assert fleet.serving() == [fleet.old] * NODES
+
+
+def test_atomic_canary_failing_prepares_no_other_node(fleet: Fleet) -> None:
+    """An atomic push's canary is its prepare: when the canary refuses, the other nodes are
+    never contacted, the decision is abort, and every node keeps A unheld."""
+    refusal = refuse_on(fleet.node(0).root)
+    ran = fleet.run(fleet.atomic_argv("--canary", "1"))
+    assert ran.returncode == 10
+    assert ran.fleet is not None
+    assert ran.fleet["outcome"] == "aborted"
+    assert [ran.results[s]["outcome"] for s in fleet.specs[1:]] == ["not_started"] * 2
+    decision = next(r for r in fleet.records() if r["record"] == "decision")
+    assert decision["to_abort"] == []
+    refusal.unlink()
+    fleet.assert_all("old")
+
+
+def test_atomic_usage_errors(fleet: Fleet) -> None:
+    """Options that need --atomic, or exclude it, are usage errors (exit 2) that contact
+    no node and record nothing."""
+    for extra in (
+        ["--confirm-within", "30"],
+        ["--daemon-port", "1811"],
+    ):
+        argv = plain_argv(fleet, *extra)
+        assert subprocess.run(argv, capture_output=True, check=False).returncode == 2, extra
+    for extra in (["--dry-run"], ["--daemon-port", "x=y"], ["--confirm-within", "0"]):
+        argv = fleet.atomic_argv(*extra)
+        assert subprocess.run(argv, capture_output=True, check=False).returncode == 2, extra
+    assert not (fleet.master / "var/lib/txsetup/push").exists()
