@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from txsetup.master.push import OnEvent
 
 DEFAULT_REMOTE_TXSETUP: Final = "txsetup"
-DEFAULT_REMOTE_COMMAND: Final = f"{DEFAULT_REMOTE_TXSETUP} node-daemon-setup"
 GANETI_DAEMON_PORT: Final = 1811
 DEFAULT_PARALLEL: Final = 8
 
@@ -352,7 +351,9 @@ def _rerun(args: argparse.Namespace) -> Rerun:
 
     reach = [*(["--ssh", args.ssh] if args.ssh != "ssh" else [])]
     reach += [arg for option in args.ssh_option for arg in ("--ssh-option", option)]
-    if args.remote_command != DEFAULT_REMOTE_COMMAND:
+    if args.remote_txsetup != DEFAULT_REMOTE_TXSETUP:
+        reach += ["--remote-txsetup", args.remote_txsetup]
+    if args.remote_command != f"{args.remote_txsetup} node-daemon-setup":
         reach += ["--remote-command", args.remote_command]
     if args.parallel != DEFAULT_PARALLEL:
         reach += ["--parallel", str(args.parallel)]
@@ -364,7 +365,18 @@ def _rerun(args: argparse.Namespace) -> Rerun:
         again = [*(["--from-root", str(args.from_root)] if str(args.from_root) != "/" else [])]
         again += [*([] if args.start_node_daemon else ["--no-start-node-daemon"])]
         again += [*(["--dry-run"] if args.dry_run else [])]
+        again += _atomic_again(args)
     return Rerun(tuple(reach), tuple(again), args.abort, results_file_of(sys.stdout))
+
+
+def _atomic_again(args: argparse.Namespace) -> list[str]:
+    """An atomic push's own options, for the next push of the whole fleet."""
+    if not args.atomic:
+        return []
+    again = ["--atomic"]
+    if args.confirm_within is not None:
+        again += ["--confirm-within", f"{args.confirm_within:g}"]
+    return again + [arg for port in args.daemon_port for arg in ("--daemon-port", port)]
 
 
 def _print_line(line: dict[str, Any]) -> None:

@@ -304,7 +304,7 @@ async def _confirm_or_revert(run: _Fleet, txids: Mapping[str, str], check: Check
                 _decide(run, "revert", f"{spec} failed its check: {why}")
             else:
                 _decide(run, "confirm", "every node committed and passed its check")
-    if run.log.last("confirmation")["decision"] == "confirm":  # type: ignore[index]
+    if run.log.stage == "confirm":
         answers = await run.round("confirm", run.pending("confirm"), _with_txid("confirm", txids))
         reverted = [s for s, r in answers.items() if r.exit_code == _REFUSED]
         if not reverted:

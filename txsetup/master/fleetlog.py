@@ -30,11 +30,46 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from txsetup.errors import InternalError
 from txsetup.txn.atomic import fsync_dir
 
-__all__ = ["FleetLog", "new_push_id", "push_dir", "unfinished_pushes"]
+__all__ = [
+    "TRANSITIONS",
+    "FleetLog",
+    "Transition",
+    "new_push_id",
+    "push_dir",
+    "unfinished_pushes",
+]
 
 _READ_LIMIT: Final = 64 << 20
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One move of an atomic push from one recorded stage to the next, and when it is made."""
+
+    before: str
+    after: str
+    when: str
+
+
+#: Every move the protocol makes. A stage is what the last decision, confirmation or end
+#: record says (``recorded``: the push record alone). :meth:`FleetLog.append` refuses any
+#: other move, so this table (drawn in docs/fleet.md) is the protocol the code runs.
+TRANSITIONS: Final = (
+    Transition("recorded", "commit", "every node prepared"),
+    Transition("recorded", "abort", "a node did not prepare, or a resume found no decision"),
+    Transition("abort", "aborted", "every node that may hold a prepare aborted"),
+    Transition("commit", "committed", "every node committed (no confirmation window)"),
+    Transition("commit", "confirm", "every node committed and passed its check"),
+    Transition("commit", "revert", "a node rolled its commit back or failed its check"),
+    Transition("confirm", "committed", "every node confirmed"),
+    Transition("confirm", "revert", "a node had reverted by itself: its window ended"),
+    Transition("revert", "reverted", "every node that committed reverted"),
+)
+_MOVES: Final = frozenset((t.before, t.after) for t in TRANSITIONS)
+_STAGE_FIELD: Final = {"decision": "decision", "confirmation": "decision", "end": "outcome"}
 
 
 def push_dir(from_root: Path) -> Path:
@@ -75,8 +110,25 @@ class FleetLog:
         """The push's id (its file's name)."""
         return self.path.name.removesuffix(".json")
 
+    @property
+    def stage(self) -> str:
+        """Where the push stands: the last decision, confirmation or outcome recorded."""
+        for entry in reversed(self.records):
+            if entry["record"] in _STAGE_FIELD:
+                return str(entry[_STAGE_FIELD[entry["record"]]])
+        return "recorded"
+
     def append(self, record: str, **fields: Any) -> dict[str, Any]:
-        """Make one record durable, then remember it."""
+        """Make one record durable, then remember it.
+
+        Raises:
+            InternalError: the record would move the push along no transition of
+                :data:`TRANSITIONS`.
+        """
+        if record in _STAGE_FIELD:
+            move = (self.stage, str(fields[_STAGE_FIELD[record]]))
+            if move not in _MOVES:
+                raise InternalError(f"atomic push {self.push_id}: no move {move[0]} -> {move[1]}")
         entry = {"record": record, "time": round(time.time(), 3), **fields}
         line = json.dumps(entry, separators=(",", ":")).encode() + b"\n"
         created = not self.path.exists()

@@ -51,6 +51,8 @@ class Rerun:
 
     def next_step(self, report: PushReport) -> NextStep | None:
         """The command to run next, or None when every node succeeded."""
+        if report.fleet is not None:
+            return self._fleet_step(report)
         if not report.failed:
             return None
         where = self.results_file or PLACEHOLDER
@@ -65,6 +67,29 @@ class Rerun:
         else:
             argv = ["txsetup", "push", *retry, *self.again, *self.reach]
             words = "pushes again to just the nodes that did not succeed"
+        if self.results_file is None:
+            words += f"; {PLACEHOLDER}: this push's stdout, saved to a file"
+        return NextStep(shlex.join(argv), words)
+
+    def _fleet_step(self, report: PushReport) -> NextStep | None:
+        """After an atomic push: resume it, or push to the whole fleet again."""
+        outcome = (report.fleet or {}).get("outcome")
+        if outcome == "committed" and not report.interrupted:
+            return None
+        if outcome not in ("aborted", "reverted") or report.interrupted:
+            at = self.again.index("--from-root") if "--from-root" in self.again else None
+            root = list(self.again[at : at + 2]) if at is not None else []
+            return NextStep(
+                shlex.join(["txsetup", "push", "--resume", *root]),
+                "finishes the atomic push from the master's record: the recorded decision "
+                "goes to every node that has not answered (repeat until the push ends)",
+            )
+        where = self.results_file or PLACEHOLDER
+        argv = ["txsetup", "push", "--retry-from", where, *self.again, *self.reach]
+        words = (
+            f"every node is old again ({outcome}); fix what the failing node's line says, "
+            "then push the whole fleet again"
+        )
         if self.results_file is None:
             words += f"; {PLACEHOLDER}: this push's stdout, saved to a file"
         return NextStep(shlex.join(argv), words)

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["JsonView", "PlainView", "View", "make_view", "summary_lines"]
 
 GOOD = frozenset({"committed", "converged", "resumed", "nothing_to_resume", "dry_run"})
+# What an atomic push's phases answer when they took effect.
+GOOD_PHASES = frozenset({"prepared", "aborted", "confirmed", "reverted"})
 _STYLE = {"rolled_back": "yellow", "interrupted": "magenta", "not_started": "magenta"}
 _NAMED = 10  # failed nodes named per outcome in the summary; the results file has them all
 
@@ -91,7 +93,11 @@ class JsonView:
     def end(self, report: PushReport) -> None:
         """Log ``push.end``: the count of each outcome, and the next command if any."""
         step = self._rerun.next_step(report)
-        more = {"next_command": step.command, "next_words": step.words} if step else {}
+        more: dict[str, Any] = (
+            {"next_command": step.command, "next_words": step.words} if step else {}
+        )
+        if report.fleet is not None:
+            more["fleet"] = report.fleet
         get_logger().info(
             "push.end",
             counts=report.counts(),
@@ -105,6 +111,7 @@ class JsonView:
 class _Running:
     started: float = field(default_factory=time.monotonic)
     step: str = "connecting"
+    phase: str | None = None
 
 
 def _doing(fields: dict[str, Any] | Any) -> str | None:
@@ -119,10 +126,15 @@ def _doing(fields: dict[str, Any] | Any) -> str | None:
     return None
 
 
-def _finished_line(result: NodeResult) -> str:
-    mark = "✓" if result.outcome in GOOD else "✗"
-    text = f"{mark} {result.node}  {result.outcome}  {result.duration_ms / 1000:.1f}s"
-    if result.error and result.outcome not in GOOD:
+def _good(result: NodeResult) -> bool:
+    return result.outcome in GOOD or (result.ok and result.outcome in GOOD_PHASES)
+
+
+def _finished_line(result: NodeResult, phase: str | None = None) -> str:
+    mark = "✓" if _good(result) else "✗"
+    said = f"{phase}: " if phase else ""
+    text = f"{mark} {result.node}  {said}{result.outcome}  {result.duration_ms / 1000:.1f}s"
+    if result.error and not _good(result):
         text += f"  {result.error}"
     return text
 
@@ -138,6 +150,8 @@ def summary_lines(report: PushReport, total: int, rerun: Rerun | None = None) ->
     if report.interrupted:
         head += " (interrupted)"
     lines = [head]
+    if report.fleet is not None:
+        lines.insert(0, fleet_line(report.fleet))
     by_outcome: dict[str, list[str]] = {}
     for result in report.failed:
         by_outcome.setdefault(result.outcome, []).append(result.node)
@@ -149,6 +163,21 @@ def summary_lines(report: PushReport, total: int, rerun: Rerun | None = None) ->
         lines.append(f"{'next' if report.interrupted else 'retry just these'}: {step.command}")
         lines.append(f"  {step.words}")
     return lines
+
+
+def fleet_line(fleet: dict[str, Any]) -> str:
+    """An atomic push's end in words: its outcome and the decisions that led there."""
+    decided = ", ".join(
+        f"{name} {fleet[name]}" for name in ("decision", "confirmation") if fleet.get(name)
+    )
+    sides = {
+        "committed": "every node new",
+        "aborted": "every node old, none held",
+        "reverted": "every node old again",
+        "in_doubt": "a node did not answer: push --resume finishes it",
+    }
+    where = sides.get(str(fleet.get("outcome")), "")
+    return f"fleet {fleet.get('outcome')}: {where} ({decided or 'no decision'}; {fleet['push_id']})"
 
 
 class PlainView:
@@ -180,7 +209,7 @@ class PlainView:
         elif event.event == "node.output":
             self._say(f"  {event.node}  | {fields.get('line', '')}")
         elif event.event == "node.end":
-            self._say(_finished_line(_result_of(event)))
+            self._say(_finished_line(_result_of(event), fields.get("phase")))
 
     def end(self, report: PushReport) -> None:
         """The summary."""
@@ -209,6 +238,7 @@ class LiveView:
 
         self._rerun = rerun or Rerun()
         self._running: dict[str, _Running] = {}
+        self._phase: str | None = None
         self._done = 0
         self._bad = 0
         self._total = 0
@@ -230,15 +260,18 @@ class LiveView:
 
     def on_event(self, event: NodeEvent) -> None:
         """Move a node's row on, or print it as finished."""
+        phase = event.fields.get("phase")
         if event.event == "node.begin":
-            self._running[event.node] = _Running()
+            if phase != self._phase:  # an atomic push's next phase: count afresh
+                self._phase, self._done, self._bad = phase, 0, 0
+            self._running[event.node] = _Running(phase=phase)
         elif event.event == "node.end":
             self._running.pop(event.node, None)
             result = _result_of(event)
             self._done += 1
             self._bad += 0 if result.ok else 1
-            style = "green" if result.outcome in GOOD else _STYLE.get(result.outcome, "red")
-            self._console.print(_finished_line(result), style=style, markup=False)
+            style = "green" if _good(result) else _STYLE.get(result.outcome, "red")
+            self._console.print(_finished_line(result, phase), style=style, markup=False)
         elif event.from_node and (doing := _doing(event.fields)) is not None:
             self._running.setdefault(event.node, _Running()).step = doing
         elif event.event == "node.output":
@@ -252,10 +285,13 @@ class LiveView:
         now = time.monotonic()
         shown = sorted(self._running.items())[: max(1, self._console.size.height - 3)]
         for node, row in shown:
-            table.add_row(node, row.step, f"{now - row.started:5.1f}s", style="cyan")
+            step = f"{row.phase}: {row.step}" if row.phase else row.step
+            table.add_row(node, step, f"{now - row.started:5.1f}s", style="cyan")
+        phase = f"{self._phase}: " if self._phase else ""
         table.add_row(
             "",
-            f"{self._done}/{self._total} done, {len(self._running)} running, {self._bad} failed",
+            f"{phase}{self._done}/{self._total} done, {len(self._running)} running, "
+            f"{self._bad} failed",
             "",
             style="bold",
         )
@@ -264,7 +300,11 @@ class LiveView:
     def end(self, report: PushReport) -> None:
         """Stop drawing; print the summary."""
         self._live.stop()
-        head, *failed = summary_lines(report, self._total, self._rerun)
+        lines = summary_lines(report, self._total, self._rerun)
+        if report.fleet is not None:
+            fleet, *lines = lines
+            self._console.print(fleet, style="bold" if report.ok else "bold red", markup=False)
+        head, *failed = lines
         step = self._rerun.next_step(report)
         if step is not None:
             failed, next_lines = failed[:-2], failed[-2:]

@@ -109,7 +109,8 @@ def reported_txid(found: dict[str, Any]) -> str | None:
 def nodes_to_retry(path: Path) -> list[str]:
     """The nodes of a results file (``push`` stdout) that did not succeed.
 
-    A node that appears more than once counts by its last line. Lines that
+    A node that appears more than once counts by its last line; after an
+    atomic push that did not commit (its fleet line), every node. Lines that
     are not results (blank, or not JSON) are refused: a retry must never
     silently skip a node.
 
@@ -121,6 +122,7 @@ def nodes_to_retry(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--retry-from: cannot read {path}: {exc}") from exc
     last: dict[str, bool] = {}
+    fleet_committed = True
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -129,8 +131,10 @@ def nodes_to_retry(path: Path) -> list[str]:
         except ValueError:
             entry = None
         if isinstance(entry, dict) and "push_id" in entry and "node" not in entry:
-            continue  # an atomic push's fleet line
+            # An atomic push's fleet line: unless it committed, every node is to push again.
+            fleet_committed = entry.get("outcome") == "committed"
+            continue
         if not isinstance(entry, dict) or not isinstance(entry.get("node"), str):
             raise UsageError(f"--retry-from: {path} line {number} is not a push result")
         last[entry["node"]] = entry.get("exit_code") == 0
-    return [node for node, ok in last.items() if not ok]
+    return [node for node, ok in last.items() if not (ok and fleet_committed)]

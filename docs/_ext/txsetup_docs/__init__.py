@@ -1,6 +1,7 @@
 """The site's own Sphinx extension: pages generated from the code, never typed by hand.
 
 - ``transaction``: the step tables and the recovery rules as diagrams and tables;
+- ``fleet``: the atomic push's stages and moves as a diagram and a table;
 - ``schema``: field tables from the published JSON Schemas;
 - ``examples``: outputs of real runs of the installed ``txsetup``, made during the build;
 - links from pages under ``docs/`` to the benchmark results under ``bench/``
@@ -16,7 +17,7 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-from txsetup_docs import examples, schema, transaction
+from txsetup_docs import examples, fleet, schema, transaction
 
 # Pages link `../bench/results.md` (right on a forge); in the site that page is `bench/results`.
 _TO_BENCH = re.compile(r"\]\(\.\./bench/([\w.-]+\.md)")
@@ -45,6 +46,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("source-read", _docs_links)
     app.connect("include-read", _bench_links)
     transaction.setup(app)
+    fleet.setup(app)
     schema.setup(app)
     examples.setup(app)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

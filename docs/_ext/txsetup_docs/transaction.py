@@ -224,7 +224,7 @@ def waiting_rows() -> list[list[str]]:
     ]
 
 
-def _graph(code: str, docname: str, alt: str) -> graphviz:
+def graph(code: str, docname: str, alt: str) -> graphviz:
     node = graphviz()
     node["code"] = code
     node["options"] = {"docname": docname}
@@ -245,7 +245,7 @@ class TransactionSteps(SphinxDirective):
         header = ("step", "does", "writes", "undo")
         point = steps[commit_point(steps)].name
         return [
-            _graph(steps_dot(command, steps), self.env.docname, f"the steps of {command}"),
+            graph(steps_dot(command, steps), self.env.docname, f"the steps of {command}"),
             paragraph(
                 f"The commit point is the end of `{point}`, the first step that writes: "
                 "its last act is to journal `prepared` durably."
@@ -263,7 +263,7 @@ class TransactionRecovery(SphinxDirective):
         header = ("newest journal state", "`--resume`", "`--resume --abort`", "why")
         waiting = ("waiting", "shown by", "`--resume` (and every run)", "`--resume --abort`", "why")
         return [
-            _graph(recovery_dot(), self.env.docname, "journal states and recovery"),
+            graph(recovery_dot(), self.env.docname, "journal states and recovery"),
             table(header, recovery_rows()),
             paragraph(
                 "Before those rules, recovery looks at what waits for a decision made "
