@@ -69,6 +69,7 @@ CRASH_TESTS = (
     "tests/test_ssh_crash.py",
     "tests/test_decision_crash.py",
     "tests/test_revert_crash.py",
+    "tests/test_fleet_crash.py",
     "tests/test_journal.py",
 )
 CRASH_DEPTHS = ("quick", "sampled", "full")

@@ -106,7 +106,9 @@ def test_a_node_whose_daemon_fails_on_the_new_certificate_reverts_the_fleet(
     fleet.assert_all("old")
 
 
-def test_a_node_unreachable_at_commit_is_in_doubt_until_resume(fleet: Fleet, tmp_path: Path) -> None:
+def test_a_node_unreachable_at_commit_is_in_doubt_until_resume(
+    fleet: Fleet, tmp_path: Path
+) -> None:
     """A node that cannot be reached when the decision is sent leaves the push in doubt
     (exit 10, that node held); a second atomic push is refused (exit 5) naming it; once
     the node answers, ``push --resume`` commits it and the fleet ends all new."""
