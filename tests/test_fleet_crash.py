@@ -26,6 +26,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,10 +126,11 @@ def test_master_killed_then_resumed_ends_all_old_or_all_new(
         resumed = fleet.run(fleet.resume_argv())
         if scenario == "abort":  # the refusing node may take part again
             (fleet.node(1).root / "var/lib/ganeti/ssconf_cluster_name").unlink()
-        records = list((fleet.master / "var/lib/txsetup/push").glob("push-*.json"))
+        files = (fleet.master / "var/lib/txsetup/push").glob("push-*.json")
+        written = any(path.read_text().strip() for path in files)
         if resumed.fleet is None:  # nothing to resume
             assert resumed.returncode == 0
-            if not records:  # killed before the push record: no node was contacted
+            if not written:  # killed before the push record: no node was contacted
                 assert (call, number) == ("writev", 1)
                 fleet.assert_all("old")
                 return
@@ -146,3 +148,25 @@ def test_master_killed_then_resumed_ends_all_old_or_all_new(
             assert outcome != "committed"
         again = fleet.run(fleet.resume_argv())
         assert (again.returncode, again.fleet) == (0, None)  # nothing left to resume
+
+
+@pytest.mark.parametrize("call", ["writev", "fdatasync"])
+def test_a_window_that_ends_while_the_master_is_down_reverts_the_fleet(
+    tmp_path: Path, call: str
+) -> None:
+    """The master dies after every node committed confirmed (before, or just after, it
+    recorded its confirmation); the nodes' windows end and each reverts by itself; the
+    resume finds that (a failed check, or confirm refused) and reverts the fleet: all old."""
+    with fleet_at(tmp_path) as fleet:
+        ports = dict(zip(fleet.specs, fleet.nodes.ports, strict=True))
+        argv = fleet.atomic_argv("--confirm-within", "5", ports=ports)
+        confirmation = 6  # push, decision, three commit acks, then the confirmation
+        assert run_killed(argv, call, confirmation, tmp_path / "trace") != 0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and fleet.serving() != [fleet.old] * 3:
+            time.sleep(0.5)  # each node's own timer reverts it
+        assert fleet.serving() == [fleet.old] * 3
+        resumed = fleet.run(fleet.resume_argv())
+        assert resumed.fleet is not None
+        assert (resumed.returncode, resumed.fleet["outcome"]) == (10, "reverted")
+        fleet.assert_all("old")

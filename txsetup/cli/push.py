@@ -174,9 +174,9 @@ def _atomic_options(push: argparse.ArgumentParser) -> None:
         "--daemon-port",
         action="append",
         default=[],
-        metavar="PORT|NODE=PORT",
+        metavar="PORT",
         help=f"with --confirm-within: the node daemon's port for the check (default "
-        f"{GANETI_DAEMON_PORT}); NODE=PORT for one node (repeatable)",
+        f"{GANETI_DAEMON_PORT}); NODE=PORT gives one node's own (repeatable)",
     )
 
 

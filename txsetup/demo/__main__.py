@@ -85,9 +85,9 @@ def story() -> int:
         told, install = scenarios(runs, root, port, pem, document)
         for each in told:
             print(each.line())
-        pushed = push_scenario(kept, document, runs=runs, installed=pem_fingerprint(pem))
-        print(pushed.line())
-        told += [] if pushed.skipped else [pushed]
+        for pushed in push_scenario(kept, document, runs=runs, installed=pem_fingerprint(pem)):
+            print(pushed.line())
+            told += [] if pushed.skipped else [pushed]
     finally:
         stop_daemon(root)
     print("\nThe install, as an operator sees it on a terminal (--log-format console):")
