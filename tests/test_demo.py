@@ -24,7 +24,8 @@ DEMO = [sys.executable, "-m", "txsetup.demo"]
 @pytest.mark.system
 def test_demo_tells_every_scenario_and_the_push_in_a_screenful() -> None:
     """One line per scenario, each done: a real refusal (exit 4) apart from the daemon's
-    failure (exit 6, rolled back); the install as an operator sees it; and every log kept
+    failure (exit 6, rolled back), a push and an atomic rotation to three loopback nodes;
+    the install as an operator sees it; and every log kept
     where the closing lines say, beside the paths the logs name."""
     require_tool("sshd")
     proc = subprocess.run(DEMO, capture_output=True, text=True, timeout=300, check=False)
@@ -37,9 +38,10 @@ def test_demo_tells_every_scenario_and_the_push_in_a_screenful() -> None:
         assert len(lines) <= 30, out
         told = [line for line in lines if re.match(r"^  [✓✗-] ", line)]
         names = [line.split()[1] for line in told]
-        assert names == ["dry", "install", "same", "refused", "daemon", "push,"]
+        assert names == ["dry", "install", "same", "refused", "daemon", "push,", "atomic"]
         assert all(line.startswith("  ✓ ") for line in told), out
-        assert "3 of 3 committed over 3 ssh connections" in told[-1]
+        assert "3 of 3 committed over 3 ssh connections" in told[-2]
+        assert "confirmed: fleet committed (exit 0); 3 daemons serve it" in told[-1]
         assert "another cluster's name: refused (exit 4) at verify_cluster" in told[3]
         assert "nothing written, daemon untouched" in told[3]
         assert "the daemon refuses the new hmac.key: rolled back (exit 6)" in told[4]
@@ -63,6 +65,7 @@ def test_demo_tells_every_scenario_and_the_push_in_a_screenful() -> None:
             "refused.jsonl",
             "daemon-fails.jsonl",
             "push.jsonl",
+            "push-atomic.jsonl",
         ]
         named: set[str] = set()
         for log in sorted(logs.glob("*.jsonl")):

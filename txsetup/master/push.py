@@ -227,37 +227,7 @@ async def run_nodes(
                 return
             begin = {"event": "node.begin", **said, "host": node.host}
             on_event(NodeEvent(node.spec, begin, False))
-            # Lines that are not JSON wait here while they may still be the node's last
-            # words: those become the result's error and are not shown a second time.
-            last_words: list[str] = []
-
-            def say(lines: list[str]) -> None:
-                for text in lines:
-                    on_event(NodeEvent(node.spec, {"event": "node.output", "line": text}, False))
-
-            def on_line(parsed: dict[str, Any] | None, text: str) -> None:
-                if parsed is not None:
-                    say(last_words)
-                    last_words.clear()
-                    on_event(NodeEvent(node.spec, parsed, True))
-                elif text.strip():
-                    last_words.append(text)
-                    say(last_words[:-_LAST_WORDS])
-                    del last_words[:-_LAST_WORDS]
-
-            run = await _reach(
-                node,
-                phase.call_for(node),
-                phase.stdin_for(node.host),
-                options=options,
-                connections=connections,
-                on_line=on_line,
-                stop=stop,
-                last_words=last_words,
-            )
-            result = _node_result(node, run, options, last_words)
-            say([text for text in last_words if text not in (result.error or "")])
-            finish(result)
+            finish(await _run_one(node, phase, options, connections, on_event, stop))
             if phase.release:
                 await connections.release(node)
 
@@ -272,6 +242,48 @@ async def run_nodes(
         await asyncio.gather(*(one(node) for node in rest))
     report.interrupted = stop.is_set()
     return report
+
+
+async def _run_one(  # noqa: PLR0917 - run_nodes' parts for one node
+    node: Node,
+    phase: Phase,
+    options: PushOptions,
+    connections: SharedConnections,
+    on_event: OnEvent,
+    stop: asyncio.Event,
+) -> NodeResult:
+    """One node's command: its lines reported as they come, then its result."""
+    # Lines that are not JSON wait here while they may still be the node's last
+    # words: those become the result's error and are not shown a second time.
+    last_words: list[str] = []
+
+    def say(lines: list[str]) -> None:
+        for text in lines:
+            on_event(NodeEvent(node.spec, {"event": "node.output", "line": text}, False))
+
+    def on_line(parsed: dict[str, Any] | None, text: str) -> None:
+        if parsed is not None:
+            say(last_words)
+            last_words.clear()
+            on_event(NodeEvent(node.spec, parsed, True))
+        elif text.strip():
+            last_words.append(text)
+            say(last_words[:-_LAST_WORDS])
+            del last_words[:-_LAST_WORDS]
+
+    run = await _reach(
+        node,
+        phase.call_for(node),
+        phase.stdin_for(node.host),
+        options=options,
+        connections=connections,
+        on_line=on_line,
+        stop=stop,
+        last_words=last_words,
+    )
+    result = _node_result(node, run, options, last_words)
+    say([text for text in last_words if text not in (result.error or "")])
+    return result
 
 
 async def _reach(
