@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_no_secrets
-from tests.fleetnodes import NODES, Fleet, fleet_at
+from tests.conftest import assert_no_secrets, txsetup_exe
+from tests.fleetnodes import NODES, Fleet, Ran, fleet_at, parse_ran
 from tests.test_push import control_path, counting_ssh, ssh_calls
 from txsetup.demo.scene import txsetup_command
 
@@ -224,3 +224,51 @@ def test_atomic_usage_errors(fleet: Fleet) -> None:
         argv = fleet.atomic_argv(*extra)
         assert subprocess.run(argv, capture_output=True, check=False).returncode == 2, extra
     assert not (fleet.master / "var/lib/txsetup/push").exists()
+
+
+def test_atomic_ssh_setup_push_all_new_then_a_refusal_leaves_all_old(tmp_path: Path) -> None:
+    """--program ssh-setup --document FILE: the same document to every node, atomically;
+    all install it, then a second document that one node refuses changes no node."""
+    from tests.sshdoc import counting_reload, ssh_document, write_sshd_config
+    from tests.test_push import empty_nodes, push_argv
+
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    first.write_text(json.dumps(ssh_document(label="a")))
+    second.write_text(json.dumps(ssh_document(label="b")))
+    with empty_nodes(3, tmp_path / "nodes") as cluster:
+        for node in cluster.nodes:
+            write_sshd_config(
+                node.root, reload=counting_reload(node.root), status=["true"], health_address="none"
+            )
+
+        def atomic(document: Path) -> Ran:
+            argv = push_argv(tmp_path, cluster, "--atomic", "--program", "ssh-setup")
+            argv[argv.index("--remote-command") : argv.index("--remote-command") + 2] = [
+                "--remote-txsetup",
+                txsetup_exe(),
+            ]
+            argv += ["--document", str(document), "--log-format", "json"]
+            proc = subprocess.run(
+                [*argv, *(n.spec for n in cluster.nodes)], capture_output=True, check=False
+            )
+            return parse_ran(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+        ran = atomic(first)
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        assert ran.fleet is not None
+        assert ran.fleet["outcome"] == "committed"
+        keys = [sorted((n.root / "etc/ssh").iterdir()) for n in cluster.nodes]
+        assert all(k for k in keys)
+        before = [{p.name: p.read_bytes() for p in k} for k in keys]
+        name = cluster.nodes[1].root / "var/lib/ganeti/ssconf_cluster_name"
+        name.parent.mkdir(parents=True, exist_ok=True)
+        name.write_text("other.example.com\n")
+        refused = atomic(second)
+        assert refused.returncode == 10
+        assert refused.fleet is not None
+        assert refused.fleet["outcome"] == "aborted"
+        after = [
+            {p.name: (n.root / "etc/ssh" / p.name).read_bytes() for p in k}
+            for n, k in zip(cluster.nodes, keys, strict=True)
+        ]
+        assert after == before

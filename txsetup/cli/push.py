@@ -73,6 +73,19 @@ def _where_options(push: argparse.ArgumentParser) -> None:
         help="push again to the nodes of a results file that did not succeed",
     )
     push.add_argument(
+        "--program",
+        choices=("node-daemon-setup", "ssh-setup"),
+        default="node-daemon-setup",
+        help="what the nodes run (default node-daemon-setup, its document built from "
+        "--from-root; ssh-setup takes its document from --document)",
+    )
+    push.add_argument(
+        "--document",
+        type=Path,
+        metavar="FILE",
+        help="with --program ssh-setup: the document every node is sent",
+    )
+    push.add_argument(
         "--from-root",
         type=Path,
         default=Path(os.environ.get("TXSETUP_ROOT", "/")),
@@ -218,22 +231,18 @@ def _push_nodes(args: argparse.Namespace) -> list[Node]:
 
 def run_push(args: argparse.Namespace) -> int:
     """``txsetup push``: results on stdout, the view on stderr, the exit code here."""
-    from txsetup.master import PushOptions, build_payload, push
+    from txsetup.master import PushOptions, push
     from txsetup.master.progress import make_view
 
     log = get_logger()
     if args.remote_command is None:
-        args.remote_command = f"{args.remote_txsetup} node-daemon-setup"
+        args.remote_command = f"{args.remote_txsetup} {args.program}"
     try:
         _check_usage(args)
         if args.resume and not _nodes_given(args):
             return _resume_atomic(args)
         nodes = _push_nodes(args)
-        payload = (
-            None
-            if args.resume
-            else build_payload(args.from_root, start_node_daemon=args.start_node_daemon)
-        )
+        payload = None if args.resume else _payload(args)
     except TxsetupError as error:
         log.error("push.error", error=str(error), error_code=error.error_code)
         return error.exit_code
@@ -272,6 +281,15 @@ def run_push(args: argparse.Namespace) -> int:
     return ExitCode.OK if report.ok else ExitCode.NODES_FAILED
 
 
+def _payload(args: argparse.Namespace) -> Payload:
+    """The document: built from --from-root, or read from --document."""
+    from txsetup.master.payload import build_payload, load_document
+
+    if args.program == "node-daemon-setup":
+        return build_payload(args.from_root, start_node_daemon=args.start_node_daemon)
+    return load_document(args.document, args.program)
+
+
 def _check_usage(args: argparse.Namespace) -> None:
     """Options that exclude or need each other (exit 2)."""
     if args.abort and not args.resume:
@@ -286,6 +304,10 @@ def _check_usage(args: argparse.Namespace) -> None:
         raise UsageError("--canary must be 0 or more, --max-failures 1 or more")
     if not args.atomic and (args.confirm_within is not None or args.daemon_port):
         raise UsageError("--confirm-within and --daemon-port go with --atomic")
+    if (args.program == "ssh-setup") != (args.document is not None) and not args.resume:
+        raise UsageError("--document goes with --program ssh-setup, and ssh-setup needs it")
+    if args.program == "ssh-setup" and args.daemon_port:
+        raise UsageError("--daemon-port checks a node daemon: not with --program ssh-setup")
     if args.confirm_within is not None and not 0 < args.confirm_within <= 7 * 24 * 3600:
         raise UsageError("--confirm-within: seconds between 0 and one week")
     _daemon_ports(args.daemon_port)
@@ -366,6 +388,8 @@ def _rerun(args: argparse.Namespace) -> Rerun:
         again += [*([] if args.start_node_daemon else ["--no-start-node-daemon"])]
         again += [*(["--dry-run"] if args.dry_run else [])]
         again += _atomic_again(args)
+        if args.program != "node-daemon-setup":
+            again += ["--program", args.program, "--document", str(args.document)]
     return Rerun(tuple(reach), tuple(again), args.abort, results_file_of(sys.stdout))
 
 

@@ -76,12 +76,14 @@ def start_atomic(
                 f"atomic push {earlier.push_id} is unfinished: finish it first with "
                 f"`txsetup push --resume --from-root {from_root}`"
             )
-        fingerprint = certificate_fingerprint(str(payload.document["node_daemon_certificate"]))
+        certificate = payload.document.get("node_daemon_certificate")
+        fingerprint = certificate_fingerprint(certificate) if certificate else None
         log = FleetLog(push_dir(from_root) / f"{new_push_id()}.json")
         log.append(
             "push",
             push_id=log.push_id,
             nodes=[node.spec for node in nodes],
+            program=payload.program,
             digest=payload.digest,
             certificate=fingerprint,
             options=_record_options(options) | fleet.to_record(),
@@ -120,6 +122,10 @@ def resume_atomic(from_root: Path, *, on_event: OnEvent) -> PushReport | None:
         )
 
 
+def _no_check(_: Node) -> None:
+    return None
+
+
 def _record_options(options: PushOptions) -> dict[str, object]:
     return {
         "ssh": options.ssh,
@@ -136,16 +142,18 @@ def _drive(
     fleet: FleetOptions,
     *,
     payload: Payload | None,
-    fingerprint: str,
+    fingerprint: str | None,
     on_event: OnEvent,
 ) -> PushReport:
+    """Drive the push; the master's own check is the daemon's certificate over TLS, when
+    the push installs one (ssh-setup's nodes check their sshd themselves)."""
     return run_until_stopped(
         lambda stop: drive(
             log,
             options,
             fleet,
             stdin_for=payload.for_node if payload is not None else None,
-            check=tls_check(fleet, fingerprint),
+            check=tls_check(fleet, fingerprint) if fingerprint else _no_check,
             on_event=on_event,
             stop=stop,
         )

@@ -24,14 +24,16 @@ from txsetup.node.files import GANETI_DIR
 from txsetup.node.ganeti_fields import MAX_SSCONF_VALUE_BYTES, SSCONF_KEYS
 from txsetup.node.payload import decode_node_daemon_setup
 
-__all__ = ["Payload", "build_payload"]
+__all__ = ["Payload", "build_payload", "load_document"]
 
 _PEM_LIMIT = 1024 * 1024
+_DOCUMENT_LIMIT = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, repr=False)
 class Payload:
-    """The ``node-daemon-setup`` document for every node; only ``node_name`` differs.
+    """The document for every node: ``node-daemon-setup``'s, where only ``node_name``
+    differs, or ``ssh-setup``'s, the same bytes for every node.
 
     Holds key material: its repr names the cluster and the ssconf keys only.
     The document is encoded once, at the first :meth:`for_node`: do not change
@@ -39,6 +41,7 @@ class Payload:
     """
 
     document: Mapping[str, Any]
+    program: str = "node-daemon-setup"
 
     @property
     def cluster_name(self) -> str:
@@ -52,6 +55,8 @@ class Payload:
         the rest of the document (350 KiB for a 1,000-node cluster, several
         milliseconds to encode) is encoded once per push, not once per node.
         """
+        if self.program != "node-daemon-setup":  # names no node
+            return self._encoded_head
         name = json.dumps(node_name).encode()
         return self._encoded_head + name + b"}"
 
@@ -62,9 +67,12 @@ class Payload:
 
     @cached_property
     def _encoded_head(self) -> bytes:
-        """The document without ``node_name``, up to where that key goes."""
+        """The document without ``node_name``, up to where that key goes (all of it, for a
+        program whose documents name no node)."""
         rest = {k: v for k, v in self.document.items() if k != "node_name"}
         encoded = json.dumps(rest).encode()
+        if self.program != "node-daemon-setup":
+            return encoded
         return encoded[:-1] + (b", " if rest else b"") + b'"node_name": '
 
     def __repr__(self) -> str:
@@ -109,6 +117,31 @@ def build_payload(
     payload = Payload(document)
     _validate(payload, from_root, now or datetime.now(UTC))
     return payload
+
+
+def load_document(path: Path, program: str) -> Payload:
+    """A document for ``program`` read from ``path`` (``--document``), checked with the
+    node's own decoder before any node is contacted.
+
+    Raises:
+        InvalidInput: the file cannot be read, or a node would refuse to decode it
+            (exit 3 for push); the message names the file and the JSON paths, never
+            a value.
+    """
+    from txsetup.node.payload import decode_ssh_setup
+
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(_DOCUMENT_LIMIT + 1)
+    except OSError as exc:
+        raise InvalidInput(f"--document: {path} cannot be read: {exc.strerror}") from exc
+    if len(raw) > _DOCUMENT_LIMIT:
+        raise InvalidInput(f"--document: {path} is larger than {_DOCUMENT_LIMIT} bytes")
+    try:
+        decode_ssh_setup(raw)
+    except InvalidInput as exc:
+        raise InvalidInput(f"--document: {path} is not a {program} document: {exc}") from exc
+    return Payload(json.loads(raw), program)
 
 
 def _read_text(path: Path, limit: int) -> str:
