@@ -89,3 +89,65 @@ def test_results_file_is_a_regular_file_only(
         assert results_file_of(writer) is None
     with open(os.devnull, "w") as null:
         assert results_file_of(null) is None
+
+
+def fleet_report(outcome: str, *, interrupted: bool = False) -> PushReport:
+    """An atomic push's report: two nodes and the fleet's line."""
+    made = report(("reverted", 0), ("failed", 4), interrupted=interrupted)
+    made.fleet = {"push_id": "push-1", "outcome": outcome, "decision": "commit"}
+    return made
+
+
+def test_after_an_atomic_push_in_doubt_or_interrupted_the_next_step_is_its_resume() -> None:
+    """In doubt, or interrupted: `txsetup push --resume --from-root DIR`, no node and no
+    results file (the record on the master says what is left)."""
+    rerun = Rerun(REACH, (*AGAIN, "--atomic"), results_file="r.json")
+    for made in (fleet_report("in_doubt"), fleet_report("committed", interrupted=True)):
+        step = rerun.next_step(made)
+        assert step is not None
+        assert step.command == "txsetup push --resume --from-root /srv/master"
+
+
+def test_after_an_atomic_push_that_did_not_commit_the_whole_fleet_goes_again() -> None:
+    """Aborted or reverted: every node is old again, so the next push takes every node of
+    the results file (--retry-from does, when the fleet line says so), atomically."""
+    rerun = Rerun(REACH, (*AGAIN, "--atomic"), results_file="r.json")
+    step = rerun.next_step(fleet_report("reverted"))
+    assert step is not None
+    assert shlex.split(step.command)[:5] == [
+        "txsetup",
+        "push",
+        "--retry-from",
+        "r.json",
+        "--from-root",
+    ]
+    assert "--atomic" in step.command
+    assert "every node is old again (reverted)" in step.words
+    assert rerun.next_step(fleet_report("committed")) is None
+
+
+def test_retry_from_an_atomic_push_that_did_not_commit_takes_every_node(tmp_path: Path) -> None:
+    """--retry-from skips the fleet line; after a fleet that did not commit it takes every
+    node, also those whose own line says exit 0; after a committed fleet, none."""
+    import json
+
+    from txsetup.master.results import nodes_to_retry
+
+    path = tmp_path / "r.json"
+    lines = [r.to_json() for r in fleet_report("reverted").results]
+    path.write_text(
+        "\n".join(json.dumps(x) for x in [*lines, {"push_id": "p", "outcome": "reverted"}])
+    )
+    assert nodes_to_retry(path) == ["n0", "n1"]
+    path.write_text(
+        "\n".join(json.dumps(x) for x in [lines[0], {"push_id": "p", "outcome": "committed"}])
+    )
+    assert nodes_to_retry(path) == []
+
+
+def test_the_summary_starts_with_the_fleet() -> None:
+    """An atomic push's summary says first what the fleet ended with, and why."""
+    from txsetup.master.progress import summary_lines
+
+    lines = summary_lines(fleet_report("reverted"), 2, Rerun(results_file="r.json"))
+    assert lines[0] == "fleet reverted: every node old again (decision commit; push-1)"
