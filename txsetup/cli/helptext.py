@@ -99,6 +99,10 @@ EXAMPLES: Final[Mapping[str, tuple[str, ...]]] = {
         "{prog} --dry-run node1",
         "# finish (or undo) what an interrupted push left on its nodes",
         "{prog} --resume --retry-from results.json",
+        "# all nodes new or all old: prepare, decide, commit, check, confirm",
+        "{prog} --atomic --confirm-within 300 --nodes-file nodes.txt > results.json",
+        "# finish the atomic push an interrupted master left",
+        "{prog} --resume",
     ),
 }
 
