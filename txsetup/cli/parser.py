@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from txsetup.cli.helptext import ExamplesFormatter, add_version, epilog
-from txsetup.cli.push import add_push_parser
+from txsetup.cli.push_args import add_push_parser
 from txsetup.errors import UsageError
 
 __all__ = ["ALIASES", "build_alias_parser", "build_parser"]
