@@ -41,6 +41,8 @@ def test_all_good_ends_all_new_over_one_connection_per_node(fleet: Fleet, tmp_pa
     assert ran.fleet["decision"] == "commit"
     assert ran.fleet["confirmation"] == "confirm"
     assert {r["phase"] for r in ran.results.values()} == {"confirm"}
+    decided = [(e["record"], e["decision"]) for e in ran.events if e["event"] == "push.decided"]
+    assert decided == [("decision", "commit"), ("confirmation", "confirm")]
     masters, commands = ssh_calls(calls)
     assert len(masters) == NODES
     assert len(commands) == 3 * NODES  # prepare, commit, confirm

@@ -151,3 +151,31 @@ def test_the_summary_starts_with_the_fleet() -> None:
 
     lines = summary_lines(fleet_report("reverted"), 2, Rerun(results_file="r.json"))
     assert lines[0] == "fleet reverted: every node old again (decision commit; push-1)"
+
+
+def test_the_plain_view_tells_an_atomic_push_phase_by_phase() -> None:
+    """Without rich, a person sees each node's phase as it ends, each decision the moment
+    it is durable, and the fleet's end first in the summary."""
+    import io
+
+    from txsetup.master.progress import PlainView
+    from txsetup.master.push import NodeEvent
+
+    out = io.StringIO()
+    view = PlainView(out, Rerun(results_file="r.json"))
+    view.begin(2)
+    for node in ("n0", "n1"):
+        view.on_event(NodeEvent(node, {"event": "node.begin", "phase": "prepare"}, False))
+        end = {"event": "node.end", "phase": "prepare", "outcome": "prepared", "exit_code": 0}
+        view.on_event(NodeEvent(node, {**end, "txid": "t", "duration_ms": 900}, False))
+    decided = {"event": "push.decided", "record": "decision", "decision": "commit"}
+    view.on_event(NodeEvent("", {**decided, "reason": "every node prepared"}, False))
+    view.end(fleet_report("in_doubt"))
+    lines = out.getvalue().splitlines()
+    assert "✓ n0  prepare: prepared  0.9s" in lines
+    assert "» decided: commit (every node prepared)" in lines
+    fleet = lines.index(
+        "fleet in_doubt: a node did not answer: push --resume finishes it (decision commit; push-1)"
+    )
+    assert fleet > lines.index("» decided: commit (every node prepared)")
+    assert "txsetup push --resume" in out.getvalue()

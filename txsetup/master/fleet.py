@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from txsetup.master.connections import SharedConnections
 from txsetup.master.fleetlog import FleetLog
-from txsetup.master.push import OnEvent, Phase, PushOptions, run_nodes
+from txsetup.master.push import NodeEvent, OnEvent, Phase, PushOptions, run_nodes
 from txsetup.master.results import NOT_STARTED, NodeResult, PushReport
 from txsetup.master.ssh import Node, RemoteCall, parse_node
 from txsetup.node.config import HealthTarget
@@ -146,6 +146,15 @@ class _Fleet:
         )
         return answers
 
+    def record(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Make a decision or confirmation durable, then tell it (``push.decided``)."""
+        entry = self.log.append(kind, **fields)
+        said = {"push_id": self.log.push_id, "record": kind, "decision": fields["decision"]}
+        self.on_event(
+            NodeEvent("", {"event": "push.decided", **said, "reason": fields["reason"]}, False)
+        )
+        return entry
+
     def pending(self, phase: str, among: Sequence[Node] | None = None) -> list[Node]:
         """The nodes (of ``among``, default all) that have not acknowledged ``phase``."""
         done = self.log.acks(phase)
@@ -254,7 +263,7 @@ async def _prepare(run: _Fleet, stdin_for: Callable[[str], bytes | None] | None)
     everyone = [n.spec for n in run.nodes]
     if stdin_for is None:
         reason = "the push stopped before it decided (presumed abort)"
-        return run.log.append("decision", decision="abort", reason=reason, to_abort=everyone)
+        return run.record("decision", decision="abort", reason=reason, to_abort=everyone)
     push_id = run.log.push_id
     answers = await run.round(
         "prepare", run.nodes, lambda _: ("--prepare", "--coordinator", push_id), stdin_for
@@ -265,7 +274,9 @@ async def _prepare(run: _Fleet, stdin_for: Callable[[str], bytes | None] | None)
         if r.exit_code == 0 and r.outcome == "prepared" and r.txid
     }
     if len(prepared) == len(run.nodes) and not run.stop.is_set():
-        return run.log.append("decision", decision="commit", txids=prepared)
+        return run.record(
+            "decision", decision="commit", reason="every node prepared", txids=prepared
+        )
     failed = sorted(set(everyone) - set(prepared))
     # A node that answered "not prepared" holds nothing; one that never answered may.
     unsure = [
@@ -273,7 +284,7 @@ async def _prepare(run: _Fleet, stdin_for: Callable[[str], bytes | None] | None)
     ]
     reason = f"{len(failed)} node(s) did not prepare: {', '.join(failed[:5])}"
     to_abort = [s for s in everyone if s in prepared or s in unsure]
-    return run.log.append("decision", decision="abort", reason=reason, to_abort=to_abort)
+    return run.record("decision", decision="abort", reason=reason, to_abort=to_abort)
 
 
 def _by_coordinator(run: _Fleet, verb: str) -> Callable[[Node], tuple[str, ...]]:
@@ -317,7 +328,7 @@ async def _confirm_or_revert(run: _Fleet, txids: Mapping[str, str], check: Check
 
 
 def _decide(run: _Fleet, decision: str, reason: str) -> None:
-    run.log.append("confirmation", decision=decision, reason=reason)
+    run.record("confirmation", decision=decision, reason=reason)
 
 
 def _with_txid(verb: str, txids: Mapping[str, str]) -> Callable[[Node], tuple[str, ...]]:

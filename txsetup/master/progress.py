@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
@@ -84,7 +85,7 @@ class JsonView:
             except (OSError, ValueError):
                 pass  # nobody reads stderr any more: results still go to stdout
             return
-        log = get_logger().bind(node=event.node)
+        log = get_logger().bind(node=event.node) if event.node else get_logger()
         if event.event == "node.end" and fields.get("exit_code") != 0:
             log.error(event.event, **fields)
         else:
@@ -165,6 +166,12 @@ def summary_lines(report: PushReport, total: int, rerun: Rerun | None = None) ->
     return lines
 
 
+def _decided_line(fields: Mapping[str, Any]) -> str:
+    """An atomic push's decision or confirmation, the moment it is durable."""
+    what = "decided" if fields.get("record") == "decision" else "confirmation"
+    return f"» {what}: {fields.get('decision')} ({fields.get('reason')})"
+
+
 def fleet_line(fleet: dict[str, Any]) -> str:
     """An atomic push's end in words: its outcome and the decisions that led there."""
     decided = ", ".join(
@@ -210,6 +217,8 @@ class PlainView:
             self._say(f"  {event.node}  | {fields.get('line', '')}")
         elif event.event == "node.end":
             self._say(_finished_line(_result_of(event), fields.get("phase")))
+        elif event.event == "push.decided":
+            self._say(_decided_line(fields))
 
     def end(self, report: PushReport) -> None:
         """The summary."""
@@ -277,6 +286,8 @@ class LiveView:
         elif event.event == "node.output":
             line = refuse_key_material(None, "", dict(event.fields)).get("line", "")
             self._console.print(f"  {event.node} | {line}", style="dim", markup=False)
+        elif event.event == "push.decided":
+            self._console.print(_decided_line(event.fields), style="bold", markup=False)
 
     def _render(self) -> RenderableType:
         from rich.table import Table
