@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_no_secrets, txsetup_exe
+from tests.conftest import assert_no_secrets, check_log_lines, txsetup_exe
 from tests.fleetnodes import NODES, Fleet, Ran, fleet_at, parse_ran
 from tests.test_push import control_path, counting_ssh, ssh_calls
 from txsetup.demo.scene import txsetup_command
@@ -274,3 +274,28 @@ def test_atomic_ssh_setup_push_all_new_then_a_refusal_leaves_all_old(tmp_path: P
             for n, k in zip(cluster.nodes, keys, strict=True)
         ]
         assert after == before
+
+
+def test_an_atomic_push_while_another_runs_is_refused_before_any_node(
+    tmp_path: Path, node_pem: str
+) -> None:
+    """While another atomic push or resume holds the master's lock, an atomic push exits 5
+    (busy) naming the lock's directory, records nothing and contacts no node."""
+    from filelock import FileLock
+
+    from tests.test_push import write_master
+
+    master = write_master(tmp_path / "master", node_pem)
+    directory = master / "var/lib/txsetup/push"
+    directory.mkdir(parents=True)
+    argv = [txsetup_exe(), "push", "--atomic", "--from-root", str(master), "--ssh", "false"]
+    with FileLock(directory / ".lock"):
+        proc = subprocess.run(
+            [*argv, "--log-format", "json", "root@192.0.2.1"], capture_output=True, check=False
+        )
+    assert proc.returncode == 5, proc.stderr
+    error = next(e for e in check_log_lines(proc.stderr.decode()) if e["event"] == "push.error")
+    assert error["error_code"] == "busy"
+    assert str(directory) in error["error"]
+    assert proc.stdout == b""
+    assert [p.name for p in directory.iterdir()] == [".lock"]
