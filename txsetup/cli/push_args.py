@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from txsetup.cli.helptext import ExamplesFormatter, add_version, epilog
 from txsetup.errors import ExitCode, UsageError
+from txsetup.node.config import NODED_PORT
 
 __all__ = [
     "DEFAULT_PARALLEL",
@@ -25,7 +26,6 @@ __all__ = [
 ]
 
 DEFAULT_REMOTE_TXSETUP: Final = "txsetup"
-GANETI_DAEMON_PORT: Final = 1811
 DEFAULT_PARALLEL: Final = 8
 
 PUSH_EXIT_CODES: Final = (
@@ -187,13 +187,13 @@ def _atomic_options(push: argparse.ArgumentParser) -> None:
         default=[],
         metavar="PORT",
         help=f"with --confirm-within: the node daemon's port for the check (default "
-        f"{GANETI_DAEMON_PORT}); NODE=PORT gives one node's own (repeatable)",
+        f"{NODED_PORT}); NODE=PORT gives one node's own (repeatable)",
     )
 
 
 def daemon_ports(values: list[str]) -> tuple[int, dict[str, int]]:
     """``--daemon-port``: the default port, and each node's own."""
-    default, ports = GANETI_DAEMON_PORT, {}
+    default, ports = NODED_PORT, {}
     for value in values:
         node, _, port = value.rpartition("=")
         if not port.isdigit() or not 0 < int(port) < 65536:

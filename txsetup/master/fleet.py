@@ -36,12 +36,11 @@ from txsetup.master.fleetlog import FleetLog
 from txsetup.master.push import NodeEvent, OnEvent, Phase, PushOptions, run_nodes
 from txsetup.master.results import NOT_STARTED, NodeResult, PushReport
 from txsetup.master.ssh import Node, RemoteCall, parse_node
-from txsetup.node.config import HealthTarget
+from txsetup.node.config import NODED_PORT, HealthTarget
 from txsetup.node.daemon import probe_tls
 
-__all__ = ["GANETI_DAEMON_PORT", "FleetOptions", "drive"]
+__all__ = ["FleetOptions", "drive"]
 
-GANETI_DAEMON_PORT: Final = 1811
 _CHECK_TIMEOUT: Final = 10.0
 _REFUSED: Final = 4
 _ROLLED_BACK: Final = 6
@@ -62,7 +61,7 @@ class FleetOptions:
 
     remote_txsetup: str = "txsetup"
     confirm_within: float | None = None
-    daemon_port: int = GANETI_DAEMON_PORT
+    daemon_port: int = NODED_PORT
     daemon_ports: Mapping[str, int] = field(default_factory=dict)  # node spec -> port
     client_cert: str | None = None  # presented to a daemon that asks (Ganeti's noded does)
 

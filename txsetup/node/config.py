@@ -18,6 +18,7 @@ from txsetup.errors import InvalidInput
 __all__ = [
     "CLIENT_PEM_KEYS",
     "DEFAULT_CONFIG_PATH",
+    "NODED_PORT",
     "Argv",
     "ClientPemProfile",
     "Config",
@@ -37,6 +38,10 @@ _DAEMON_UTIL: Final = "/usr/lib/ganeti/daemon-util"
 _STOP_ALL: Final = (_DAEMON_UTIL, "stop-all")
 CLIENT_PEM_KEYS: Final = ("rsa-2048", "rsa-3072", "rsa-4096", "like-node")
 MAX_CLIENT_PEM_DAYS: Final = 36500
+
+
+NODED_PORT: Final = 1811
+"""The port Ganeti's node daemon listens on (TLS); the master checks it there too."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ class DaemonConfig:
     restart: tuple[Argv, ...] = (_STOP_ALL, (_DAEMON_UTIL, "start", "ganeti-noded"))
     stop: tuple[Argv, ...] = (_STOP_ALL,)
     status: Argv = (_DAEMON_UTIL, "check", "ganeti-noded")
-    health_url: HealthTarget | None = HealthTarget("127.0.0.1", 1811)
+    health_url: HealthTarget | None = HealthTarget("127.0.0.1", NODED_PORT)
     health_timeout: float = 30.0
     command_timeout: float = 60.0
 
