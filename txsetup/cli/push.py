@@ -2,7 +2,8 @@
 
 stdout carries one JSON result line per node as it finishes; stderr the
 view (:mod:`txsetup.master.progress`). Exit 0 when every node succeeded, 10
-when any did not, 2 usage, 3 an unusable ``--from-root``, 130 interrupted.
+when any did not, 2 usage, 3 an unusable ``--from-root`` or ``--document``, 5
+another atomic push unfinished or running, 130 interrupted.
 """
 
 from __future__ import annotations

@@ -44,11 +44,14 @@ def add_push_parser(sub: argparse._SubParsersAction[Any]) -> None:
     """The ``push`` subcommand and its options."""
     push = sub.add_parser(
         "push",
-        help="master side: run node-daemon-setup on nodes over ssh, one connection each",
-        description="Build the node-daemon-setup document from this master's files, check it, "
-        "and run it on every NODE over one ssh connection each, at most --parallel at once. "
+        help="master side: run node-daemon-setup or ssh-setup on nodes over ssh",
+        description="Build the node-daemon-setup document from this master's files (or take "
+        "ssh-setup's from --document), check it, and run it on every NODE over one ssh "
+        "connection each, at most --parallel at once. With --atomic the nodes prepare first "
+        "and all commit or none does; --resume with no NODE finishes one the master did not. "
         "stdout: one JSON result line per node as it finishes. Exit 0 when every node "
-        "succeeded, 10 when any did not, 2 usage, 3 unusable --from-root, 130 interrupted.",
+        "succeeded, 10 when any did not, 2 usage, 3 unusable --from-root or document, "
+        "5 another atomic push unfinished or running, 130 interrupted.",
         epilog=epilog("push", "txsetup push"),
         formatter_class=ExamplesFormatter,
     )
