@@ -8,6 +8,7 @@ with no node held, whatever fails where.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -145,6 +146,48 @@ def test_a_node_unreachable_at_commit_is_in_doubt_until_resume(
     nothing = subprocess.run(fleet.resume_argv(), capture_output=True, text=True, check=False)
     assert (nothing.returncode, nothing.stdout) == (0, "")
     assert "push.nothing_to_resume" in nothing.stderr
+
+
+def test_a_node_refusing_the_revert_is_in_doubt_until_its_file_is_put_back(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """A failed check reverts the fleet, but node 0's server.pem was changed by hand after
+    its commit: that node refuses the revert (exit 4, naming the file) and keeps B, the
+    others go back to A, and the push is in doubt (exit 10). Once the file is put back
+    exactly (bytes, inode and mtime: ``cp -p`` of a copy),
+    ``push --resume`` reverts node 0 and the fleet ends all old."""
+    pem = fleet.node(0).root / "var/lib/ganeti/server.pem"
+    saved, flag = tmp_path / "server.pem.saved", tmp_path / "change-by-hand"
+    flag.touch()
+    script = tmp_path / "remote-txsetup"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = revert ] && [ -e {flag} ] && [ "$TXSETUP_ROOT" = {fleet.node(0).root} ]; '
+        f"then cp -p {pem} {saved} && echo >> {pem}; fi\n"
+        f'exec {" ".join(txsetup_command())} "$@"\n'
+    )
+    script.chmod(0o755)
+    ports = dict(zip(fleet.specs, fleet.nodes.ports, strict=True))
+    ports[fleet.specs[2]] = 9  # nothing listens there: node 2 fails the master's check
+    argv = fleet.atomic_argv("--confirm-within", "300", ports=ports)
+    argv[argv.index("--remote-txsetup") + 1] = str(script)
+    ran = fleet.run(argv)
+    assert ran.returncode == 10, ran.stderr[-3000:]
+    assert ran.fleet is not None
+    assert (ran.fleet["outcome"], ran.fleet["confirmation"]) == ("in_doubt", "revert")
+    refusing = ran.results[fleet.specs[0]]
+    assert (refusing["exit_code"], refusing["phase"]) == (4, "revert")
+    assert "server.pem" in refusing["error"]
+    assert [ran.results[s]["outcome"] for s in fleet.specs[1:]] == ["reverted"] * 2
+    assert fleet.serving()[1:] == [fleet.old] * 2
+    flag.unlink()
+    shutil.copy2(saved, pem)  # in place, mtime too: exactly as the commit left it
+    resumed = fleet.run(fleet.resume_argv())
+    assert resumed.returncode == 10, resumed.stderr[-3000:]
+    assert resumed.fleet is not None
+    assert resumed.fleet["outcome"] == "reverted", json.dumps(resumed.results)
+    assert [resumed.results[s]["outcome"] for s in fleet.specs] == ["reverted"] * NODES
+    fleet.assert_all("old")
 
 
 def refuse_on(node_root: Path) -> Path:
